@@ -1,0 +1,289 @@
+"""The one decision: does this request carry a certificate that authenticates an identity?
+
+The Django backend, the middleware, the DRF authentication class and the decorator all call
+``evaluate(request)``; the answer is computed once per request and kept on it.  The steps, in order:
+
+1. Read the forwarded certificate header — believed only from ``TRUSTED_PROXIES`` (else ``untrusted_proxy``).
+2. When the proxy verifies certificates, its verdict must be ``SUCCESS``.
+3. Parse the certificate (cached by the exact header value) — else ``malformed_certificate``.
+4. Policy: validity period and clientAuth usage; chain to a trusted authority and CRLs (``certauth.trust``).
+5. Registry: pinned thumbprint (or an identity rule) -> entry, revoked?, identity active?
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from django.contrib.auth import get_user_model
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
+
+from . import audit, signals
+from .certificates import CertificateInfo, describe
+from .conf import settings
+from .forwarding import parse_chain_header, parse_forwarded
+from .lru import MISSING, BoundedCache
+from .policy import PolicyOptions, check_certificate
+from .principal import CertificateAuth, CertificatePrincipal
+from .proxies import ProxyAllowList, reason_for_proxy_verdict
+from .reasons import CertificateRefused, Reason
+from .registry import RegistryUnavailable, registry, touch_last_used
+
+logger = logging.getLogger("certauth")
+
+REQUEST_ATTRIBUTE = "_certauth_outcome"
+
+
+@dataclass
+class Outcome:
+    """The answer for one request."""
+
+    reason: Reason | None
+    detail: str = ""
+    auth: CertificateAuth | None = None
+    certificate: CertificateInfo | None = None
+    identity_id: int | None = None
+    identity_name: str = ""
+    client_ip: str | None = None
+    proxy_ip: str | None = None
+    recorded: bool = False
+    _user: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and self.auth is not None
+
+    @property
+    def user(self) -> Any:
+        """The identity's linked Django user (loaded lazily) or a ``CertificatePrincipal``."""
+        if self._user is None and self.auth is not None:
+            identity = self.auth.identity
+            if identity.user_id is None:
+                self._user = CertificatePrincipal(identity)
+            else:
+                user_id = identity.user_id
+                self._user = SimpleLazyObject(lambda: get_user_model()._default_manager.get(pk=user_id))
+        return self._user
+
+    def body(self) -> dict[str, Any]:
+        assert self.reason is not None
+        return {"reason": str(self.reason), "detail": self.detail or self.reason.message}
+
+
+class _Config:
+    """Values derived from settings once per settings generation (not per request)."""
+
+    def __init__(self) -> None:
+        self.generation = settings.generation
+        self.proxies = ProxyAllowList(settings.TRUSTED_PROXIES)
+        self.cert_key = meta_key(settings.CERTIFICATE_HEADER)
+        self.chain_key = meta_key(settings.CHAIN_HEADER) if settings.CHAIN_HEADER else None
+        self.verify_key = meta_key(settings.VERIFY_HEADER)
+        self.client_ip_key = meta_key(settings.CLIENT_IP_HEADER) if settings.CLIENT_IP_HEADER else None
+        self.format = settings.FORWARDING_FORMAT
+        self.proxy_verifies = bool(settings.PROXY_VERIFIES_CERTIFICATE)
+        self.policy = PolicyOptions(
+            validate_validity_period=settings.VALIDATE_VALIDITY_PERIOD,
+            validate_certificate_use=settings.VALIDATE_CERTIFICATE_USE,
+        )
+        self.parsed: BoundedCache[tuple[str, str | None], Presented] = BoundedCache(settings.CACHE_SIZE)
+
+
+_config: _Config | None = None
+
+
+def config() -> _Config:
+    global _config
+    if _config is None or _config.generation != settings.generation:
+        _config = _Config()
+    return _config
+
+
+def meta_key(header: str) -> str:
+    """``X-SSL-Client-Cert`` -> ``HTTP_X_SSL_CLIENT_CERT`` (how WSGI servers name it in ``META``)."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+def _valid_ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """A parsed forwarded certificate: its facts and the intermediates the proxy sent with it."""
+
+    info: CertificateInfo
+    chain: tuple[x509.Certificate, ...] = ()
+
+
+def parse_cached(cfg: _Config, raw: str, chain_raw: str | None) -> Presented:
+    """Parse the forwarded value, memoised by the exact header value(s): the dictionary compares the
+    whole strings, so a cached answer is only ever given for the very same bytes."""
+    key = (raw, chain_raw)
+    cached = cfg.parsed.get(key)
+    if cached is not MISSING:
+        return cached  # type: ignore[return-value]
+    forwarded = parse_forwarded(raw, cfg.format)
+    chain = forwarded.chain
+    if chain_raw:
+        chain += parse_chain_header(chain_raw, cfg.format)
+    presented = Presented(describe(forwarded.leaf), chain)
+    cfg.parsed.set(key, presented)
+    return presented
+
+
+def evaluate(request: HttpRequest) -> Outcome:
+    """Decide once per request; later calls return the same ``Outcome``."""
+    outcome: Outcome | None = getattr(request, REQUEST_ATTRIBUTE, None)
+    if outcome is None:
+        outcome = _decide(request)
+        setattr(request, REQUEST_ATTRIBUTE, outcome)
+        if outcome.ok:
+            _send(signals.certificate_authenticated, request=request, auth=outcome.auth)
+        elif outcome.reason is not Reason.MISSING_CERTIFICATE:
+            record_refusal(request, outcome)
+    return outcome
+
+
+def _decide(request: HttpRequest) -> Outcome:
+    cfg = config()
+    meta = request.META
+    remote = meta.get("REMOTE_ADDR") or ""
+    from_proxy = remote in cfg.proxies
+    client_ip = (_valid_ip(meta.get(cfg.client_ip_key)) if from_proxy and cfg.client_ip_key else None) or _valid_ip(
+        remote
+    )
+    raw = meta.get(cfg.cert_key)
+    base = {"client_ip": client_ip, "proxy_ip": _valid_ip(remote) if from_proxy else None}
+
+    if raw is None or (from_proxy and not raw.strip()):
+        return Outcome(Reason.MISSING_CERTIFICATE, **base)
+    if not from_proxy:
+        return Outcome(
+            Reason.UNTRUSTED_PROXY,
+            f"A certificate header came from {remote or 'an unknown address'}, which is not a trusted proxy.",
+            **base,
+        )
+    now = timezone.now()
+    info: CertificateInfo | None = None
+    try:
+        chain_raw = meta.get(cfg.chain_key) if cfg.chain_key else None
+        try:
+            presented = parse_cached(cfg, raw, chain_raw)
+            info = presented.info
+        except CertificateRefused:
+            if cfg.proxy_verifies:
+                verdict_reason = reason_for_proxy_verdict(meta.get(cfg.verify_key, "NONE"))
+                if verdict_reason is not None:
+                    raise CertificateRefused(verdict_reason, _proxy_detail(meta.get(cfg.verify_key, ""))) from None
+            raise
+        if cfg.proxy_verifies:
+            verdict = meta.get(cfg.verify_key, "NONE")
+            verdict_reason = reason_for_proxy_verdict(verdict)
+            if verdict_reason is not None:
+                raise CertificateRefused(verdict_reason, _proxy_detail(verdict))
+        check_certificate(info, now, cfg.policy)
+        return _match_registry(info, now, base)
+    except CertificateRefused as refused:
+        return Outcome(refused.reason, refused.detail, certificate=info, **base)
+    except RegistryUnavailable:
+        logger.error("certauth registry unavailable", exc_info=True)
+        return Outcome(Reason.REGISTRY_UNAVAILABLE, certificate=info, **base)
+
+
+def _proxy_detail(verdict: str) -> str:
+    # nginx's verdict is OpenSSL's short text (e.g. "FAILED:certificate has expired"); keep it short and printable.
+    text = "".join(ch for ch in verdict if ch.isprintable())[:200]
+    return f"The TLS proxy refused the certificate ({text or 'no verdict'})."
+
+
+def _match_registry(info: CertificateInfo, now: dt.datetime, base: dict[str, Any]) -> Outcome:
+    entry = registry.lookup(info.thumbprint_sha256)
+    if entry is None:
+        raise CertificateRefused(Reason.UNKNOWN_CERTIFICATE)
+    identity = entry.identity
+    ident = {"identity_id": identity.id, "identity_name": identity.name}
+    if entry.revoked:
+        reason = f" ({entry.revocation_reason})" if entry.revocation_reason else ""
+        return Outcome(
+            Reason.CERTIFICATE_REVOKED, f"The certificate was revoked{reason}.", certificate=info, **ident, **base
+        )
+    if not identity.is_active:
+        return Outcome(Reason.IDENTITY_DISABLED, certificate=info, **ident, **base)
+    if entry.not_after <= now:
+        return Outcome(
+            Reason.CERTIFICATE_EXPIRED, "The registered entry has expired.", certificate=info, **ident, **base
+        )
+    if entry.not_before is not None and entry.not_before > now:
+        return Outcome(
+            Reason.CERTIFICATE_NOT_YET_VALID,
+            "The registered entry is not valid yet.",
+            certificate=info,
+            **ident,
+            **base,
+        )
+    touch_last_used(entry.entry_id, now)
+    return Outcome(
+        None,
+        auth=CertificateAuth(identity=identity, certificate=info, entry_id=entry.entry_id),
+        certificate=info,
+        **ident,
+        **base,
+    )
+
+
+def record_refusal(request: HttpRequest, outcome: Outcome, *, reason: Reason | None = None, detail: str = "") -> None:
+    """Audit, log and signal a refusal once per request."""
+    if outcome.recorded:
+        return
+    outcome.recorded = True
+    reason = reason or outcome.reason
+    assert reason is not None
+    event = audit.RefusalEvent(
+        reason=reason,
+        detail=detail or outcome.detail or reason.message,
+        at=timezone.now(),
+        certificate=outcome.certificate,
+        identity_id=outcome.identity_id,
+        identity_name=outcome.identity_name,
+        client_ip=outcome.client_ip,
+        proxy_ip=outcome.proxy_ip,
+        method=request.method or "",
+        path=request.path,
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+    )
+    audit.record(event)
+    _send(
+        signals.certificate_rejected,
+        request=request,
+        reason=reason,
+        detail=event.detail,
+        certificate=outcome.certificate,
+        identity_name=outcome.identity_name,
+        client_ip=outcome.client_ip,
+    )
+
+
+def _send(signal: Any, **kwargs: Any) -> None:
+    try:
+        signal.send(sender=Outcome, **kwargs)
+    except Exception:
+        logger.exception("certauth signal receiver failed")
+
+
+def www_authenticate(reason: Reason | None = None) -> str:
+    value = f'ClientCertificate realm="{settings.WWW_AUTHENTICATE_REALM}"'
+    if reason is not None and reason is not Reason.MISSING_CERTIFICATE:
+        value += f', error="{reason}"'
+    return value

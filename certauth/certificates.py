@@ -1,0 +1,232 @@
+"""Certificate facts: parsing, SHA-256 thumbprints and an immutable summary of what a certificate says.
+Pure Python on top of ``cryptography``: no Django imports."""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .reasons import CertificateRefused, Reason
+
+THUMBPRINT_LENGTH = 64
+_SEPARATORS = re.compile(r"[\s:\-]")
+_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
+
+
+def normalize_thumbprint(text: str) -> str:
+    """Return the canonical spelling of a SHA-256 thumbprint: 64 lowercase hex characters.
+
+    Accepts colons, spaces, dashes and any letter case (``AB:CD:...``, ``ab cd ...``), and an
+    optional ``sha256:``/``SHA256=`` prefix as printed by openssl.  Raises ``ValueError`` otherwise.
+    """
+    value = text.strip()
+    lowered = value.lower()
+    for prefix in ("sha256 fingerprint=", "sha256fingerprint=", "sha256:", "sha256="):
+        if lowered.startswith(prefix):
+            value = value[len(prefix) :]
+            break
+    value = _SEPARATORS.sub("", value).lower()
+    if not _HEX.match(value):
+        raise ValueError("A SHA-256 thumbprint is 64 hexadecimal characters (colons and spaces allowed).")
+    return value
+
+
+def is_thumbprint(text: str) -> bool:
+    try:
+        normalize_thumbprint(text)
+    except ValueError:
+        return False
+    return True
+
+
+def format_thumbprint(thumbprint: str, separator: str = ":") -> str:
+    """``ab:cd:...`` uppercase pairs, the way browsers and openssl print it."""
+    upper = thumbprint.upper()
+    return separator.join(upper[i : i + 2] for i in range(0, len(upper), 2))
+
+
+def thumbprint_of(certificate: x509.Certificate) -> str:
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInfo:
+    """What certauth knows about a presented certificate.  Immutable and safe to cache."""
+
+    thumbprint_sha256: str
+    subject: str
+    issuer: str
+    subject_cn: str
+    serial_number: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+    dns_names: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()
+    extended_key_usages: tuple[str, ...] | None = None  # dotted OIDs; None when the extension is absent
+    organizational_units: tuple[str, ...] = ()
+    is_self_issued: bool = False
+    certificate: x509.Certificate | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def serial_hex(self) -> str:
+        return serial_to_hex(self.serial_number)
+
+    @property
+    def allows_client_auth(self) -> bool:
+        """True when there is no EKU (any usage) or the EKU lists clientAuth or anyExtendedKeyUsage."""
+        if self.extended_key_usages is None:
+            return True
+        return bool(
+            {ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string}
+            & set(self.extended_key_usages)
+        )
+
+    def subject_alternative_names(self) -> dict[str, list[str]]:
+        return {
+            "dns": list(self.dns_names),
+            "uri": list(self.uris),
+            "email": list(self.emails),
+            "ip": list(self.ip_addresses),
+        }
+
+    def pem(self) -> str:
+        if self.certificate is None:
+            return ""
+        return self.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def serial_to_hex(serial: int) -> str:
+    """Serial as colon-free uppercase hex, as openssl and most admin consoles print it."""
+    if serial < 0:
+        return "-" + format(-serial, "X")
+    return format(serial, "X")
+
+
+def _name_attr(name: x509.Name, oid: x509.ObjectIdentifier) -> list[str]:
+    values = []
+    for attribute in name.get_attributes_for_oid(oid):
+        value = attribute.value
+        values.append(value if isinstance(value, str) else value.decode("utf-8", "replace"))
+    return values
+
+
+def _rfc4514(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except Exception:
+        return "<unprintable name>"
+
+
+def describe(certificate: x509.Certificate) -> CertificateInfo:
+    """Summarise a parsed certificate.  Raises ``CertificateRefused(MALFORMED_CERTIFICATE)`` when an
+    extension cannot be decoded (``cryptography`` parses extensions lazily)."""
+    try:
+        subject, issuer = certificate.subject, certificate.issuer
+        dns: list[str] = []
+        uris: list[str] = []
+        emails: list[str] = []
+        ips: list[str] = []
+        try:
+            san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            pass
+        else:
+            dns = san.get_values_for_type(x509.DNSName)
+            uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+            emails = san.get_values_for_type(x509.RFC822Name)
+            ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+        ekus: tuple[str, ...] | None
+        try:
+            eku = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            ekus = None
+        else:
+            ekus = tuple(oid.dotted_string for oid in eku)
+        cns = _name_attr(subject, NameOID.COMMON_NAME)
+        return CertificateInfo(
+            thumbprint_sha256=thumbprint_of(certificate),
+            subject=_rfc4514(subject),
+            issuer=_rfc4514(issuer),
+            subject_cn=cns[0] if cns else "",
+            serial_number=certificate.serial_number,
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            dns_names=tuple(dns),
+            uris=tuple(uris),
+            emails=tuple(emails),
+            ip_addresses=tuple(ips),
+            extended_key_usages=ekus,
+            organizational_units=tuple(_name_attr(subject, NameOID.ORGANIZATIONAL_UNIT_NAME)),
+            is_self_issued=subject == issuer,
+            certificate=certificate,
+        )
+    except CertificateRefused:
+        raise
+    except Exception as exc:
+        raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "The certificate has an unreadable field.") from exc
+
+
+PEM_CERT_RE = re.compile(rb"-----BEGIN CERTIFICATE-----\s*(?P<body>[A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----")
+_PRIVATE_KEY_MARK = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """Load one or more certificates from PEM (one or several blocks) or a single DER certificate.
+
+    Refuses anything that carries private-key material, so a pasted key can never be stored.
+    Raises ``CertificateRefused(MALFORMED_CERTIFICATE)`` with a safe detail on any failure.
+    """
+    if _PRIVATE_KEY_MARK.search(data):
+        raise CertificateRefused(
+            Reason.MALFORMED_CERTIFICATE, "That is a private key, not a certificate. Never share private keys."
+        )
+    stripped = data.strip()
+    if stripped.startswith(b"-----BEGIN"):
+        blocks = list(PEM_CERT_RE.finditer(stripped))
+        if not blocks:
+            raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "No PEM certificate block was found.")
+        certificates = []
+        for block in blocks:
+            try:
+                der = binascii.a2b_base64(b"".join(block.group("body").split()))
+                certificates.append(x509.load_der_x509_certificate(der))
+            except (ValueError, binascii.Error) as exc:
+                raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "A PEM block is not a certificate.") from exc
+        return certificates
+    try:
+        return [x509.load_der_x509_certificate(stripped)]
+    except ValueError as exc:
+        raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "The data is neither PEM nor DER.") from exc
+
+
+def load_certificate(data: bytes) -> x509.Certificate:
+    """Exactly one certificate (PEM or DER)."""
+    certificates = load_certificates(data)
+    if len(certificates) != 1:
+        raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, f"Expected one certificate, found {len(certificates)}.")
+    return certificates[0]
+
+
+def load_pkcs12_certificate(data: bytes, password: str | None) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    """The public certificate (and any extra certificates) from a PKCS#12 bundle.  The private key is
+    decrypted by the library and dropped at once: it is never returned, stored or logged."""
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    try:
+        bundle = pkcs12.load_pkcs12(data, password.encode() if password else None)
+    except ValueError as exc:
+        raise CertificateRefused(
+            Reason.MALFORMED_CERTIFICATE, "Could not open the PKCS#12 file: wrong password or not PKCS#12."
+        ) from exc
+    if bundle.cert is None:
+        raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "The PKCS#12 file holds no certificate.")
+    return bundle.cert.certificate, [extra.certificate for extra in bundle.additional_certs]

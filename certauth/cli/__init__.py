@@ -1,0 +1,52 @@
+"""Subcommands of ``python manage.py certauth``.  Each lives in its own module as a ``Subcommand``
+subclass and is listed in ``SUBCOMMANDS``; the management command only dispatches."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, TextIO
+
+from django.core.management.base import CommandError
+from django.utils.module_loading import import_string
+
+SUBCOMMANDS = [
+    "certauth.cli.register.Register",
+    "certauth.cli.revoke.Revoke",
+    "certauth.cli.listing.List",
+    "certauth.cli.devpki.DevPKI",
+    "certauth.cli.expiring.Expiring",
+    "certauth.cli.nginx_config.NginxConfig",
+    "certauth.cli.prune_audit.PruneAudit",
+]
+
+
+class Subcommand:
+    """One ``certauth <name>`` subcommand.  ``handle`` returns the process exit code; raise
+    ``CommandError`` for bad input (printed without a traceback, exit code 2)."""
+
+    name: str = ""
+    help: str = ""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        pass
+
+    def handle(self, **options: Any) -> int:
+        raise NotImplementedError
+
+
+def load_subcommands() -> list[type[Subcommand]]:
+    classes = []
+    for path in SUBCOMMANDS:
+        try:
+            classes.append(import_string(path))
+        except ImportError:
+            # A subcommand module not written yet must not break the others.
+            continue
+    return classes
+
+
+__all__ = ["CommandError", "Subcommand", "load_subcommands"]

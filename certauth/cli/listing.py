@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from ..models import CertificateIdentity, RegisteredCertificate
+from . import Subcommand
+
+
+class List(Subcommand):
+    name = "list"
+    help = "List identities and their certificates with status."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--format", choices=["text", "json"], default="text")
+        parser.add_argument("--identity", help="Only this identity.")
+
+    def handle(self, **options: Any) -> int:
+        now = timezone.now()
+        identities = CertificateIdentity.objects.prefetch_related(
+            Prefetch("certificates", queryset=RegisteredCertificate.objects.order_by("not_after"))
+        )
+        if options.get("identity"):
+            identities = identities.filter(name=options["identity"])
+        data = [
+            {
+                "identity": identity.name,
+                "active": identity.is_active,
+                "scopes": identity.scope_list,
+                "certificates": [
+                    {
+                        "thumbprint": entry.thumbprint_sha256,
+                        "status": entry.status(now),
+                        "subject": entry.subject,
+                        "not_after": entry.not_after.isoformat(),
+                        "last_used_at": entry.last_used_at.isoformat() if entry.last_used_at else None,
+                        "label": entry.label,
+                    }
+                    for entry in identity.certificates.all()
+                ],
+            }
+            for identity in identities
+        ]
+        if options["format"] == "json":
+            self.stdout.write(json.dumps(data, indent=2))
+            return 0
+        if not data:
+            self.stdout.write("No identities registered.")
+        for item in data:
+            state = "active" if item["active"] else "DISABLED"
+            self.stdout.write(f"{item['identity']}  [{state}]  scopes: {' '.join(item['scopes']) or '-'}")
+            for cert in item["certificates"]:
+                used = cert["last_used_at"] or "never used"
+                until = cert["not_after"][:19]
+                status = cert["status"]
+                self.stdout.write(f"  {cert['thumbprint']}  {status:<13} until {until}  {used}  {cert['subject']}")
+        return 0

@@ -1,0 +1,105 @@
+"""certauth's settings: one namespaced dict, ``CERTAUTH = {...}`` in Django settings, read through
+``certauth.conf.settings`` with the documented defaults below.  Reloaded on ``setting_changed`` so
+``override_settings(CERTAUTH=...)`` works in tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+DEFAULTS: dict[str, Any] = {
+    # --- where the certificate comes from -------------------------------------------------------
+    # Addresses (IPs or CIDRs) whose forwarded certificate header is believed.  Anyone else's is
+    # ignored and the attempt is refused (untrusted_proxy) and audited.
+    "TRUSTED_PROXIES": ["127.0.0.1", "::1"],
+    # The header the proxy puts the certificate in, as sent on the wire.
+    "CERTIFICATE_HEADER": "X-SSL-Client-Cert",
+    # Its dialect: nginx_escaped (nginx $ssl_client_escaped_cert), pem / nginx_legacy, base64_der,
+    # rfc9440, ... (certauth.forwarding.PARSERS lists them all).
+    "FORWARDING_FORMAT": "nginx_escaped",
+    # Optional header with the rest of the chain (RFC 9440 Client-Cert-Chain and similar).
+    "CHAIN_HEADER": None,
+    # True when the proxy verifies the client certificate itself (nginx `ssl_verify_client on` or
+    # `optional`): then its verdict header must say SUCCESS.  False for `optional_no_ca`, where
+    # certauth's own trust policy is the only check.
+    "PROXY_VERIFIES_CERTIFICATE": True,
+    "VERIFY_HEADER": "X-SSL-Client-Verify",
+    # Header with the real client address, believed from trusted proxies only (for the audit).
+    "CLIENT_IP_HEADER": "X-Real-IP",
+    # --- policy -----------------------------------------------------------------------------------
+    # chained | self_signed | all.  None: "chained" unless DEBUG is on, then "all".
+    "ALLOWED_CERTIFICATE_TYPES": None,
+    "VALIDATE_VALIDITY_PERIOD": True,
+    "VALIDATE_CERTIFICATE_USE": True,
+    # registry | crl
+    "REVOCATION_MODE": "registry",
+    "REVOCATION_FAIL_OPEN": False,
+    # --- registry and caches ----------------------------------------------------------------------
+    # How long a worker may serve a registry decision without re-checking the shared generation
+    # counter.  0 = checked on every request (strict).  The worker that makes a change sees it at once.
+    "REGISTRY_MAX_STALENESS_SECONDS": 1.0,
+    # Entries in each per-worker cache (parsed certificates, registry lookups).
+    "CACHE_SIZE": 2048,
+    # Optional Django cache alias shared by several hosts (e.g. a Redis cache); None = per worker only.
+    "SHARED_CACHE_ALIAS": None,
+    # last_used_at is written at most this often per certificate entry.
+    "LAST_USED_RESOLUTION_SECONDS": 60,
+    # --- audit ------------------------------------------------------------------------------------
+    "AUDIT_HANDLER": "certauth.audit.DatabaseAuditHandler",
+    "AUDIT_WINDOW_SECONDS": 300,
+    "AUDIT_RETENTION_DAYS": 90,
+    # Keep the refused certificate itself (public data) so an operator can register it from the log.
+    "AUDIT_CAPTURE_CERTIFICATE": True,
+    # --- operator experience ----------------------------------------------------------------------
+    "EXPIRY_WARNING_DAYS": 30,
+    "WWW_AUTHENTICATE_REALM": "api",
+}
+
+IMPORT_STRINGS = {"AUDIT_HANDLER"}
+
+
+class CertauthSettings:
+    """Attribute access to ``CERTAUTH`` with defaults: ``settings.TRUSTED_PROXIES``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+        self._generation = 0
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return getattr(django_settings, "CERTAUTH", {}) or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in DEFAULTS:
+            raise AttributeError(f"Invalid certauth setting: {name!r}")
+        if name in self._cache:
+            return self._cache[name]
+        value = self.user_settings.get(name, DEFAULTS[name])
+        if name == "ALLOWED_CERTIFICATE_TYPES" and value is None:
+            value = "all" if django_settings.DEBUG else "chained"
+        if name in IMPORT_STRINGS and isinstance(value, str):
+            value = import_string(value)
+        self._cache[name] = value
+        return value
+
+    @property
+    def generation(self) -> int:
+        """Bumped on every reload, so derived objects (allow-lists, caches) know to rebuild."""
+        return self._generation
+
+    def reload(self) -> None:
+        self._cache.clear()
+        self._generation += 1
+
+
+settings = CertauthSettings()
+
+
+@receiver(setting_changed)
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"CERTAUTH", "DEBUG"}:
+        settings.reload()

@@ -1,0 +1,330 @@
+"""The registry: identities, their certificates, trusted authorities, and the refusal audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .certificates import CertificateInfo, normalize_thumbprint
+
+SCOPE_RE = re.compile(r"\A[A-Za-z0-9_.:*/-]+\Z")
+
+
+def parse_scopes(text: str) -> list[str]:
+    """``"orders:read, orders:write"`` -> ``["orders:read", "orders:write"]`` (sorted, unique)."""
+    scopes = sorted({part for part in re.split(r"[\s,]+", text or "") if part})
+    for scope in scopes:
+        if not SCOPE_RE.match(scope):
+            raise ValidationError(
+                _("Invalid scope %(scope)s: use letters, digits and : . _ - /"), params={"scope": scope}
+            )
+    return scopes
+
+
+class CertificateIdentityQuerySet(models.QuerySet["CertificateIdentity"]):
+    def active(self) -> CertificateIdentityQuerySet:
+        return self.filter(is_active=True)
+
+
+class CertificateIdentity(models.Model):
+    """A machine client: one name, its scopes, and one or more registered certificates."""
+
+    class MatchField(models.TextChoices):
+        SUBJECT_CN = "subject_cn", _("Subject common name")
+        DNS_SAN = "dns_san", _("DNS subject alternative name")
+        URI_SAN = "uri_san", _("URI subject alternative name (e.g. spiffe://)")
+        EMAIL_SAN = "email_san", _("Email subject alternative name")
+
+    name = models.CharField(
+        max_length=150, unique=True, help_text=_("A stable name for this client, e.g. billing-service.")
+    )
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True, help_text=_("Disabled identities are refused (identity_disabled)."))
+    user = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="certificate_identities",
+        help_text=_("Optional Django user that request.user becomes; without one a lightweight principal is used."),
+    )
+    scopes = models.TextField(
+        blank=True, help_text=_("Space- or comma-separated scopes, e.g. orders:read orders:write.")
+    )
+    # Optional rule: any certificate from this authority whose field matches the pattern (exact or glob).
+    match_authority = models.ForeignKey(
+        "TrustedAuthority", null=True, blank=True, on_delete=models.PROTECT, related_name="identities"
+    )
+    match_field = models.CharField(max_length=20, choices=MatchField.choices, blank=True)
+    match_pattern = models.CharField(max_length=500, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CertificateIdentityQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("certificate identity")
+        verbose_name_plural = _("certificate identities")
+        ordering = ["name"]
+        permissions = [("disable_certificateidentity", "Can disable certificate identities")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def scope_list(self) -> list[str]:
+        return parse_scopes(self.scopes)
+
+    def clean(self) -> None:
+        self.scopes = " ".join(parse_scopes(self.scopes))
+        if self.match_authority_id and not (self.match_field and self.match_pattern):
+            raise ValidationError(_("A matching rule needs a field and a pattern."))
+
+    def disable(self, *, by: Any = None) -> None:
+        if self.is_active:
+            self.is_active = False
+            self.disabled_at = timezone.now()
+            self.disabled_by = by if getattr(by, "pk", None) else None
+            self.save(update_fields=["is_active", "disabled_at", "disabled_by", "updated_at"])
+
+
+class RevocationReason(models.TextChoices):
+    UNSPECIFIED = "unspecified", _("Unspecified")
+    KEY_COMPROMISE = "key_compromise", _("Key compromise")
+    SUPERSEDED = "superseded", _("Superseded (rotated)")
+    CESSATION_OF_OPERATION = "cessation_of_operation", _("Cessation of operation")
+
+
+class RegisteredCertificateQuerySet(models.QuerySet["RegisteredCertificate"]):
+    def usable(self, at: dt.datetime | None = None) -> RegisteredCertificateQuerySet:
+        """Entries that authenticate now: not revoked, within validity, identity active."""
+        now = at or timezone.now()
+        return self.filter(revoked_at__isnull=True, identity__is_active=True, not_after__gt=now).filter(
+            Q(not_before__isnull=True) | Q(not_before__lte=now)
+        )
+
+    def live(self, at: dt.datetime | None = None) -> RegisteredCertificateQuerySet:
+        """Not revoked and not expired (the identity may be disabled)."""
+        now = at or timezone.now()
+        return self.filter(revoked_at__isnull=True, not_after__gt=now)
+
+    def expiring_within(self, days: int, at: dt.datetime | None = None) -> RegisteredCertificateQuerySet:
+        now = at or timezone.now()
+        return self.live(now).filter(not_after__lte=now + dt.timedelta(days=days))
+
+    def expired(self, at: dt.datetime | None = None) -> RegisteredCertificateQuerySet:
+        return self.filter(not_after__lte=at or timezone.now())
+
+    def revoked(self) -> RegisteredCertificateQuerySet:
+        return self.filter(revoked_at__isnull=False)
+
+
+class RegisteredCertificate(models.Model):
+    """One certificate an identity may present, pinned by its SHA-256 thumbprint.  An identity may have
+    several with overlapping validity: that is how rotation works without downtime."""
+
+    class Source(models.TextChoices):
+        CERTIFICATE = "certificate", _("From a certificate")
+        THUMBPRINT = "thumbprint", _("Typed thumbprint")
+        RULE = "rule", _("Seen via identity rule")
+
+    identity = models.ForeignKey(CertificateIdentity, on_delete=models.CASCADE, related_name="certificates")
+    thumbprint_sha256 = models.CharField(_("SHA-256 thumbprint"), max_length=64, unique=True)
+    label = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.CERTIFICATE)
+    subject = models.TextField(blank=True)
+    subject_cn = models.CharField(max_length=255, blank=True, db_index=True)
+    issuer = models.TextField(blank=True)
+    serial_number = models.CharField(max_length=100, blank=True, db_index=True, help_text=_("Hexadecimal."))
+    subject_alternative_names = models.JSONField(default=dict, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    not_after = models.DateTimeField(db_index=True)
+    certificate_pem = models.TextField(blank=True, help_text=_("The public certificate; never a private key."))
+    predecessor = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="successors",
+        help_text=_("The entry this one replaces (rotation)."),
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    revocation_reason = models.CharField(max_length=30, choices=RevocationReason.choices, blank=True)
+    revoked_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = RegisteredCertificateQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("registered certificate")
+        verbose_name_plural = _("registered certificates")
+        ordering = ["-created_at"]
+        permissions = [("revoke_registeredcertificate", "Can revoke registered certificates")]
+        indexes = [models.Index(fields=["identity", "revoked_at", "not_after"], name="certauth_entry_live_idx")]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Remembered so save() can refuse to un-revoke (instances loaded from the DB come through here too).
+        self._loaded_revoked_at = self.revoked_at
+
+    def __str__(self) -> str:
+        return f"{self.identity.name if self.identity_id else '?'} {self.thumbprint_sha256[:12]}…"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.thumbprint_sha256 = normalize_thumbprint(self.thumbprint_sha256)
+        if self._loaded_revoked_at is not None and self.revoked_at != self._loaded_revoked_at:
+            # Revocation is one-way: reinstating means registering the certificate again.
+            raise ValidationError(_("A revoked certificate cannot be reinstated; register it again instead."))
+        super().save(*args, **kwargs)
+        self._loaded_revoked_at = self.revoked_at
+
+    def clean(self) -> None:
+        if self.thumbprint_sha256:
+            try:
+                self.thumbprint_sha256 = normalize_thumbprint(self.thumbprint_sha256)
+            except ValueError as exc:
+                raise ValidationError({"thumbprint_sha256": str(exc)}) from exc
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def status(self, at: dt.datetime | None = None, warning_days: int | None = None) -> str:
+        """valid | expiring | expired | not_yet_valid | revoked"""
+        from .conf import settings
+
+        now = at or timezone.now()
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.not_after <= now:
+            return "expired"
+        if self.not_before is not None and self.not_before > now:
+            return "not_yet_valid"
+        days = settings.EXPIRY_WARNING_DAYS if warning_days is None else warning_days
+        if self.not_after <= now + dt.timedelta(days=days):
+            return "expiring"
+        return "valid"
+
+    def revoke(self, reason: str = RevocationReason.UNSPECIFIED, *, by: Any = None) -> bool:
+        """Revoke this entry (one-way).  Returns False when it was already revoked."""
+        if self.revoked_at is not None:
+            return False
+        self.revoked_at = timezone.now()
+        self.revocation_reason = reason
+        self.revoked_by = by if getattr(by, "pk", None) else None
+        self.save(update_fields=["revoked_at", "revocation_reason", "revoked_by"])
+        return True
+
+    def fill_from(self, info: CertificateInfo) -> None:
+        """Copy the certificate's facts onto the entry (thumbprint, subject, validity, SANs, PEM)."""
+        self.thumbprint_sha256 = info.thumbprint_sha256
+        self.subject = info.subject
+        self.subject_cn = info.subject_cn[:255]
+        self.issuer = info.issuer
+        self.serial_number = info.serial_hex[:100]
+        self.subject_alternative_names = {k: v for k, v in info.subject_alternative_names().items() if v}
+        self.not_before = info.not_before
+        self.not_after = info.not_after
+        self.certificate_pem = info.pem()
+        self.source = self.Source.CERTIFICATE
+
+
+class TrustedAuthority(models.Model):
+    """A CA (root or intermediate) whose certificates certauth's chain validation accepts."""
+
+    name = models.CharField(max_length=150, unique=True)
+    certificate_pem = models.TextField()
+    thumbprint_sha256 = models.CharField(_("SHA-256 thumbprint"), max_length=64, unique=True)
+    subject = models.TextField(blank=True)
+    issuer = models.TextField(blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    not_after = models.DateTimeField(null=True, blank=True)
+    is_enabled = models.BooleanField(default=True)
+    notes = models.TextField(blank=True)
+    crl_url = models.URLField(blank=True, max_length=1000)
+    crl_der = models.BinaryField(null=True, blank=True, editable=False)
+    crl_last_update = models.DateTimeField(null=True, blank=True)
+    crl_next_update = models.DateTimeField(null=True, blank=True)
+    crl_fetched_at = models.DateTimeField(null=True, blank=True)
+    crl_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("trusted authority")
+        verbose_name_plural = _("trusted authorities")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AuthenticationFailure(models.Model):
+    """Refused authentications, aggregated: identical refusals (same reason, thumbprint, client IP and
+    identity) within one audit window are one row whose ``count`` is exact."""
+
+    key = models.CharField(max_length=64, editable=False)
+    window_start = models.DateTimeField(editable=False)
+    reason = models.CharField(max_length=40, db_index=True)
+    detail = models.TextField(blank=True)
+    thumbprint_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    subject = models.TextField(blank=True)
+    subject_cn = models.CharField(max_length=255, blank=True)
+    issuer = models.TextField(blank=True)
+    serial_number = models.CharField(max_length=100, blank=True)
+    not_after = models.DateTimeField(null=True, blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True, db_index=True)
+    proxy_ip = models.GenericIPAddressField(null=True, blank=True)
+    method = models.CharField(max_length=10, blank=True)
+    path = models.CharField(max_length=500, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    identity = models.ForeignKey(
+        CertificateIdentity, null=True, blank=True, on_delete=models.SET_NULL, related_name="failures"
+    )
+    certificate_pem = models.TextField(blank=True, help_text=_("The refused certificate (public data)."))
+    count = models.PositiveBigIntegerField(default=1)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = _("authentication failure")
+        verbose_name_plural = _("authentication failures")
+        ordering = ["-last_seen"]
+        constraints = [models.UniqueConstraint(fields=["key", "window_start"], name="certauth_failure_window_uniq")]
+        indexes = [models.Index(fields=["reason", "-last_seen"], name="certauth_failure_reason_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.reason} x{self.count}"
+
+
+class RegistryState(models.Model):
+    """A single row whose ``generation`` is bumped by every registry change, so every worker (and
+    every host sharing the database) can tell cheaply whether its cached decisions are still current."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    generation = models.BigIntegerField(default=0)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("registry state")
+
+    def __str__(self) -> str:
+        return f"registry generation {self.generation}"

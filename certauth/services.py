@@ -1,0 +1,87 @@
+"""Registry operations shared by the admin, the CLI and tests: register, rotate, revoke."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from cryptography import x509
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from .certificates import CertificateInfo, describe, normalize_thumbprint
+from .models import CertificateIdentity, RegisteredCertificate, RevocationReason, parse_scopes
+
+
+def get_or_create_identity(name: str, *, scopes: list[str] | None = None) -> tuple[CertificateIdentity, bool]:
+    identity, created = CertificateIdentity.objects.get_or_create(name=name)
+    if scopes:
+        merged = sorted(set(identity.scope_list) | set(parse_scopes(" ".join(scopes))))
+        if merged != identity.scope_list:
+            identity.scopes = " ".join(merged)
+            identity.save()
+    return identity, created
+
+
+def _check_not_registered(thumbprint: str) -> None:
+    existing = RegisteredCertificate.objects.filter(thumbprint_sha256=thumbprint).select_related("identity").first()
+    if existing is not None:
+        raise ValidationError(
+            f"This certificate is already registered for identity {existing.identity.name!r}.", code="duplicate"
+        )
+
+
+@transaction.atomic
+def register_certificate(
+    identity: CertificateIdentity,
+    certificate: x509.Certificate | CertificateInfo,
+    *,
+    label: str = "",
+    predecessor: RegisteredCertificate | None = None,
+    by: Any = None,
+) -> RegisteredCertificate:
+    """Register a certificate for an identity.  Raises ``ValidationError`` for a duplicate thumbprint."""
+    info = certificate if isinstance(certificate, CertificateInfo) else describe(certificate)
+    _check_not_registered(info.thumbprint_sha256)
+    entry = RegisteredCertificate(identity=identity, label=label, predecessor=predecessor)
+    entry.fill_from(info)
+    entry.created_by = by if getattr(by, "pk", None) else None
+    entry.save()
+    return entry
+
+
+@transaction.atomic
+def register_thumbprint(
+    identity: CertificateIdentity,
+    thumbprint: str,
+    *,
+    not_after: dt.datetime,
+    not_before: dt.datetime | None = None,
+    label: str = "",
+    predecessor: RegisteredCertificate | None = None,
+    by: Any = None,
+) -> RegisteredCertificate:
+    """Register a typed thumbprint (any spelling) when the certificate itself is not at hand."""
+    try:
+        canonical = normalize_thumbprint(thumbprint)
+    except ValueError as exc:
+        raise ValidationError(str(exc), code="invalid_thumbprint") from exc
+    _check_not_registered(canonical)
+    entry = RegisteredCertificate(
+        identity=identity,
+        thumbprint_sha256=canonical,
+        not_after=not_after,
+        not_before=not_before,
+        label=label,
+        predecessor=predecessor,
+        source=RegisteredCertificate.Source.THUMBPRINT,
+        created_by=by if getattr(by, "pk", None) else None,
+    )
+    entry.save()
+    return entry
+
+
+def revoke(entry: RegisteredCertificate, reason: str = RevocationReason.UNSPECIFIED, *, by: Any = None) -> bool:
+    if reason not in RevocationReason.values:
+        raise ValidationError(f"Unknown revocation reason {reason!r}; one of {', '.join(RevocationReason.values)}.")
+    return entry.revoke(reason, by=by)

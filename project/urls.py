@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.permissions import AllowAny
+
+from project.api import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", views.healthz, name="healthz"),
+    path("api/whoami/", views.WhoAmIView.as_view(), name="whoami"),
+    path("api/orders/", views.OrdersView.as_view(), name="orders"),
+    path("api/ping/", views.OpenPingView.as_view(), name="ping"),
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]),
+        name="schema",
+    ),
+]

@@ -1,0 +1,148 @@
+"""Shared fixtures: real certificates built with ``cryptography`` (via certauth.devpki) and a DRF
+client that talks to the app the way nginx does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+from certauth import devpki
+
+hypothesis_settings.register_profile(
+    "quick", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.register_profile(
+    "long", max_examples=100_000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
+
+
+def escaped(issued: devpki.Issued | bytes) -> str:
+    """What nginx puts in ``$ssl_client_escaped_cert``."""
+    pem = issued if isinstance(issued, bytes) else issued.cert_pem()
+    return quote(pem.decode("ascii"), safe="")
+
+
+@dataclass
+class TestPKI:
+    root: devpki.Issued
+    intermediate: devpki.Issued
+    other_ca: devpki.Issued
+    client: devpki.Issued
+    client2: devpki.Issued
+    stranger: devpki.Issued
+    expired: devpki.Issued
+    not_yet_valid: devpki.Issued
+    server_usage: devpki.Issued
+    self_signed: devpki.Issued
+    via_intermediate: devpki.Issued
+    from_other_ca: devpki.Issued
+
+    def issue(self, common_name: str, **kwargs: Any) -> devpki.Issued:
+        return devpki.issue_client(self.root, common_name, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def pki() -> TestPKI:
+    now = dt.datetime.now(dt.UTC)
+    root = devpki.make_ca("certauth test root")
+    intermediate = devpki.make_ca("certauth test intermediate", issuer=root)
+    other = devpki.make_ca("some other CA")
+    return TestPKI(
+        root=root,
+        intermediate=intermediate,
+        other_ca=other,
+        client=devpki.issue_client(root, "billing-service"),
+        client2=devpki.issue_client(root, "billing-service-next"),
+        stranger=devpki.issue_client(root, "stranger"),
+        expired=devpki.issue_client(
+            root, "old", not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1)
+        ),
+        not_yet_valid=devpki.issue_client(
+            root, "future", not_before=now + dt.timedelta(days=2), not_after=now + dt.timedelta(days=30)
+        ),
+        server_usage=devpki.issue_client(root, "a-server", eku=("server_auth",)),
+        self_signed=devpki.self_signed_client("selfie"),
+        via_intermediate=devpki.issue_client(intermediate, "via-intermediate"),
+        from_other_ca=devpki.issue_client(other, "foreign"),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_certauth_state() -> Any:
+    """Each test starts with empty per-worker caches (they are process-wide by design)."""
+    from certauth import authenticator
+    from certauth.registry import registry, reset_last_used_memory
+
+    registry.invalidate()
+    reset_last_used_memory()
+    authenticator._config = None
+    yield
+    registry.invalidate()
+
+
+class CertClient:
+    """A DRF test client that sends what nginx sends: the escaped certificate and the verify verdict,
+    from a trusted proxy address unless told otherwise."""
+
+    def __init__(self) -> None:
+        from rest_framework.test import APIClient
+
+        self.client = APIClient()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        cert: devpki.Issued | str | None = None,
+        *,
+        verify: str | None = "SUCCESS",
+        remote: str = "127.0.0.1",
+        client_ip: str | None = "203.0.113.7",
+        **extra: Any,
+    ) -> Any:
+        headers: dict[str, Any] = {"REMOTE_ADDR": remote}
+        if cert is not None:
+            headers["HTTP_X_SSL_CLIENT_CERT"] = cert if isinstance(cert, str) else escaped(cert)
+            if verify is not None:
+                headers["HTTP_X_SSL_CLIENT_VERIFY"] = verify
+        if client_ip:
+            headers["HTTP_X_REAL_IP"] = client_ip
+        headers.update(extra)
+        return getattr(self.client, method.lower())(path, **headers)
+
+    def get(self, path: str, cert: devpki.Issued | str | None = None, **kwargs: Any) -> Any:
+        return self.request("GET", path, cert, **kwargs)
+
+    def post(self, path: str, cert: devpki.Issued | str | None = None, **kwargs: Any) -> Any:
+        return self.request("POST", path, cert, **kwargs)
+
+
+@pytest.fixture
+def api(db: Any) -> CertClient:
+    return CertClient()
+
+
+@pytest.fixture
+def register(db: Any) -> Any:
+    """``register(issued, identity="billing", scopes="orders:read")`` -> RegisteredCertificate."""
+    from certauth.services import get_or_create_identity, register_certificate
+
+    def _register(issued: devpki.Issued, identity: str = "billing", scopes: str = "", **kwargs: Any) -> Any:
+        ident, _ = get_or_create_identity(identity, scopes=scopes.split() if scopes else None)
+        return register_certificate(ident, issued.certificate, **kwargs)
+
+    return _register
+
+
+def failures(**filters: Any) -> list[Any]:
+    from certauth.models import AuthenticationFailure
+
+    return list(AuthenticationFailure.objects.filter(**filters))
