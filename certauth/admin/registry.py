@@ -1,13 +1,10 @@
-"""The registry and the refusal audit in the Django admin."""
+"""The registry in the Django admin: identities and their certificates."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
-from .models import AuthenticationFailure, CertificateIdentity, RegisteredCertificate, TrustedAuthority
+from ..models import CertificateIdentity, RegisteredCertificate
 
 
 class RegisteredCertificateInline(admin.TabularInline):
@@ -43,26 +40,3 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
     search_fields = ["thumbprint_sha256", "subject_cn", "serial_number", "identity__name"]
     readonly_fields = ["last_used_at", "revoked_at", "revoked_by", "created_at", "created_by"]
     raw_id_fields = ["identity", "predecessor"]
-
-
-@admin.register(TrustedAuthority)
-class TrustedAuthorityAdmin(admin.ModelAdmin):
-    list_display = ["name", "is_enabled", "subject", "not_after"]
-    list_filter = ["is_enabled"]
-
-
-@admin.register(AuthenticationFailure)
-class AuthenticationFailureAdmin(admin.ModelAdmin):
-    list_display = ["last_seen", "reason", "count", "identity", "subject_cn", "client_ip", "path"]
-    list_filter = ["reason"]
-    date_hierarchy = "last_seen"
-    search_fields = ["thumbprint_sha256", "subject", "client_ip"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_superuser)
