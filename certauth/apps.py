@@ -11,3 +11,9 @@ class CertauthConfig(AppConfig):
         from .registry import connect_signals
 
         connect_signals()
+        try:
+            import drf_spectacular  # noqa: F401 - optional
+        except ImportError:
+            pass
+        else:
+            from . import openapi  # noqa: F401 - registers the mutualTLS security scheme

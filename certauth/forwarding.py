@@ -1,20 +1,27 @@
 """Reading the client certificate a TLS-terminating proxy forwarded in a header.
 
 Each proxy has its own dialect; ``parse_forwarded(value, format)`` turns any of them into a
-``ForwardedCertificate`` or raises ``CertificateRefused(MALFORMED_CERTIFICATE)``.  Pure Python: no
-Django imports, never raises anything else for any input string.
+``ForwardedCertificate`` or raises ``CertificateRefused`` (``MALFORMED_CERTIFICATE``, or
+``FORWARDED_HASH_MISMATCH`` when an Envoy XFCC element's ``Hash`` contradicts its ``Cert``).  Pure Python:
+no Django imports, never raises anything else for any input string.
+
+Formats (``CERTAUTH["FORWARDING_FORMAT"]``) and the header each proxy uses (``CERTIFICATE_HEADER``) are
+listed in ``RECOMMENDED_HEADERS``.  Percent-escapes are always decoded with ``unquote`` semantics, never
+form semantics: a literal ``+`` in base64 stays a ``+`` (AWS ALB leaves ``+``, ``=`` and ``/`` unescaped).
 """
 
 from __future__ import annotations
 
 import binascii
+import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, unquote_to_bytes
 
 from cryptography import x509
 
-from .certificates import load_certificate, load_certificates
+from .certificates import load_certificate, load_certificates, thumbprint_of
 from .reasons import CertificateRefused, Reason
 
 #: Longer values are refused before any parsing: a certificate chain is a few KiB, nginx's default
@@ -54,6 +61,9 @@ def _ascii(value: str) -> str:
 
 
 def _b64decode(text: str) -> bytes:
+    # binascii's strict mode still accepts surplus padding ("QUJD==="): require canonical length too.
+    if len(text) % 4 or text.endswith("==="):
+        raise _malformed("The forwarded value is not valid base64 (length or padding).")
     try:
         return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
     except (binascii.Error, ValueError) as exc:
@@ -72,7 +82,7 @@ def parse_nginx_escaped(value: str) -> ForwardedCertificate:
     text = _ascii(value).strip()
     if "%" in text:
         text = unquote(text, errors="strict") if _valid_escapes(text) else _raise_escape()
-    return ForwardedCertificate(leaf=load_certificate(_ascii(text).encode("ascii")))
+    return ForwardedCertificate(leaf=load_certificate(_ascii(text).encode("ascii"), strict=True))
 
 
 @parser("nginx_legacy", "pem")
@@ -80,7 +90,7 @@ def parse_pem(value: str) -> ForwardedCertificate:
     """Raw PEM, and nginx's deprecated ``$ssl_client_cert`` (PEM whose continuation lines start with a
     tab). Whitespace inside the base64 body is ignored by the PEM reader, so both read the same."""
     text = _ascii(value).strip()
-    return ForwardedCertificate(leaf=load_certificate(text.replace("\t", "").encode("ascii")))
+    return ForwardedCertificate(leaf=load_certificate(text.replace("\t", "").encode("ascii"), strict=True))
 
 
 @parser("base64_der", "iis", "arr", "haproxy")
@@ -131,6 +141,148 @@ def url_unescape_bytes(text: str) -> bytes:
     return unquote_to_bytes(text)
 
 
+# --- Envoy x-forwarded-client-cert (XFCC) ------------------------------------------------------------
+# One element per proxy hop, separated by ","; an element is ";"-separated key=value pairs; a value that
+# contains "," ";" or "=" is double-quoted, with \" for a quote inside.  Keys are case-insensitive.
+_XFCC_PAIR = re.compile(
+    r"[ \t]*(?P<key>[A-Za-z][A-Za-z0-9_-]*)[ \t]*=[ \t]*"
+    r'(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<token>[^",;=\\]*))'
+    r"[ \t]*(?P<separator>[,;]|\Z)",
+    re.DOTALL,
+)
+_XFCC_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+#: Keys that occur at most once per element (URI and DNS repeat, one pair per SAN).
+XFCC_SINGLE_KEYS = frozenset({"by", "hash", "cert", "chain", "subject"})
+_HEX_SHA256 = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+
+XfccElement = dict[str, list[str]]
+
+
+def split_xfcc(value: str) -> list[XfccElement]:
+    """Tokenise an XFCC header into its elements, first hop first: ``[{"hash": [...], "cert": [...]}]``
+    with lower-cased keys and unquoted values.  The whole header must be well-formed: a single broken
+    element makes the element boundaries (and so "the last element") unknowable."""
+    text = _ascii(value)
+    elements: list[XfccElement] = []
+    element: XfccElement = {}
+    position = 0
+    while True:
+        match = _XFCC_PAIR.match(text, position)
+        if match is None:
+            raise _malformed("The x-forwarded-client-cert header is not key=value pairs.")
+        quoted = match.group("quoted")
+        item = _XFCC_QUOTED_PAIR.sub(r"\1", quoted) if quoted is not None else match.group("token").strip()
+        element.setdefault(match.group("key").lower(), []).append(item)
+        position = match.end()
+        separator = match.group("separator")
+        if separator != ";":
+            elements.append(element)
+            element = {}
+        if not separator:
+            return elements
+        if position == len(text):
+            raise _malformed("The x-forwarded-client-cert header ends with a separator.")
+
+
+def _xfcc_single(element: XfccElement, key: str) -> str | None:
+    values = element.get(key)
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise _malformed(f"An x-forwarded-client-cert element repeats the key {key!r}.")
+    return values[0]
+
+
+@parser("envoy_xfcc", "envoy", "xfcc")
+def parse_envoy_xfcc(value: str) -> ForwardedCertificate:
+    """Envoy ``x-forwarded-client-cert``: the LAST element's ``Cert`` (URL-escaped PEM) and ``Chain``
+    (URL-escaped PEM, leaf first).
+
+    Why the last element: each proxy appends its element at the end (``APPEND_FORWARD``) or replaces the
+    header with a single one (``SANITIZE_SET``), so the last element is the one written by the proxy that
+    talks to us, the address in ``TRUSTED_PROXIES``: it describes the certificate that proxy saw in its
+    own TLS handshake.  Earlier elements were written by hops certauth does not know (or by the client
+    itself, when an edge proxy appends instead of sanitising) and are never believed.
+
+    When the element carries ``Hash`` (hex SHA-256 of the DER leaf) and a certificate, they must agree,
+    else ``CertificateRefused(FORWARDED_HASH_MISMATCH)``.  An element without ``Cert`` or ``Chain`` cannot
+    authenticate (configure Envoy's ``set_current_client_cert_details: {cert: true, chain: true}``).
+    """
+    element = split_xfcc(value)[-1]
+    for key in XFCC_SINGLE_KEYS:
+        _xfcc_single(element, key)
+    cert_text = _xfcc_single(element, "cert")
+    chain_text = _xfcc_single(element, "chain")
+    hash_text = _xfcc_single(element, "hash")
+    leaf = load_certificate(url_unescape_bytes(cert_text), strict=True) if cert_text else None
+    chain = load_certificates(url_unescape_bytes(chain_text), strict=True) if chain_text else []
+    if leaf is None:
+        if not chain:
+            raise _malformed("The last x-forwarded-client-cert element has no Cert or Chain.")
+        leaf = chain[0]
+    if chain:
+        # Envoy's Chain starts with the leaf; a chain about some other certificate is a mangled header.
+        if chain[0] != leaf:
+            raise _malformed("The x-forwarded-client-cert Chain does not start with its Cert.")
+        chain = chain[1:]
+    if hash_text is not None:
+        if not _HEX_SHA256.match(hash_text):
+            raise _malformed("The x-forwarded-client-cert Hash is not a hex SHA-256 digest.")
+        if not hmac.compare_digest(hash_text.lower(), thumbprint_of(leaf)):
+            raise CertificateRefused(
+                Reason.FORWARDED_HASH_MISMATCH, "The x-forwarded-client-cert Hash does not match its Cert."
+            )
+    return ForwardedCertificate(leaf=leaf, chain=tuple(chain))
+
+
+# --- Traefik ---------------------------------------------------------------------------------------
+@parser("traefik")
+def parse_traefik(value: str) -> ForwardedCertificate:
+    """Traefik ``passTLSClientCert`` (``pem: true``) ``X-Forwarded-Tls-Client-Cert``: each certificate's
+    base64 DER body without armour or newlines, leaf first, entries separated by ``,``; URL-escaped by
+    some Traefik versions (``%2B``, ``%2F``, ``%3D``), raw by others.  A raw ``+`` stays a ``+``."""
+    text = _ascii(value).strip()
+    if "%" in text:
+        text = _ascii(url_unescape_bytes(text).decode("ascii", errors="replace"))
+    entries = text.split(",")
+    if any(not entry.strip() for entry in entries):
+        raise _malformed("The Traefik certificate list has an empty entry.")
+    return _split_leaf([load_certificate(_b64decode("".join(entry.split()))) for entry in entries])
+
+
+# --- AWS Application Load Balancer -------------------------------------------------------------------
+@parser("aws_alb", "alb")
+def parse_aws_alb(value: str) -> ForwardedCertificate:
+    """AWS ALB ``X-Amzn-Mtls-Clientcert`` (mutual TLS passthrough: the client's chain, leaf first) and
+    ``X-Amzn-Mtls-Clientcert-Leaf`` (verify mode: the leaf): URL-escaped PEM with ``+``, ``=`` and ``/``
+    left unescaped.  Decoded with ``unquote`` semantics, so a ``+`` is never turned into a space."""
+    text = _ascii(value).strip()
+    data = url_unescape_bytes(text) if "%" in text else text.encode("ascii")
+    if not data.lstrip().startswith(b"-----BEGIN CERTIFICATE-----"):
+        raise _malformed("The ALB value is not URL-escaped PEM.")
+    return _split_leaf(load_certificates(data, strict=True))
+
+
+#: The header each proxy forwards the certificate in, by ``FORWARDING_FORMAT`` (see docs/proxies.md).
+RECOMMENDED_HEADERS: dict[str, str] = {
+    "nginx": "X-SSL-Client-Cert",
+    "nginx_escaped": "X-SSL-Client-Cert",
+    "nginx_legacy": "X-SSL-Client-Cert",
+    "pem": "X-SSL-Client-Cert",
+    "base64_der": "X-SSL-Client-Cert",
+    "haproxy": "X-SSL-Client-Cert",
+    "iis": "X-ARR-ClientCert",
+    "arr": "X-ARR-ClientCert",
+    "rfc9440": "Client-Cert",
+    "envoy_xfcc": "X-Forwarded-Client-Cert",
+    "envoy": "X-Forwarded-Client-Cert",
+    "xfcc": "X-Forwarded-Client-Cert",
+    "traefik": "X-Forwarded-Tls-Client-Cert",
+    "aws_alb": "X-Amzn-Mtls-Clientcert",
+    "alb": "X-Amzn-Mtls-Clientcert",
+}
+
+
 def parse_chain_header(value: str, format: str = "pem") -> tuple[x509.Certificate, ...]:
     """A separate chain header: RFC 9440 ``Client-Cert-Chain`` for ``rfc9440``, else PEM blocks
     (URL-escaped or not).  Raises ``CertificateRefused(MALFORMED_CERTIFICATE)``."""
@@ -152,8 +304,9 @@ def parse_forwarded(value: str, format: str = "nginx_escaped") -> ForwardedCerti
     """Parse a forwarded certificate header in the given dialect.
 
     Raises ``CertificateRefused(MALFORMED_CERTIFICATE)`` for any value that is not exactly what the
-    dialect promises; raises ``KeyError`` only for an unknown ``format`` (a configuration error that
-    system checks report at start-up).
+    dialect promises, ``CertificateRefused(FORWARDED_HASH_MISMATCH)`` when an Envoy XFCC ``Hash``
+    contradicts its certificate; raises ``KeyError`` only for an unknown ``format`` (a configuration error
+    that system checks report at start-up).
     """
     function = PARSERS[format]
     if len(value) > MAX_FORWARDED_LENGTH:
@@ -171,10 +324,15 @@ def parse_forwarded(value: str, format: str = "nginx_escaped") -> ForwardedCerti
 __all__ = [
     "MAX_FORWARDED_LENGTH",
     "PARSERS",
+    "RECOMMENDED_HEADERS",
     "ForwardedCertificate",
     "load_certificates",
+    "parse_aws_alb",
     "parse_chain_header",
+    "parse_envoy_xfcc",
     "parse_forwarded",
     "parse_rfc9440_chain",
+    "parse_traefik",
+    "split_xfcc",
     "url_unescape_bytes",
 ]

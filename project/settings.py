@@ -139,6 +139,8 @@ SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "https://localhost:8443,https://127.0.0.1:8443")
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -156,6 +158,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Machine-to-machine API authenticated by X.509 client certificates (mutual TLS).",
     "VERSION": "0.1.0",
     "OAS_VERSION": "3.1.0",
+    # certauth.openapi: 401/403/503 with the reason codes on every certificate-authenticated operation.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "certauth.openapi.add_refusal_responses",
+    ],
 }
 
 CERTAUTH = {

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from certauth.permissions import HasCertificateScope, IsCertificateAuthenticated
+
+from .serializers import OrderListSerializer, OrderSerializer, PingSerializer, WhoAmISerializer
 
 ORDERS = [
     {"id": 1, "item": "widget", "quantity": 3},
@@ -22,6 +25,7 @@ class WhoAmIView(APIView):
 
     permission_classes = [IsCertificateAuthenticated]
 
+    @extend_schema(responses=WhoAmISerializer, summary="Who am I: the identity and certificate of this request")
     def get(self, request: Request) -> Response:
         auth = request.auth
         return Response(
@@ -44,17 +48,15 @@ class OrdersView(APIView):
     permission_classes = [IsCertificateAuthenticated & HasCertificateScope]
     required_scopes = {"GET": ["orders:read"], "POST": ["orders:write"]}
 
+    @extend_schema(responses=OrderListSerializer, summary="List orders (scope orders:read)")
     def get(self, request: Request) -> Response:
         return Response({"orders": ORDERS})
 
+    @extend_schema(request=OrderSerializer, responses={201: OrderSerializer}, summary="Create an order (orders:write)")
     def post(self, request: Request) -> Response:
-        data: dict[str, Any] = request.data if isinstance(request.data, dict) else {}
-        order = {
-            "id": len(ORDERS) + 1,
-            "item": str(data.get("item", "item"))[:100],
-            "quantity": int(data.get("quantity", 1) or 1),
-        }
-        return Response(order, status=201)
+        serializer = OrderSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response({"id": len(ORDERS) + 1, **serializer.validated_data}, status=201)
 
 
 class OpenPingView(APIView):
@@ -63,6 +65,7 @@ class OpenPingView(APIView):
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
 
+    @extend_schema(responses=PingSerializer, summary="Unauthenticated ping (benchmark baseline)")
     def get(self, request: Request) -> Response:
         return Response({"identity": None, "ok": True})
 
