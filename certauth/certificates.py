@@ -74,6 +74,14 @@ class CertificateInfo:
     extended_key_usages: tuple[str, ...] | None = None  # dotted OIDs; None when the extension is absent
     organizational_units: tuple[str, ...] = ()
     is_self_issued: bool = False
+    # structural facts the policy judges (see certauth.policy.check_certificate)
+    version: int = 3
+    is_ca: bool = False
+    key_usage_allows_signing: bool | None = None  # None when there is no KeyUsage extension
+    public_key_algorithm: str = ""  # rsa | ec | ed25519 | ed448 | dsa | other
+    public_key_bits: int = 0
+    signature_hash: str = ""  # e.g. sha256; "" for EdDSA; "unknown" when the library cannot name it
+    unsupported_critical_extensions: tuple[str, ...] = ()
     certificate: x509.Certificate | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -152,6 +160,18 @@ def describe(certificate: x509.Certificate) -> CertificateInfo:
         else:
             ekus = tuple(oid.dotted_string for oid in eku)
         cns = _name_attr(subject, NameOID.COMMON_NAME)
+        is_ca = False
+        signing: bool | None = None
+        unsupported: list[str] = []
+        for extension in certificate.extensions:
+            value = extension.value
+            if isinstance(value, x509.BasicConstraints):
+                is_ca = value.ca
+            elif isinstance(value, x509.KeyUsage):
+                signing = value.digital_signature
+            elif isinstance(value, x509.UnrecognizedExtension) and extension.critical:
+                unsupported.append(extension.oid.dotted_string)
+        key_algorithm, key_bits = _public_key_facts(certificate)
         return CertificateInfo(
             thumbprint_sha256=thumbprint_of(certificate),
             subject=_rfc4514(subject),
@@ -167,6 +187,13 @@ def describe(certificate: x509.Certificate) -> CertificateInfo:
             extended_key_usages=ekus,
             organizational_units=tuple(_name_attr(subject, NameOID.ORGANIZATIONAL_UNIT_NAME)),
             is_self_issued=subject == issuer,
+            version=1 if certificate.version == x509.Version.v1 else 3,
+            is_ca=is_ca,
+            key_usage_allows_signing=signing,
+            public_key_algorithm=key_algorithm,
+            public_key_bits=key_bits,
+            signature_hash=_signature_hash(certificate),
+            unsupported_critical_extensions=tuple(unsupported),
             certificate=certificate,
         )
     except CertificateRefused:
@@ -175,14 +202,41 @@ def describe(certificate: x509.Certificate) -> CertificateInfo:
         raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "The certificate has an unreadable field.") from exc
 
 
+def _public_key_facts(certificate: x509.Certificate) -> tuple[str, int]:
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+    key = certificate.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return "rsa", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ec", key.curve.key_size
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "ed25519", 256
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "ed448", 448
+    if isinstance(key, dsa.DSAPublicKey):
+        return "dsa", key.key_size
+    return "other", 0
+
+
+def _signature_hash(certificate: x509.Certificate) -> str:
+    try:
+        algorithm = certificate.signature_hash_algorithm
+    except Exception:  # noqa: BLE001 - e.g. MD5/SHA-1 variants the library declines to name
+        return "unknown"
+    return algorithm.name if algorithm is not None else ""
+
+
 PEM_CERT_RE = re.compile(rb"-----BEGIN CERTIFICATE-----\s*(?P<body>[A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----")
 _PRIVATE_KEY_MARK = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
-def load_certificates(data: bytes) -> list[x509.Certificate]:
+def load_certificates(data: bytes, *, strict: bool = False) -> list[x509.Certificate]:
     """Load one or more certificates from PEM (one or several blocks) or a single DER certificate.
 
     Refuses anything that carries private-key material, so a pasted key can never be stored.
+    ``strict`` (forwarded headers) also refuses anything but whitespace around and between the PEM
+    blocks; the lenient mode (operators pasting ``openssl`` output) ignores such text.
     Raises ``CertificateRefused(MALFORMED_CERTIFICATE)`` with a safe detail on any failure.
     """
     if _PRIVATE_KEY_MARK.search(data):
@@ -190,10 +244,12 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
             Reason.MALFORMED_CERTIFICATE, "That is a private key, not a certificate. Never share private keys."
         )
     stripped = data.strip()
-    if stripped.startswith(b"-----BEGIN"):
+    if stripped.startswith(b"-----BEGIN") or (not strict and b"-----BEGIN CERTIFICATE-----" in stripped):
         blocks = list(PEM_CERT_RE.finditer(stripped))
         if not blocks:
             raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "No PEM certificate block was found.")
+        if strict and PEM_CERT_RE.sub(b"", stripped).strip():
+            raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "Unexpected text around the PEM certificate.")
         certificates = []
         for block in blocks:
             try:
@@ -208,9 +264,9 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "The data is neither PEM nor DER.") from exc
 
 
-def load_certificate(data: bytes) -> x509.Certificate:
+def load_certificate(data: bytes, *, strict: bool = False) -> x509.Certificate:
     """Exactly one certificate (PEM or DER)."""
-    certificates = load_certificates(data)
+    certificates = load_certificates(data, strict=strict)
     if len(certificates) != 1:
         raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, f"Expected one certificate, found {len(certificates)}.")
     return certificates[0]

@@ -11,6 +11,9 @@ from .conf import settings
 from .forwarding import PARSERS
 from .proxies import ProxyAllowList
 
+#: Dialects whose proxies forward no verdict header (certauth's own trust policy must do the checking).
+NO_VERDICT_FORMATS = frozenset({"envoy_xfcc", "envoy", "xfcc", "traefik", "aws_alb", "alb", "iis", "arr", "rfc9440"})
+
 
 @register(Tags.security)
 def check_certauth_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
@@ -52,6 +55,16 @@ def check_certauth_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
                 f"CERTAUTH['FORWARDING_FORMAT'] = {settings.FORWARDING_FORMAT!r} is unknown.",
                 hint=f"One of: {', '.join(sorted(PARSERS))}.",
                 id="certauth.E003",
+            )
+        )
+    elif settings.FORWARDING_FORMAT in NO_VERDICT_FORMATS and settings.PROXY_VERIFIES_CERTIFICATE:
+        messages.append(
+            Warning(
+                f"CERTAUTH['FORWARDING_FORMAT'] = {settings.FORWARDING_FORMAT!r} comes from a proxy that sends no "
+                "verification verdict, but PROXY_VERIFIES_CERTIFICATE is True.",
+                hint="Every request would be refused with proxy_verification_failed: set "
+                "PROXY_VERIFIES_CERTIFICATE = False and register your CA as a trusted authority.",
+                id="certauth.W005",
             )
         )
     allowed_types = settings.ALLOWED_CERTIFICATE_TYPES

@@ -12,6 +12,11 @@ from .certificates import CertificateInfo
 from .reasons import CertificateRefused, Reason
 
 
+#: Below these a certificate is refused as ``weak_certificate`` whatever else is configured.
+MINIMUM_KEY_BITS = {"rsa": 2048, "dsa": 2048, "ec": 256, "ed25519": 256, "ed448": 448}
+WEAK_SIGNATURE_HASHES = frozenset({"md5", "sha1", "md2", "md4", "unknown"})
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyOptions:
     validate_validity_period: bool = True
@@ -19,7 +24,30 @@ class PolicyOptions:
 
 
 def check_certificate(info: CertificateInfo, now: dt.datetime, options: PolicyOptions) -> None:
-    """Raise ``CertificateRefused`` when the certificate itself is unacceptable right now."""
+    """Raise ``CertificateRefused`` when the certificate itself is unacceptable right now.
+
+    Structure and strength are always enforced (they are not a matter of configuration): no v1
+    certificates, no critical extension certauth does not understand (RFC 5280 4.2), no CA
+    certificate as a client, no RSA/DSA key under 2048 bits or EC under 256, no MD5/SHA-1 signature.
+    """
+    if info.serial_number <= 0 or info.serial_number.bit_length() > 159:
+        # RFC 5280 4.1.2.2: a positive integer of at most 20 octets.
+        raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "The certificate's serial number is not valid.")
+    if info.version != 3:
+        raise CertificateRefused(Reason.UNSUPPORTED_CERTIFICATE, "Version 1 certificates are not accepted.")
+    if info.unsupported_critical_extensions:
+        raise CertificateRefused(
+            Reason.UNSUPPORTED_CERTIFICATE,
+            f"The certificate has an unsupported critical extension ({info.unsupported_critical_extensions[0]}).",
+        )
+    minimum = MINIMUM_KEY_BITS.get(info.public_key_algorithm)
+    if minimum is None or info.public_key_bits < minimum:
+        raise CertificateRefused(
+            Reason.WEAK_CERTIFICATE,
+            f"The certificate's {info.public_key_algorithm or 'unknown'} key of {info.public_key_bits} bits is too weak.",
+        )
+    if info.signature_hash in WEAK_SIGNATURE_HASHES:
+        raise CertificateRefused(Reason.WEAK_CERTIFICATE, f"The certificate is signed with {info.signature_hash}.")
     if options.validate_validity_period:
         if now < info.not_before:
             raise CertificateRefused(
@@ -29,7 +57,12 @@ def check_certificate(info: CertificateInfo, now: dt.datetime, options: PolicyOp
             raise CertificateRefused(
                 Reason.CERTIFICATE_EXPIRED, f"The certificate expired at {info.not_after.isoformat()}."
             )
-    if options.validate_certificate_use and not info.allows_client_auth:
-        raise CertificateRefused(
-            Reason.WRONG_USAGE, "The certificate's extended key usage does not include clientAuth."
-        )
+    if options.validate_certificate_use:
+        if not info.allows_client_auth:
+            raise CertificateRefused(
+                Reason.WRONG_USAGE, "The certificate's extended key usage does not include clientAuth."
+            )
+        if info.is_ca:
+            raise CertificateRefused(Reason.WRONG_USAGE, "A CA certificate cannot authenticate a client.")
+        if info.key_usage_allows_signing is False:
+            raise CertificateRefused(Reason.WRONG_USAGE, "The certificate's key usage does not allow digital signatures.")

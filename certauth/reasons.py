@@ -18,6 +18,7 @@ class Reason(StrEnum):
     CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
     WRONG_USAGE = "wrong_usage"
     WEAK_CERTIFICATE = "weak_certificate"
+    UNSUPPORTED_CERTIFICATE = "unsupported_certificate"
     # trust policy
     UNTRUSTED_ISSUER = "untrusted_issuer"
     CHAIN_INVALID = "chain_invalid"
@@ -57,6 +58,7 @@ _MESSAGES: dict[Reason, str] = {
     Reason.CERTIFICATE_NOT_YET_VALID: "The client certificate is not valid yet.",
     Reason.WRONG_USAGE: "The client certificate is not allowed for client authentication.",
     Reason.WEAK_CERTIFICATE: "The client certificate uses a key or signature that is too weak.",
+    Reason.UNSUPPORTED_CERTIFICATE: "The client certificate uses a version or critical extension that is not supported.",
     Reason.UNTRUSTED_ISSUER: "The client certificate was not issued by a trusted authority.",
     Reason.CHAIN_INVALID: "The client certificate chain is not valid.",
     Reason.SELF_SIGNED_NOT_ALLOWED: "Self-signed client certificates are not allowed.",

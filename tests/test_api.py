@@ -116,7 +116,7 @@ def test_optional_no_ca_mode_relies_on_certauth(api, pki, register) -> None:
 def test_scopes(api, pki, register) -> None:
     register(pki.client, scopes="orders:read")
     assert api.get("/api/orders/", pki.client).status_code == 200
-    response = api.post("/api/orders/", pki.client)
+    response = api.post("/api/orders/", pki.client, data={"item": "widget", "quantity": 2})
     assert response.status_code == 403
     body = response.json()
     assert body["reason"] == "insufficient_scope"
@@ -128,7 +128,9 @@ def test_scopes(api, pki, register) -> None:
 
 def test_wildcard_scope(api, pki, register) -> None:
     register(pki.client, scopes="orders:*")
-    assert api.post("/api/orders/", pki.client).status_code == 201
+    response = api.post("/api/orders/", pki.client, data={"item": "widget", "quantity": 2})
+    assert response.status_code == 201, response.content
+    assert response.json()["item"] == "widget"
 
 
 def test_each_refusal_one_row_aggregated(api, pki) -> None:
@@ -171,7 +173,7 @@ def test_healthz_needs_nothing(api) -> None:
     assert not AuthenticationFailure.objects.exists()
 
 
-def test_audit_survives_atomic_requests_rollback(pki, transactional_db, settings) -> None:
+def test_audit_survives_atomic_requests_rollback(pki, transactional_db, trusted_root, settings) -> None:
     """DRF marks the request transaction for rollback on a handled exception; the audit row must stay."""
     from django.db import connection
 
