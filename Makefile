@@ -1,0 +1,61 @@
+# certauth: the two commands are `make run` and `make test`; everything else is for developers.
+#   make run     dev stack: nginx (mTLS) + gunicorn on https://127.0.0.1:8443, Ctrl-C stops it
+#   make test    the whole suite on SQLite, and again on PostgreSQL if one answers on 127.0.0.1:5432
+#                (make test PYTEST_ARGS="-k whoami -x" passes arguments to pytest)
+#   make bench / fuzz / lint / clean / distclean
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test bench fuzz lint clean distclean venv .venv system-deps
+
+run: $(STAMP)
+	scripts/install-system-deps.sh
+	$(VPY) -m scripts.stack run
+
+test: $(STAMP)
+	scripts/install-system-deps.sh
+	scripts/run-tests.sh $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@if [[ -f bench/__main__.py ]]; then \
+		scripts/install-system-deps.sh && $(VPY) -m bench; \
+	else \
+		echo "make bench: no benchmarks yet (bench/__main__.py does not exist)"; \
+	fi
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(VPY) -m pytest -m fuzz $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VPY) -m ruff check .
+	$(VPY) -m mypy certauth project scripts
+
+system-deps:
+	scripts/install-system-deps.sh
+
+# The virtualenv is (re)installed only when pyproject.toml is newer than the stamp.
+venv .venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "certauth needs Python 3.11 or newer, but '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing)."; \
+		echo "Install one and run e.g.: make $(MAKECMDGOALS) PYTHON=python3.12"; \
+		exit 1; }
+	@if [[ ! -x $(VPY) ]]; then \
+		$(PYTHON) -m venv $(VENV) || { \
+			echo "'$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv"; exit 1; }; \
+	fi
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf var build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

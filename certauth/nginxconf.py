@@ -1,0 +1,320 @@
+"""Render nginx configurations that terminate mutual TLS in front of certauth.  Pure Python: no Django
+imports, so ``scripts/stack.py`` and the tests can use it without settings.
+
+``render(...)`` returns either a ``server {}`` + ``upstream {}`` snippet for ``/etc/nginx/conf.d/``
+(``standalone=False``) or a complete ``nginx.conf`` that runs unprivileged with
+``nginx -p PREFIX -c FILE -e stderr`` (``standalone=True``, used by ``make run`` and the e2e tests).
+
+Facts the templates rely on, checked against nginx 1.22 (Debian 12, OpenSSL 3.0):
+
+* ``proxy_set_header`` replaces a client-sent header of the same name, even when the value is empty
+  (then nothing is sent): a client cannot smuggle its own ``X-SSL-Client-Cert``.
+* nginx refuses some certificates itself before any ``location`` runs: 495 for a verification error
+  (expired, not yet valid, unknown CA, revoked by ``ssl_crl``) -- in ``optional_no_ca`` too, for
+  expired and not-yet-valid ones -- and 496 when ``ssl_verify_client on`` and no certificate came.
+  ``error_page 495 496 = @certauth_refused`` hands those requests to Django, so the client gets
+  certauth's JSON 401 with a reason and the refusal lands in the audit.
+* Inside that error page location ``$ssl_client_escaped_cert`` still holds the refused certificate and
+  ``$ssl_client_verify`` says ``FAILED:<openssl reason>`` (``NONE`` for 496), so certauth can name the
+  reason and record the thumbprint.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from os import PathLike
+from typing import Literal
+
+Mode = Literal["on", "optional", "optional_no_ca"]
+MODES: tuple[str, ...] = ("on", "optional", "optional_no_ca")
+
+UPSTREAM_NAME = "certauth_django"
+ERROR_LOCATION = "@certauth_refused"
+
+StrPath = str | PathLike[str]
+
+# Characters that would end or escape an nginx token; paths and addresses are written unquoted.
+_UNSAFE = re.compile(r"[\s;{}'\"\\$#]")
+
+_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+
+_MODE_COMMENTS = {
+    "on": (
+        "# on: a certificate is required and nginx verifies it against ssl_client_certificate (and the\n"
+        "# CRL). Django additionally requires X-SSL-Client-Verify: SUCCESS\n"
+        "# (CERTAUTH_PROXY_VERIFIES_CERTIFICATE=true)."
+    ),
+    "optional": (
+        "# optional: nginx asks for a certificate and verifies one if it comes; requests without one\n"
+        "# reach Django, which refuses them where the view needs a certificate\n"
+        "# (CERTAUTH_PROXY_VERIFIES_CERTIFICATE=true)."
+    ),
+    "optional_no_ca": (
+        "# optional_no_ca: nginx asks for a certificate but does not check its issuer; certauth verifies\n"
+        "# the chain against the trusted CAs in its admin (CERTAUTH_PROXY_VERIFIES_CERTIFICATE=false).\n"
+        "# nginx still refuses expired and not-yet-valid certificates itself (495, routed below)."
+    ),
+}
+
+
+def _token(value: StrPath, what: str) -> str:
+    text = str(value)
+    if not text or _UNSAFE.search(text):
+        raise ValueError(f"{what} {text!r} is empty or contains characters nginx would misread")
+    return text
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "\n".join(pad + line if line else line for line in text.splitlines())
+
+
+def render(
+    *,
+    mode: Mode,
+    listen: str = "127.0.0.1:8443",
+    server_name: str = "localhost",
+    server_cert: StrPath,
+    server_key: StrPath,
+    client_ca: StrPath | None = None,
+    crl: StrPath | None = None,
+    upstream: Sequence[str],
+    verify_depth: int = 3,
+    standalone: bool = False,
+    prefix: StrPath | None = None,
+    static_root: StrPath | None = None,
+) -> str:
+    """Return an nginx configuration for ``mode`` (``on``, ``optional`` or ``optional_no_ca``).
+
+    ``upstream`` lists gunicorn addresses (``"127.0.0.1:8000"``, ``"unix:/run/gunicorn.sock"``).
+    ``client_ca`` is the CA bundle nginx verifies against; required unless ``optional_no_ca``.
+    ``standalone`` needs ``prefix``, under which pid, logs and temp files go.  ``static_root`` adds
+    ``location /static/``.  Raises ``ValueError`` on inconsistent arguments."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if client_ca is None and mode != "optional_no_ca":
+        raise ValueError(f"mode {mode!r} needs client_ca: nginx verifies the certificate against it")
+    if crl is not None and client_ca is None:
+        raise ValueError("crl needs client_ca: nginx checks CRLs only while verifying a chain")
+    if not upstream:
+        raise ValueError("upstream needs at least one address")
+    if standalone and prefix is None:
+        raise ValueError("standalone needs prefix (pid, logs and temp files go there)")
+    if not 1 <= verify_depth <= 10:
+        raise ValueError("verify_depth must be between 1 and 10")
+
+    server = _server(
+        mode=mode,
+        listen=_token(listen, "listen"),
+        server_name=_token(server_name, "server_name"),
+        server_cert=_token(server_cert, "server_cert"),
+        server_key=_token(server_key, "server_key"),
+        client_ca=None if client_ca is None else _token(client_ca, "client_ca"),
+        crl=None if crl is None else _token(crl, "crl"),
+        upstream=[_token(address, "upstream") for address in upstream],
+        verify_depth=verify_depth,
+        static_root=None if static_root is None else _token(static_root, "static_root"),
+    )
+    if not standalone:
+        header = (
+            f"# certauth behind nginx, ssl_verify_client {mode}.  Rendered by\n"
+            f"# `python manage.py certauth nginx-config`; change its arguments rather than this file.\n"
+            f"# Include it in the http {{}} block (e.g. /etc/nginx/conf.d/certauth.conf).\n\n"
+        )
+        return header + server
+    return _standalone(server, prefix=_token(str(prefix).rstrip("/") or "/", "prefix"), mode=mode)
+
+
+def _server(
+    *,
+    mode: str,
+    listen: str,
+    server_name: str,
+    server_cert: str,
+    server_key: str,
+    client_ca: str | None,
+    crl: str | None,
+    upstream: list[str],
+    verify_depth: int,
+    static_root: str | None,
+) -> str:
+    servers = "\n".join(f"    server {address};" for address in upstream)
+    verification = [_MODE_COMMENTS[mode], f"ssl_verify_client {mode};"]
+    if client_ca is not None:
+        verification += [
+            "# The CAs nginx accepts client certificates from (root and intermediates); their names are",
+            "# also sent to the client so it can pick the right certificate.",
+            f"ssl_client_certificate {client_ca};",
+            "# leaf -> intermediate(s) -> root",
+            f"ssl_verify_depth {verify_depth};",
+        ]
+    if crl is not None:
+        verification += [
+            "# Revoked certificates fail the handshake check (495, routed to certauth below).  OpenSSL",
+            "# then wants a CRL for every CA in the chain: put the intermediates' CRLs in this file too.",
+            f"ssl_crl {crl};",
+        ]
+    static = ""
+    static_rescue = ""
+    if static_root is not None:
+        static = (
+            "\n    # The admin's CSS and JS, collected by `manage.py collectstatic`; public files.\n"
+            "    location /static/ {\n"
+            "        # root + rewrite rather than alias: alias refuses URIs rewritten by the rescue below.\n"
+            f"        root {static_root.rstrip('/') or '/'};\n"
+            "        rewrite ^/static/(.*)$ /$1 break;\n"
+            "        expires 1h;\n"
+            "    }\n"
+        )
+        static_rescue = (
+            "        # A browser without a client certificate gets 496 for every URI; static files need\n"
+            "        # none, so send those back to location /static/ (the 495/496 check runs only once).\n"
+            "        rewrite ^/static/ $uri last;\n"
+        )
+    verification_text = _indent("\n".join(verification), 4)
+    return f"""# gunicorn must be reachable by nginx only (loopback): whoever reaches it directly can forge the
+# certificate header.  Use TCP on 127.0.0.1 rather than a unix socket: certauth trusts the header by
+# REMOTE_ADDR, and a unix socket gives Django none.
+upstream {UPSTREAM_NAME} {{
+{servers}
+    # Idle connections kept open to gunicorn, so a request does not pay a TCP connect (needs
+    # proxy_http_version 1.1 and an empty Connection header below).
+    keepalive 16;
+}}
+
+server {{
+    listen {listen} ssl;
+    server_name {server_name};
+    server_tokens off;
+
+    # --- TLS -----------------------------------------------------------------------------------
+    ssl_certificate {server_cert};
+    ssl_certificate_key {server_key};
+    # TLS 1.0 and 1.1 are deprecated (RFC 8996).
+    ssl_protocols TLSv1.2 TLSv1.3;
+    # Forward secrecy and AEAD only (TLS 1.2; TLS 1.3 suites are always these).
+    ssl_ciphers {_CIPHERS};
+    ssl_prefer_server_ciphers off;
+    # Resumed sessions skip the full handshake (and the certificate check).  1m (about 4000
+    # sessions) overflowed during a short load test; 10m holds about 40000.
+    ssl_session_cache shared:certauth_ssl:10m;
+    ssl_session_timeout 10m;
+    # nginx never rotates ticket keys by itself; session IDs in the shared cache are enough.
+    ssl_session_tickets off;
+
+    # --- client certificate --------------------------------------------------------------------
+{verification_text}
+
+    # --- headers from the client ---------------------------------------------------------------
+    # Django folds "-" and "_" into the same META key (HTTP_X_SSL_CLIENT_CERT), so a client-sent
+    # "X-SSL_Client_Cert" would slip past the proxy_set_header below (CVE-2015-0219).  These are
+    # nginx's defaults, made explicit: headers with underscores are dropped.  nginx reads them from
+    # the default server of this address:port, so keep them there too.
+    underscores_in_headers off;
+    ignore_invalid_headers on;
+    large_client_header_buffers 4 16k;
+
+    # --- what Django receives ------------------------------------------------------------------
+    # proxy_set_header replaces any client-sent header of the same name (an empty value sends none),
+    # so these cannot be forged through nginx.  Only directives at this level: a proxy_set_header
+    # inside a location would silently drop all of these there.
+    proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;
+    proxy_set_header X-SSL-Client-Verify $ssl_client_verify;
+    proxy_set_header X-Real-IP $remote_addr;
+    # Overwritten, not appended: nginx is the edge, anything the client claims is not evidence.
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Forwarded-Proto https;
+    # With the port, so Django's absolute URLs and CSRF origin check match what the browser used.
+    proxy_set_header Host $host:$server_port;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    # Response headers from Django (and the forwarded certificate, about 2-3 KB escaped) fit.
+    proxy_buffer_size 16k;
+    proxy_buffers 8 16k;
+
+    # nginx's own certificate refusals (495 verification failed, 496 none with "on") would be a
+    # bare HTML 400.  Hand them to certauth with the original method and URI instead.
+    error_page 495 496 = {ERROR_LOCATION};
+
+    location / {{
+        proxy_pass http://{UPSTREAM_NAME};
+    }}
+
+    # Open health check for load balancers and the test-suite.
+    location = /healthz {{
+        proxy_pass http://{UPSTREAM_NAME};
+    }}
+{static}
+    # Here $ssl_client_escaped_cert is still the refused certificate (empty for 496, so Django sees
+    # no certificate header and answers missing_certificate) and $ssl_client_verify is
+    # "FAILED:<reason>" ("NONE" for 496): certauth names the reason and audits the thumbprint.
+    location {ERROR_LOCATION} {{
+{static_rescue}        proxy_pass http://{UPSTREAM_NAME};
+    }}
+}}
+"""
+
+
+def _standalone(server: str, *, prefix: str, mode: str) -> str:
+    return f"""# certauth development/test nginx, ssl_verify_client {mode}.  Generated; do not edit.
+# Run unprivileged: nginx -p {prefix} -c {prefix}/nginx.conf -e stderr
+# ({prefix}/logs must exist; the temp directories are created by nginx.)
+
+# In the foreground, so the process that started it owns it and can stop it.
+daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log info;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    log_format certauth '$remote_addr [$time_local] "$request" $status $body_bytes_sent '
+                        'verify="$ssl_client_verify" subject="$ssl_client_s_dn" '
+                        'rt=$request_time urt=$upstream_response_time';
+    access_log {prefix}/logs/access.log certauth;
+
+    # Everything nginx writes stays under the prefix, so no root and no /var/lib/nginx needed.
+    client_body_temp_path {prefix}/client_body_temp;
+    proxy_temp_path {prefix}/proxy_temp;
+    fastcgi_temp_path {prefix}/fastcgi_temp;
+    uwsgi_temp_path {prefix}/uwsgi_temp;
+    scgi_temp_path {prefix}/scgi_temp;
+
+    # Self-contained (no include of the system mime.types): what the admin's static files need.
+    types {{
+        text/html html;
+        text/css css;
+        text/plain txt;
+        application/javascript js mjs;
+        application/json json map;
+        image/svg+xml svg;
+        image/png png;
+        image/gif gif;
+        image/jpeg jpg jpeg;
+        image/x-icon ico;
+        font/woff woff;
+        font/woff2 woff2;
+    }}
+    default_type application/octet-stream;
+    sendfile on;
+
+{_indent(server, 4)}
+}}
+"""
+
+
+__all__ = ["MODES", "UPSTREAM_NAME", "Mode", "render"]

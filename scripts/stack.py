@@ -1,0 +1,557 @@
+"""The real stack: nginx terminating mutual TLS in front of gunicorn running the reference project.
+
+``Stack`` starts both as child processes (each in its own process group, so Ctrl-C in the terminal
+reaches only us and we stop them in order), waits until ``/healthz`` answers through TLS, and stops
+them on ``stop()``, on leaving a ``with`` block, at interpreter exit, and on SIGTERM/SIGHUP.
+Used by ``make run`` (``python -m scripts.stack run``) and the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import ctypes
+import datetime as dt
+import http.client
+import ipaddress
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `python scripts/stack.py` as well as `python -m scripts.stack`
+    sys.path.insert(0, str(REPO))
+
+from certauth import nginxconf  # noqa: E402  (pure module: no Django needed here)
+
+DEFAULT_PORT = 8443
+STOP_TIMEOUT = 10.0
+
+
+class StackError(RuntimeError):
+    """The stack could not start (port taken, nginx missing, a process died, health check timed out)."""
+
+
+def find_nginx() -> str | None:
+    """Path of the nginx binary; it lives in /usr/sbin, which is not on a normal user's PATH."""
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the kernel's pick)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As nginx does: a port in TIME_WAIT from our previous run is reusable.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+try:  # loaded here, not in the forked child, where dlopen could deadlock
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None) if sys.platform == "linux" else None
+except OSError:
+    _LIBC = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the process that started us dies (even by SIGKILL),
+    so a killed test run leaves no nginx or gunicorn behind.  Linux only; best effort."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"--- {path}: (none)"
+    return f"--- {path} (last {lines} lines):\n" + "\n".join(text.splitlines()[-lines:])
+
+
+class Stack:
+    """nginx (mTLS, ``ssl_verify_client <mode>``) in front of gunicorn, for one var directory.
+
+    ``var_dir/run/`` receives nginx.conf, the pid file and ``logs/``.  ``pki_dir`` holds a dev PKI
+    (server.pem/.key, ca.pem, ca-bundle.pem).  ``env`` is added to this process's environment for
+    gunicorn (DATABASE_URL, CERTAUTH_VAR_DIR, ...).  ``port=0`` picks a free port.
+    """
+
+    def __init__(
+        self,
+        var_dir: Path | str,
+        *,
+        pki_dir: Path | str | None = None,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        gunicorn_port: int = 0,
+        mode: nginxconf.Mode = "on",
+        workers: int = 2,
+        env: Mapping[str, str] | None = None,
+        crl: Path | str | None = None,
+        static_root: Path | str | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            # Whoever reaches gunicorn or this nginx decides what certauth sees; keep both local.
+            raise StackError(f"the dev/test stack listens on loopback only, not {host}")
+        self.var_dir = Path(var_dir).absolute()
+        self.pki_dir = Path(pki_dir).absolute() if pki_dir else self.var_dir / "pki"
+        self.host = host
+        self.port = port or free_port(host)
+        self.gunicorn_port = gunicorn_port
+        self.mode = mode
+        self.workers = workers
+        self.extra_env = dict(env or {})
+        self.crl = Path(crl) if crl else None
+        self.static_root = Path(static_root) if static_root else None
+        self.startup_timeout = startup_timeout
+        self.run_dir = self.var_dir / "run"
+        self.log_dir = self.run_dir / "logs"
+        self.nginx_conf = self.run_dir / "nginx.conf"
+        self.access_log = self.log_dir / "gunicorn-access.log"
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._log_files: list[IO[bytes]] = []
+        self._previous_handlers: dict[int, Any] = {}
+
+    # --- addresses ---------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"https://{_host_port(self.host, self.port)}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.pki_dir / "ca.pem"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment gunicorn runs with (and manage.py calls should use)."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "project.settings",
+                "PYTHONUNBUFFERED": "1",
+                # nginx only verifies the chain in on/optional; in optional_no_ca certauth does.
+                "CERTAUTH_PROXY_VERIFIES_CERTIFICATE": "false" if self.mode == "optional_no_ca" else "true",
+            }
+        )
+        # Admin forms posted from the port the browser used (tests pick random ports).
+        env.setdefault(
+            "CSRF_TRUSTED_ORIGINS",
+            ",".join(f"https://{_host_port(name, self.port)}" for name in ("localhost", "127.0.0.1", "::1")),
+        )
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def running(self) -> bool:
+        return bool(self._processes) and all(p.poll() is None for p in self._processes.values())
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> Stack:
+        """Start gunicorn and nginx and wait for ``/healthz``; raises ``StackError`` (after cleaning
+        up) when that does not happen within ``startup_timeout`` seconds."""
+        if self._processes:
+            raise StackError("already started")
+        nginx = find_nginx()
+        if nginx is None:
+            raise StackError("nginx is not installed: run scripts/install-system-deps.sh (as root) or `make run`")
+        for name in ("server.pem", "server.key", "ca.pem"):
+            if not (self.pki_dir / name).is_file():
+                raise StackError(
+                    f"{self.pki_dir / name} is missing: run `manage.py certauth devpki --out {self.pki_dir}`"
+                )
+        if not port_is_free(self.host, self.port):
+            raise StackError(
+                f"port {self.port} on {self.host} is already in use (another `make run`?). "
+                f"Stop that process or choose another port (--port)."
+            )
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if not self.gunicorn_port:
+            self.gunicorn_port = free_port("127.0.0.1")
+        self.nginx_conf.write_text(self.render_nginx_conf())
+
+        atexit.register(self.stop)
+        self._install_signal_handlers()
+        try:
+            self._spawn("gunicorn", self._gunicorn_command(), self.log_dir / "gunicorn.log")
+            self._spawn("nginx", self._nginx_command(nginx), self.log_dir / "nginx-stderr.log")
+            self._wait_until_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop nginx, then gunicorn: SIGTERM to each process group, SIGKILL after STOP_TIMEOUT.
+        Safe to call more than once."""
+        for name in ("nginx", "gunicorn"):
+            process = self._processes.pop(name, None)
+            if process is not None:
+                _terminate_group(process)
+        self._processes.clear()
+        for handle in self._log_files:
+            handle.close()
+        self._log_files.clear()
+        self._restore_signal_handlers()
+        atexit.unregister(self.stop)
+
+    def logs(self) -> str:
+        """The tail of every log, for error messages."""
+        return "\n".join(
+            _tail(self.log_dir / name) for name in ("gunicorn.log", "nginx-stderr.log", "error.log", "access.log")
+        )
+
+    # --- pieces ------------------------------------------------------------------------------
+    def render_nginx_conf(self) -> str:
+        verifies = self.mode != "optional_no_ca"
+        return nginxconf.render(
+            mode=self.mode,
+            listen=_host_port(self.host, self.port),
+            server_name="localhost",
+            server_cert=self.pki_dir / "server.pem",
+            server_key=self.pki_dir / "server.key",
+            client_ca=self.pki_dir / "ca-bundle.pem" if verifies else None,
+            crl=self.crl if verifies else None,
+            upstream=[f"127.0.0.1:{self.gunicorn_port}"],
+            standalone=True,
+            prefix=self.run_dir,
+            static_root=self.static_root,
+        )
+
+    def _gunicorn_command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "gunicorn", "project.wsgi:application",
+            # TCP on loopback, not a unix socket: certauth believes the certificate header only
+            # when REMOTE_ADDR is a trusted proxy, and a unix socket has no address.
+            "--bind", f"127.0.0.1:{self.gunicorn_port}",
+            "--workers", str(self.workers),
+            "--access-logfile", str(self.access_log),
+            # With the worker's pid, so tests can tell that every worker saw a change.
+            "--access-logformat", '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(L)ss pid=%(p)s',
+            # Only X-Forwarded-Proto from nginx marks the request https; REMOTE_ADDR stays nginx's
+            # address (gunicorn never rewrites it), which is what certauth checks.  The default
+            # header_map ("drop") also drops underscore headers like X-SSL_Client_Cert.
+            "--forwarded-allow-ips", "127.0.0.1",
+            # The escaped certificate is 2-3 KB; leave room for large ones (default 8190).
+            "--limit-request-field_size", "32768",
+            "--graceful-timeout", "5",
+            "--chdir", str(REPO),
+        ]  # fmt: skip
+
+    def _nginx_command(self, nginx: str) -> list[str]:
+        command = [nginx, "-p", str(self.run_dir), "-c", str(self.nginx_conf), "-e", "stderr"]
+        if os.geteuid() == 0:
+            # As root nginx would run its workers as "nobody", who cannot enter 0700 directories
+            # such as pytest's tmp dirs (static files, body buffers).  Run them as the invoking
+            # user, exactly as for a developer without root.  Loopback only.
+            command += ["-g", "user root;"]
+        return command
+
+    def _spawn(self, name: str, command: Sequence[str], log: Path) -> None:
+        handle = log.open("ab")
+        self._log_files.append(handle)
+        handle.write(f"\n=== {dt.datetime.now().isoformat()} {' '.join(command)}\n".encode())
+        handle.flush()
+        self._processes[name] = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: Ctrl-C reaches us only, we stop them in order
+            preexec_fn=_die_with_parent,  # only prctl(): no locks, no allocation
+        )
+
+    def _wait_until_healthy(self) -> None:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        deadline = time.monotonic() + self.startup_timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            for name, process in self._processes.items():
+                if process.poll() is not None:
+                    raise StackError(f"{name} exited with status {process.returncode} while starting\n{self.logs()}")
+            connection = http.client.HTTPSConnection(self.host, self.port, context=context, timeout=5)
+            try:
+                connection.request("GET", "/healthz")
+                response = connection.getresponse()
+                response.read()
+                if response.status == 200:
+                    return
+                last_error = f"/healthz answered {response.status}"
+            except (OSError, http.client.HTTPException) as error:
+                last_error = f"{type(error).__name__}: {error}"
+            finally:
+                connection.close()
+            time.sleep(0.2)
+        raise StackError(
+            f"{self.base_url}/healthz did not answer 200 within {self.startup_timeout:.0f} s "
+            f"({last_error})\n{self.logs()}"
+        )
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM and SIGHUP unwind like Ctrl-C (KeyboardInterrupt), so ``finally`` blocks, ``with``
+        and pytest's teardown stop the children.  Only possible from the main thread."""
+        if threading_is_not_main():
+            return
+
+        def unwind(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous = signal.getsignal(signum)
+            if previous in (signal.SIG_DFL, None):
+                self._previous_handlers[signum] = previous
+                signal.signal(signum, unwind)
+
+    def _restore_signal_handlers(self) -> None:
+        if threading_is_not_main():
+            return
+        for signum, previous in self._previous_handlers.items():
+            signal.signal(signum, previous)
+        self._previous_handlers.clear()
+
+
+def threading_is_not_main() -> bool:
+    import threading
+
+    return threading.current_thread() is not threading.main_thread()
+
+
+def _terminate_group(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    # Workers that outlived their master (they share its process group).
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------------------
+# `python -m scripts.stack run`: what `make run` does
+# --------------------------------------------------------------------------------------------------
+
+
+def _manage(env: Mapping[str, str], *args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(REPO / "manage.py"), *args]
+    result = subprocess.run(command, cwd=REPO, env=dict(env), text=True, capture_output=capture, check=False)
+    if result.returncode != 0:
+        detail = f"\n{result.stdout}{result.stderr}" if capture else ""
+        raise StackError(f"`manage.py {' '.join(args)}` failed with exit status {result.returncode}{detail}")
+    return result
+
+
+def trust_dev_authorities(env: Mapping[str, str], pki_dir: Path) -> str:
+    """Make the dev PKI's root and intermediate CA trusted authorities in certauth's registry (idempotent):
+    certauth checks chains itself, also behind ``ssl_verify_client on``.  Returns what it did."""
+    from certauth.devpki import DevPKI  # pure module
+
+    pki = DevPKI.load(pki_dir)
+    lines = []
+    for label, name in (("root", "ca"), ("intermediate", "intermediate-ca")):
+        # The thumbprint in the name: a renewed dev PKI brings a new CA with the same subject.
+        result = _manage(
+            env, "certauth", "authority", "add", "--name", f"dev {label} CA {pki.thumbprint(name)[:12]}",
+            "--cert", str(pki.path(name)), "--notes", f"development PKI in {pki_dir}", capture=True,
+        )  # fmt: skip
+        lines.append(result.stdout.strip().splitlines()[0])
+    return "\n".join(lines)
+
+
+_ADMIN_SCRIPT = """
+import os
+from django.contrib.auth import get_user_model
+User = get_user_model()
+if User.objects.filter(username="admin").exists():
+    print("exists")
+else:
+    User.objects.create_superuser("admin", "admin@localhost", os.environ["CERTAUTH_ADMIN_PASSWORD"])
+    print("created")
+"""
+
+
+def _admin_password(var_dir: Path) -> tuple[str, str]:
+    """(password, where it came from): the environment, var/admin-password, or a new random one."""
+    if os.environ.get("CERTAUTH_ADMIN_PASSWORD"):
+        return os.environ["CERTAUTH_ADMIN_PASSWORD"], "from $CERTAUTH_ADMIN_PASSWORD"
+    path = var_dir / "admin-password"
+    if path.is_file():
+        return path.read_text().strip(), f"kept in {path}"
+    password = secrets.token_urlsafe(12)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    return password, f"generated, kept in {path}"
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    var_dir = Path(arguments.var_dir or os.environ.get("CERTAUTH_VAR_DIR") or REPO / "var").absolute()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    pki_dir = var_dir / "pki"
+    env = dict(os.environ, CERTAUTH_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="project.settings")
+
+    if not port_is_free(arguments.host, arguments.port):
+        raise StackError(
+            f"port {arguments.port} on {arguments.host} is already in use (another `make run`?). "
+            f"Stop that process or choose another port: python -m scripts.stack run --port N"
+        )
+    print(f"== preparing {var_dir}", flush=True)
+    _manage(env, "migrate", "--noinput", "--verbosity", "0")
+    _manage(env, "collectstatic", "--noinput", "--verbosity", "0")
+    # Reuses an existing PKI (renews it when the server or demo certificate is about to expire).
+    _manage(env, "certauth", "devpki", "--out", str(pki_dir), capture=True)
+    registered = _manage(
+        env, "certauth", "register", "--identity", "demo-client", "--cert", str(pki_dir / "client.pem"),
+        "--scope", "orders:read", "--scope", "orders:write", "--label", "make run demo client",
+        capture=True,
+    )  # fmt: skip
+    for line in [*trust_dev_authorities(env, pki_dir).splitlines(), *registered.stdout.strip().splitlines()]:
+        print(f"   {line}", flush=True)
+    password, origin = _admin_password(var_dir)
+    created = _manage(
+        {**env, "CERTAUTH_ADMIN_PASSWORD": password}, "shell", "--no-imports", "-c", _ADMIN_SCRIPT, capture=True
+    ).stdout.strip()
+    print(f"   admin user: {created}", flush=True)
+
+    stack = Stack(
+        var_dir,
+        pki_dir=pki_dir,
+        host=arguments.host,
+        port=arguments.port,
+        mode=arguments.mode,
+        workers=arguments.workers,
+        env={"CERTAUTH_VAR_DIR": str(var_dir)},
+        # No ssl_crl here: revocation is certauth's registry, and devpki's ca.crl.pem covers only the
+        # root, so OpenSSL would refuse intermediate-issued clients ("unable to get certificate CRL").
+        static_root=var_dir / "static",
+    )
+    print(f"== starting nginx ({arguments.mode}) and gunicorn ({arguments.workers} workers)", flush=True)
+    try:
+        stack.start()
+    except StackError as error:
+        print(f"make run: {error}", file=sys.stderr)
+        return 1
+    try:
+        # The server certificate names localhost too; that is what people type.
+        url = f"https://localhost:{stack.port}" if arguments.host == "127.0.0.1" else stack.base_url
+        pki = _display(pki_dir)
+        admin_note = "" if created == "created" else "  (existing user: password unchanged)"
+        print(
+            f"""
+certauth is running: nginx (ssl_verify_client {arguments.mode}) on {stack.base_url}
+                     -> gunicorn on 127.0.0.1:{stack.gunicorn_port}
+  API     {url}/api/whoami/   {url}/api/orders/
+  Admin   {url}/admin/   login: admin / {password}   ({origin}){admin_note}
+          browsers: trust {pki}/ca.pem (or accept the warning);
+          client certificate {pki}/client.p12, password dev-password
+  Logs    {_display(stack.log_dir)}/
+
+Try it:
+  curl --cacert {pki}/ca.pem --cert {pki}/client.pem --key {pki}/client.key {url}/api/whoami/
+  # no certificate: 401 missing_certificate
+  curl --cacert {pki}/ca.pem {url}/api/whoami/
+  # a valid certificate nobody registered: 401 unknown_certificate
+  curl --cacert {pki}/ca.pem --cert {pki}/unregistered.pem --key {pki}/unregistered.key {url}/api/whoami/
+
+Ctrl-C stops nginx and gunicorn.""",
+            flush=True,
+        )
+        while stack.running:
+            time.sleep(0.5)
+        print(f"make run: a process exited unexpectedly\n{stack.logs()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.stack", description="Run certauth behind nginx with mutual TLS."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_parser = commands.add_parser(
+        "run",
+        help="migrate, make a dev PKI, register the demo client, create the admin, start nginx + gunicorn",
+        description="What `make run` does; Ctrl-C stops everything.",
+    )
+    run_parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"nginx port (default {DEFAULT_PORT})")
+    run_parser.add_argument("--host", default="127.0.0.1", help="loopback address for nginx (default 127.0.0.1)")
+    run_parser.add_argument("--mode", choices=nginxconf.MODES, default="on", help="ssl_verify_client (default on)")
+    run_parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    run_parser.add_argument("--var-dir", help="state directory (default $CERTAUTH_VAR_DIR or ./var)")
+    arguments = parser.parse_args(argv)
+    # Ctrl-C must stop the stack even when started from a shell that set SIGINT to "ignore" (as
+    # non-interactive shells do for background jobs), which Python would otherwise inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return run(arguments)
+    except StackError as error:
+        print(f"make run: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nmake run: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

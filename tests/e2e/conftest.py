@@ -1,0 +1,90 @@
+"""The end-to-end fixture: real nginx (mutual TLS) in front of real gunicorn (2 workers), a dev PKI made
+by certauth.devpki, and a fresh SQLite file database, for the whole session."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from certauth.client import requests_session
+from certauth.devpki import DevPKI, create_dev_pki
+from scripts.stack import REPO, Stack, find_nginx, trust_dev_authorities
+
+# The e2e tests drive separate processes; they need no Django test database.
+
+
+@dataclass
+class E2EStack:
+    stack: Stack
+    pki: DevPKI
+    env: dict[str, str]
+
+    @property
+    def base_url(self) -> str:
+        return self.stack.base_url
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``manage.py <args>`` against the stack's database."""
+        result = subprocess.run(
+            [sys.executable, str(REPO / "manage.py"), *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            command = " ".join(args)
+            raise AssertionError(f"manage.py {command} exited {result.returncode}:\n{result.stdout}{result.stderr}")
+        return result
+
+    def session(self, name: str | None) -> requests.Session:
+        """A requests session presenting dev PKI certificate ``name`` (None: no certificate)."""
+        ca = self.pki.path("ca")
+        if name is None:
+            return requests_session(ca=ca)
+        return requests_session(cert=self.pki.path(name), key=self.pki.path(name, "key"), ca=ca)
+
+
+@pytest.fixture(scope="session", params=["on", "optional_no_ca"])
+def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
+    """The stack in each shipped nginx mode: ``on`` (nginx verifies against the CA bundle) and
+    ``optional_no_ca`` (certauth verifies the chain; CERTAUTH_PROXY_VERIFIES_CERTIFICATE=false)."""
+    if find_nginx() is None:
+        pytest.skip("nginx is not installed: `make test` installs it (scripts/install-system-deps.sh)")
+    mode = request.param
+    base = tmp_path_factory.mktemp(f"e2e-{mode}")
+    pki = create_dev_pki(base / "pki")
+    var = base / "var"
+    var.mkdir()
+    stack = Stack(
+        var,
+        pki_dir=pki.out_dir,
+        port=0,
+        workers=2,
+        mode=mode,
+        env={
+            # Always a fresh SQLite file, also during the PostgreSQL pass of scripts/run-tests.sh.
+            "DATABASE_URL": f"sqlite:///{var / 'e2e.sqlite3'}",
+            "CERTAUTH_VAR_DIR": str(var),
+            "SECRET_KEY": "e2e-not-secret",
+            "DEBUG": "false",
+        },
+    )
+    handle = E2EStack(stack=stack, pki=pki, env=stack.env)
+    handle.manage("migrate", "--noinput", "--verbosity", "0")
+    trust_dev_authorities(handle.env, pki.out_dir)
+    handle.manage(
+        "certauth", "register", "--identity", "demo-client", "--cert", str(pki.path("client")), "--scope", "orders:read"
+    )
+    with stack:
+        yield handle
