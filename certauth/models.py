@@ -9,11 +9,12 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .certificates import CertificateInfo, normalize_thumbprint
+from .certificates import THUMBPRINT_LENGTH, CertificateInfo, normalize_thumbprint
 
 SCOPE_RE = re.compile(r"\A[A-Za-z0-9_.:*/-]+\Z")
 
@@ -29,9 +30,79 @@ def parse_scopes(text: str) -> list[str]:
     return scopes
 
 
+_SEARCH_SEPARATORS = re.compile(r"[\s:\-]")
+_HEX_FRAGMENT = re.compile(r"\A[0-9a-f]+\Z")
+# A partial thumbprint shorter than this is too ambiguous to be worth a prefix search.
+MIN_THUMBPRINT_PREFIX = 6
+
+
+def _hex_search_term(term: str) -> str:
+    """A search term as bare lowercase hex (``AB:CD ef`` -> ``abcdef``), or "" when it is not hex.
+    Accepts the ``sha256:`` / ``SHA256 Fingerprint=`` / ``0x`` prefixes openssl and consoles print."""
+    value = term.strip().lower()
+    for prefix in ("sha256 fingerprint=", "sha256fingerprint=", "sha256:", "sha256=", "serial=", "0x"):
+        if value.startswith(prefix):
+            value = value[len(prefix) :]
+            break
+    value = _SEARCH_SEPARATORS.sub("", value)
+    return value if _HEX_FRAGMENT.match(value) else ""
+
+
+def _full_thumbprint(term: str) -> str:
+    """The canonical thumbprint when ``term`` spells a whole SHA-256 thumbprint, else ""."""
+    hex_term = _hex_search_term(term)
+    return hex_term if len(hex_term) == THUMBPRINT_LENGTH else ""
+
+
 class CertificateIdentityQuerySet(models.QuerySet["CertificateIdentity"]):
     def active(self) -> CertificateIdentityQuerySet:
         return self.filter(is_active=True)
+
+    def with_registry_summary(self, at: dt.datetime | None = None) -> CertificateIdentityQuerySet:
+        """Annotate ``live_entry_count``, ``soonest_expiry`` (of live entries) and ``last_used``.
+
+        Correlated subqueries rather than JOIN + GROUP BY: the database evaluates them only for the
+        rows on the page, so a paginated list stays cheap with 100,000 identities."""
+        now = at or timezone.now()
+        entries = RegisteredCertificate.objects.filter(identity=OuterRef("pk")).order_by()
+        live = entries.live(now)
+        return self.annotate(
+            live_entry_count=Coalesce(Subquery(live.values("identity").annotate(n=Count("pk")).values("n")[:1]), 0),
+            soonest_expiry=Subquery(live.order_by("not_after").values("not_after")[:1]),
+            last_used=Subquery(
+                entries.filter(last_used_at__isnull=False).order_by("-last_used_at").values("last_used_at")[:1]
+            ),
+        )
+
+    def _having(self, entries: RegisteredCertificateQuerySet) -> CertificateIdentityQuerySet:
+        return self.filter(Exists(entries.filter(identity=OuterRef("pk"))))
+
+    def with_entries_expiring_within(self, days: int, at: dt.datetime | None = None) -> CertificateIdentityQuerySet:
+        return self._having(RegisteredCertificate.objects.expiring_within(days, at))
+
+    def with_expired_entries(self, at: dt.datetime | None = None) -> CertificateIdentityQuerySet:
+        """Identities with an entry that expired without being revoked (a rotation that was missed)."""
+        return self._having(RegisteredCertificate.objects.expired(at).filter(revoked_at__isnull=True))
+
+    def with_revoked_entries(self) -> CertificateIdentityQuerySet:
+        return self._having(RegisteredCertificate.objects.revoked())
+
+    def never_used(self) -> CertificateIdentityQuerySet:
+        """Identities none of whose entries has ever authenticated a request."""
+        return self.exclude(
+            Exists(RegisteredCertificate.objects.filter(identity=OuterRef("pk"), last_used_at__isnull=False))
+        )
+
+    def search(self, term: str) -> CertificateIdentityQuerySet:
+        """Name (contains), or any entry matching ``RegisteredCertificateQuerySet.search``."""
+        term = term.strip()
+        if not term:
+            return self
+        matching_entries = RegisteredCertificate.objects.search(term, include_identity=False)
+        if _full_thumbprint(term):
+            return self.filter(pk__in=matching_entries.values("identity_id"))
+        # IN (uncorrelated subquery): the database scans the entries once, not once per identity.
+        return self.filter(Q(name__icontains=term) | Q(pk__in=matching_entries.values("identity_id")))
 
 
 class CertificateIdentity(models.Model):
@@ -129,6 +200,48 @@ class RegisteredCertificateQuerySet(models.QuerySet["RegisteredCertificate"]):
 
     def revoked(self) -> RegisteredCertificateQuerySet:
         return self.filter(revoked_at__isnull=False)
+
+    def with_status(
+        self, status: str, at: dt.datetime | None = None, warning_days: int | None = None
+    ) -> RegisteredCertificateQuerySet:
+        """Entries whose ``RegisteredCertificate.status()`` is ``status`` (same precedence: revoked,
+        expired, not yet valid, expiring, valid)."""
+        from .conf import settings
+
+        now = at or timezone.now()
+        days = settings.EXPIRY_WARNING_DAYS if warning_days is None else warning_days
+        if status == "revoked":
+            return self.revoked()
+        if status == "expired":
+            return self.expired(now).filter(revoked_at__isnull=True)
+        started = Q(not_before__isnull=True) | Q(not_before__lte=now)
+        if status == "not_yet_valid":
+            return self.live(now).filter(not_before__gt=now)
+        if status == "expiring":
+            return self.expiring_within(days, now).filter(started)
+        if status == "valid":
+            return self.live(now).filter(started, not_after__gt=now + dt.timedelta(days=days))
+        raise ValueError(f"Unknown status {status!r}")
+
+    def search(self, term: str, *, include_identity: bool = True) -> RegisteredCertificateQuerySet:
+        """Thumbprint in any spelling (full, or a prefix of at least six hex digits), serial in any
+        spelling, subject CN or label (contains), and the identity name unless told otherwise."""
+        term = term.strip()
+        if not term:
+            return self
+        full = _full_thumbprint(term)
+        if full:  # unambiguous: one unique-index lookup instead of scanning names and subjects
+            return self.filter(thumbprint_sha256=full)
+        query = Q(subject_cn__icontains=term) | Q(label__icontains=term)
+        if include_identity:
+            query |= Q(identity__name__icontains=term)
+        hex_term = _hex_search_term(term)
+        if hex_term:
+            if len(hex_term) >= MIN_THUMBPRINT_PREFIX:
+                query |= Q(thumbprint_sha256__startswith=hex_term)
+            serial = hex_term.lstrip("0").upper() or "0"
+            query |= Q(serial_number=serial)
+        return self.filter(query)
 
 
 class RegisteredCertificate(models.Model):

@@ -8,9 +8,12 @@ from typing import Any
 from cryptography import x509
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from .certificates import CertificateInfo, describe, normalize_thumbprint
 from .models import CertificateIdentity, RegisteredCertificate, RevocationReason, parse_scopes
+from .registry import registry_changed
 
 
 def get_or_create_identity(name: str, *, scopes: list[str] | None = None) -> tuple[CertificateIdentity, bool]:
@@ -85,3 +88,65 @@ def revoke(entry: RegisteredCertificate, reason: str = RevocationReason.UNSPECIF
     if reason not in RevocationReason.values:
         raise ValidationError(f"Unknown revocation reason {reason!r}; one of {', '.join(RevocationReason.values)}.")
     return entry.revoke(reason, by=by)
+
+
+# --- rotation and bulk operations --------------------------------------------------------------------
+def add_successor(
+    entry: RegisteredCertificate,
+    certificate: x509.Certificate | CertificateInfo | str,
+    *,
+    not_after: dt.datetime | None = None,
+    not_before: dt.datetime | None = None,
+    label: str = "",
+    by: Any = None,
+) -> RegisteredCertificate:
+    """Register the next certificate of ``entry``'s identity with ``entry`` as its predecessor.  Both
+    authenticate during the overlap; retire the old one (``retire``) once its ``last_used_at`` stops
+    moving.  ``certificate`` may be a typed thumbprint, which then needs ``not_after``."""
+    if isinstance(certificate, str):
+        if not_after is None:
+            raise ValidationError("A typed thumbprint needs its expiry date (not_after).", code="required")
+        return register_thumbprint(
+            entry.identity,
+            certificate,
+            not_after=not_after,
+            not_before=not_before,
+            label=label,
+            predecessor=entry,
+            by=by,
+        )
+    return register_certificate(entry.identity, certificate, label=label, predecessor=entry, by=by)
+
+
+def retire(entry: RegisteredCertificate, *, by: Any = None) -> bool:
+    """Revoke a rotated-out entry with reason ``superseded``.  Returns False when already revoked."""
+    return revoke(entry, RevocationReason.SUPERSEDED, by=by)
+
+
+@transaction.atomic
+def revoke_many(entries: QuerySet[RegisteredCertificate], reason: str, *, by: Any = None) -> int:
+    """Revoke every not-yet-revoked entry of the queryset in one UPDATE; returns how many changed.
+    Already revoked entries keep their original date, reason and revoker (revocation is one-way)."""
+    if reason not in RevocationReason.values:
+        raise ValidationError(f"Unknown revocation reason {reason!r}; one of {', '.join(RevocationReason.values)}.")
+    changed = RegisteredCertificate.objects.filter(pk__in=entries.values("pk"), revoked_at__isnull=True).update(
+        revoked_at=timezone.now(),
+        revocation_reason=reason,
+        revoked_by=by if getattr(by, "pk", None) else None,
+    )
+    if changed:
+        registry_changed()  # update() sends no post_save: bump the generation ourselves
+    return changed
+
+
+@transaction.atomic
+def disable_identities(identities: QuerySet[CertificateIdentity], *, by: Any = None) -> int:
+    """Disable every active identity of the queryset (refused with ``identity_disabled`` from the next
+    request on); returns how many changed."""
+    now = timezone.now()
+    changed = CertificateIdentity.objects.filter(pk__in=identities.values("pk"), is_active=True).update(
+        is_active=False, disabled_at=now, disabled_by=by if getattr(by, "pk", None) else None, updated_at=now
+    )
+    if changed:
+        registry_changed()
+    return changed

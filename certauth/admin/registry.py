@@ -1,42 +1,655 @@
-"""The registry in the Django admin: identities and their certificates."""
+"""The registry in the Django admin: identities with their certificate entries inline, and the entries'
+own admin where certificates are registered, rotated (add successor, retire) and revoked.
+
+Logic lives in ``certauth.models`` (querysets) and ``certauth.services``; this module only wires it
+to the admin and renders it.  Revoking needs ``certauth.revoke_registeredcertificate``, disabling an
+identity ``certauth.disable_certificateidentity``; registering is the ordinary "add" permission.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+import datetime as dt
+from typing import Any
+from urllib.parse import urlencode
 
-from ..models import CertificateIdentity, RegisteredCertificate
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db.models import Prefetch, QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.timesince import timesince
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from django.views.decorators.debug import sensitive_post_parameters
+
+from .. import services
+from ..certificates import format_thumbprint
+from ..conf import settings
+from ..forms import SENSITIVE_FIELDS, RegistrationForm, RevocationForm
+from ..models import AuthenticationFailure, CertificateIdentity, RegisteredCertificate, RevocationReason
+
+STATUS_LABELS = {
+    "valid": _("Valid"),
+    "expiring": _("Expiring soon"),
+    "expired": _("Expired"),
+    "not_yet_valid": _("Not yet valid"),
+    "revoked": _("Revoked"),
+}
+CSS = {"all": ["certauth/admin.css"]}
+# How many entries the revocation confirmation page lists before summarising the rest.
+CONFIRMATION_LIST_LIMIT = 100
+LINE_BREAK = mark_safe("<br>")
 
 
+# --- rendering helpers -------------------------------------------------------------------------------
+def thumbprint_html(thumbprint: str) -> SafeString:
+    """The first eight bytes, with the full colon-separated thumbprint on hover."""
+    return format_html(
+        '<code class="certauth-thumbprint" title="{}">{}…</code>',
+        format_thumbprint(thumbprint),
+        format_thumbprint(thumbprint[:16]),
+    )
+
+
+def status_html(entry: RegisteredCertificate, now: dt.datetime | None = None) -> SafeString:
+    """A badge: colour and text (never colour alone)."""
+    status = entry.status(now)
+    if status == "revoked":
+        hint = f"{entry.get_revocation_reason_display()}, {entry.revoked_at:%Y-%m-%d %H:%M} UTC"
+    elif status == "not_yet_valid" and entry.not_before is not None:
+        hint = f"from {entry.not_before:%Y-%m-%d %H:%M} UTC"
+    else:
+        hint = f"until {entry.not_after:%Y-%m-%d %H:%M} UTC"
+    return format_html(
+        '<span class="certauth-status certauth-status--{}" title="{}">{}</span>', status, hint, STATUS_LABELS[status]
+    )
+
+
+def when_html(moment: dt.datetime | None, never: str = "never") -> SafeString:
+    if moment is None:
+        return format_html('<span class="certauth-never">{}</span>', never)
+    return format_html(
+        '<time datetime="{}" title="{} UTC">{} ago</time>',
+        moment.isoformat(),
+        f"{moment:%Y-%m-%d %H:%M:%S}",
+        timesince(moment),
+    )
+
+
+def validity_html(entry: RegisteredCertificate) -> SafeString:
+    start = f"{entry.not_before:%Y-%m-%d}" if entry.not_before else "?"
+    return format_html("{} → {}", start, f"{entry.not_after:%Y-%m-%d}")
+
+
+def entry_change_url(entry: RegisteredCertificate) -> str:
+    return reverse("admin:certauth_registeredcertificate_change", args=[entry.pk])
+
+
+def can_revoke(request: HttpRequest) -> bool:
+    return bool(request.user.has_perm("certauth.revoke_registeredcertificate"))
+
+
+# --- list filters ------------------------------------------------------------------------------------
+class IdentityCertificateFilter(admin.SimpleListFilter):
+    title = _("certificates")
+    parameter_name = "certificates"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [
+            ("expiring", _("expiring within %(days)d days") % {"days": settings.EXPIRY_WARNING_DAYS}),
+            ("expired", _("expired (not revoked)")),
+            ("revoked", _("revoked")),
+            ("never_used", _("never used")),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        value = self.value()
+        if value == "expiring":
+            return queryset.with_entries_expiring_within(settings.EXPIRY_WARNING_DAYS)
+        if value == "expired":
+            return queryset.with_expired_entries()
+        if value == "revoked":
+            return queryset.with_revoked_entries()
+        if value == "never_used":
+            return queryset.never_used()
+        return queryset
+
+
+class EntryStatusFilter(admin.SimpleListFilter):
+    title = _("status")
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [*STATUS_LABELS.items(), ("never_used", _("Never used"))]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        value = self.value()
+        if value == "never_used":
+            return queryset.filter(last_used_at__isnull=True)
+        if value in STATUS_LABELS:
+            return queryset.with_status(value)
+        return queryset
+
+
+# --- identities --------------------------------------------------------------------------------------
 class RegisteredCertificateInline(admin.TabularInline):
+    """Read-only overview of an identity's entries; registering and revoking happen on the entry admin
+    (linked from each row), so every change goes through one form and one permission check."""
+
     model = RegisteredCertificate
     fk_name = "identity"
     extra = 0
-    fields = [
-        "thumbprint_sha256",
-        "label",
-        "subject_cn",
-        "not_after",
-        "revoked_at",
-        "revocation_reason",
-        "last_used_at",
-    ]
-    readonly_fields = ["subject_cn", "revoked_at", "revocation_reason", "last_used_at"]
-    show_change_link = True
+    can_delete = False
+    ordering = ["-created_at"]
+    verbose_name_plural = _("certificates (newest first)")
+    base_fields = ["thumbprint", "status", "validity", "last_used", "label", "replaces", "links"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*self.base_fields, "revocation_links"] if can_revoke(request) else list(self.base_fields)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.get_fields(request, obj)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RegisteredCertificate]:
+        return super().get_queryset(request).select_related("identity", "predecessor")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("thumbprint"))
+    def thumbprint(self, entry: RegisteredCertificate) -> SafeString:
+        return format_html('<a href="{}">{}</a>', entry_change_url(entry), thumbprint_html(entry.thumbprint_sha256))
+
+    @admin.display(description=_("status"))
+    def status(self, entry: RegisteredCertificate) -> SafeString:
+        return status_html(entry)
+
+    @admin.display(description=_("validity"))
+    def validity(self, entry: RegisteredCertificate) -> SafeString:
+        return validity_html(entry)
+
+    @admin.display(description=_("last used"))
+    def last_used(self, entry: RegisteredCertificate) -> SafeString:
+        return when_html(entry.last_used_at)
+
+    @admin.display(description=_("replaces"))
+    def replaces(self, entry: RegisteredCertificate) -> SafeString | str:
+        return thumbprint_html(entry.predecessor.thumbprint_sha256) if entry.predecessor else "—"
+
+    @admin.display(description="")
+    def links(self, entry: RegisteredCertificate) -> SafeString:
+        if entry.revoked_at is not None:
+            return format_html('<a href="{}">{}</a>', entry_change_url(entry), _("details"))
+        successor = reverse("admin:certauth_registeredcertificate_successor", args=[entry.pk])
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}">{}</a>',
+            entry_change_url(entry),
+            _("details"),
+            successor,
+            _("add successor"),
+        )
+
+    @admin.display(description="")
+    def revocation_links(self, entry: RegisteredCertificate) -> SafeString | str:
+        if entry.revoked_at is not None:
+            return ""
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}" class="certauth-danger-link">{}</a>',
+            reverse("admin:certauth_registeredcertificate_retire", args=[entry.pk]),
+            _("retire"),
+            reverse("admin:certauth_registeredcertificate_revoke", args=[entry.pk]),
+            _("revoke…"),
+        )
 
 
 @admin.register(CertificateIdentity)
 class CertificateIdentityAdmin(admin.ModelAdmin):
-    list_display = ["name", "is_active", "scopes", "created_at"]
-    list_filter = ["is_active"]
-    search_fields = ["name", "certificates__thumbprint_sha256", "certificates__subject_cn"]
+    list_display = ["name", "is_active", "live_entries", "soonest_expiry", "last_used", "scopes"]
+    list_filter = ["is_active", IdentityCertificateFilter]
+    # The search itself is get_search_results(); search_fields only turns the box (and autocomplete) on.
+    search_fields = ["name"]
+    search_help_text = _("Name, certificate thumbprint in any spelling (AB:CD:… or abcd…), subject CN or serial.")
+    show_full_result_count = False
+    list_per_page = 50
     inlines = [RegisteredCertificateInline]
     raw_id_fields = ["user"]
+    actions = ["disable_selected"]
+    readonly_fields = ["disabled_at", "disabled_by", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "is_active", "scopes", "user"]}),
+        (
+            _("Match by rule instead of pinned thumbprints (optional)"),
+            {"classes": ["collapse"], "fields": ["match_authority", "match_field", "match_pattern"]},
+        ),
+        (_("History"), {"fields": ["disabled_at", "disabled_by", "created_at", "updated_at"]}),
+    ]
+
+    class Media:
+        css = CSS
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CertificateIdentity]:
+        return super().get_queryset(request).with_registry_summary()  # type: ignore[attr-defined]
+
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> tuple[Any, bool]:
+        return queryset.search(search_term), False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if not self.has_disable_permission(request):
+            fields.append("is_active")  # disabling is its own permission, not a side effect of "change"
+        return fields
+
+    def save_model(self, request: HttpRequest, obj: CertificateIdentity, form: ModelForm, change: bool) -> None:
+        if "is_active" in form.changed_data:
+            obj.disabled_at = None if obj.is_active else timezone.now()
+            obj.disabled_by = None if obj.is_active else request.user  # type: ignore[assignment]
+        super().save_model(request, obj, form, change)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        days = settings.EXPIRY_WARNING_DAYS
+        expiring = RegisteredCertificate.objects.expiring_within(days).filter(identity__is_active=True).count()
+        context = {"certauth_expiring_count": expiring, "certauth_warning_days": days, **(extra_context or {})}
+        return super().changelist_view(request, context)
+
+    def has_disable_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("certauth.disable_certificateidentity"))
+
+    @admin.display(description=_("live certificates"), ordering="live_entry_count")
+    def live_entries(self, identity: Any) -> int:
+        return int(identity.live_entry_count)
+
+    @admin.display(description=_("soonest expiry"), ordering="soonest_expiry")
+    def soonest_expiry(self, identity: Any) -> SafeString | str:
+        moment = identity.soonest_expiry
+        if moment is None:
+            return "—"
+        soon = moment <= timezone.now() + dt.timedelta(days=settings.EXPIRY_WARNING_DAYS)
+        if soon:
+            return format_html(
+                '<span class="certauth-status certauth-status--expiring" title="{}">{} ({})</span>',
+                _("Expiring soon"),
+                f"{moment:%Y-%m-%d}",
+                _("in %(when)s") % {"when": timesince(timezone.now(), moment)},
+            )
+        return f"{moment:%Y-%m-%d}"
+
+    @admin.display(description=_("last used"), ordering="last_used")
+    def last_used(self, identity: Any) -> SafeString:
+        return when_html(identity.last_used)
+
+    @admin.action(description=_("Disable selected identities"), permissions=["disable"])
+    def disable_selected(self, request: HttpRequest, queryset: QuerySet[CertificateIdentity]) -> None:
+        changed = services.disable_identities(queryset, by=request.user)
+        self.message_user(
+            request,
+            ngettext(
+                "Disabled %(count)d identity: its clients are refused (identity_disabled) from the next request.",
+                "Disabled %(count)d identities: their clients are refused (identity_disabled) from the next request.",
+                changed,
+            )
+            % {"count": changed},
+            messages.SUCCESS if changed else messages.INFO,
+        )
 
 
+# --- registered certificates -------------------------------------------------------------------------
 @admin.register(RegisteredCertificate)
 class RegisteredCertificateAdmin(admin.ModelAdmin):
-    list_display = ["thumbprint_sha256", "identity", "subject_cn", "not_after", "revoked_at", "last_used_at"]
+    list_display = [
+        "thumbprint",
+        "identity",
+        "subject_cn",
+        "status",
+        "not_before",
+        "not_after",
+        "last_used",
+        "label",
+    ]
+    list_display_links = ["thumbprint"]
+    list_filter = [EntryStatusFilter, "source", "revocation_reason"]
     list_select_related = ["identity"]
-    search_fields = ["thumbprint_sha256", "subject_cn", "serial_number", "identity__name"]
-    readonly_fields = ["last_used_at", "revoked_at", "revoked_by", "created_at", "created_by"]
-    raw_id_fields = ["identity", "predecessor"]
+    search_fields = ["subject_cn"]  # see get_search_results
+    search_help_text = _("Thumbprint in any spelling (full or first bytes), serial, subject CN, label or identity.")
+    show_full_result_count = False
+    list_per_page = 50
+    ordering = ["-pk"]  # newest first, on the primary key index
+    autocomplete_fields = ["identity"]
+    raw_id_fields = ["predecessor"]
+    actions = ["revoke_selected", "retire_selected"]
+    add_fieldsets = [
+        (None, {"fields": ["identity", "label", "predecessor"]}),
+        (
+            _("The certificate: one of"),
+            {
+                "fields": ["pem_text", "certificate_file", "pkcs12_password", "thumbprint"],
+                "description": _(
+                    "Thumbprint, subject, issuer, serial, alternative names and validity are read from the "
+                    "certificate. Type a thumbprint only when the certificate itself is not at hand."
+                ),
+            },
+        ),
+        (_("Validity, with a typed thumbprint only"), {"fields": ["thumbprint_not_before", "thumbprint_not_after"]}),
+    ]
+    change_readonly_fields = [
+        "identity_link",
+        "status",
+        "thumbprint_full",
+        "subject",
+        "subject_cn",
+        "issuer",
+        "serial_number",
+        "alternative_names",
+        "not_before",
+        "not_after",
+        "last_used",
+        "source",
+        "rotation",
+        "revoked_at",
+        "revocation_reason",
+        "revoked_by",
+        "created_at",
+        "created_by",
+        "certificate",
+    ]
+    fieldsets = [
+        (None, {"fields": ["identity_link", "status", "label", "last_used"]}),
+        (
+            _("Certificate"),
+            {
+                "fields": [
+                    "thumbprint_full",
+                    "subject",
+                    "subject_cn",
+                    "issuer",
+                    "serial_number",
+                    "alternative_names",
+                    "not_before",
+                    "not_after",
+                    "source",
+                ]
+            },
+        ),
+        (_("Rotation"), {"fields": ["rotation"]}),
+        (_("Revocation"), {"fields": ["revoked_at", "revocation_reason", "revoked_by"]}),
+        (_("History"), {"fields": ["created_at", "created_by", "certificate"]}),
+    ]
+
+    class Media:
+        css = CSS
+
+    # --- forms: a registration form to add, read-only facts (label editable) to change -------------
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = RegistrationForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [] if obj is None else self.change_readonly_fields
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        """Besides ``?identity=<pk>`` and ``?predecessor=<pk>``, ``?from_failure=<pk>`` prefills the
+        pasted PEM (and the identity, when known) from a refused certificate in the audit."""
+        initial = super().get_changeform_initial_data(request)
+        failure_pk = request.GET.get("from_failure", "")
+        if failure_pk:
+            failure = AuthenticationFailure.objects.filter(pk=int(failure_pk)).first() if failure_pk.isdigit() else None
+            if failure is None or not failure.certificate_pem:
+                messages.warning(request, _("That audit entry holds no certificate to register."))
+            else:
+                initial["pem_text"] = failure.certificate_pem
+                if failure.identity_id and not initial.get("identity"):
+                    initial["identity"] = str(failure.identity_id)
+                if failure.subject_cn and not initial.get("label"):
+                    initial["label"] = failure.subject_cn
+        predecessor_pk = str(initial.get("predecessor") or "")
+        if predecessor_pk.isdigit() and not initial.get("identity"):
+            identity_pk = (
+                RegisteredCertificate.objects.filter(pk=int(predecessor_pk)).values_list("identity", flat=True).first()
+            )
+            if identity_pk is not None:
+                initial["identity"] = str(identity_pk)
+        return initial
+
+    @method_decorator(sensitive_post_parameters(*SENSITIVE_FIELDS))
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> Any:
+        return super().add_view(request, form_url, extra_context)
+
+    def save_form(self, request: HttpRequest, form: Any, change: bool) -> Any:
+        if change:
+            return super().save_form(request, form, change)
+        return form.register(by=request.user)  # through certauth.services, already saved
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        if change:
+            super().save_related(request, form, formsets, change)
+
+    # --- list ---------------------------------------------------------------------------------------
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> tuple[Any, bool]:
+        return queryset.search(search_term), False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        # Deleting leaves no record of who stopped a certificate and why: revoke instead.  Deleting one
+        # revoked entry (to register it again) stays possible from its page.
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return can_revoke(request)
+
+    @admin.display(description=_("thumbprint"), ordering="thumbprint_sha256")
+    def thumbprint(self, entry: RegisteredCertificate) -> SafeString:
+        return thumbprint_html(entry.thumbprint_sha256)
+
+    @admin.display(description=_("status"))
+    def status(self, entry: RegisteredCertificate) -> SafeString:
+        return status_html(entry)
+
+    @admin.display(description=_("last used"), ordering="last_used_at")
+    def last_used(self, entry: RegisteredCertificate) -> SafeString:
+        return when_html(entry.last_used_at)
+
+    # --- detail -------------------------------------------------------------------------------------
+    @admin.display(description=_("identity"))
+    def identity_link(self, entry: RegisteredCertificate) -> SafeString:
+        url = reverse("admin:certauth_certificateidentity_change", args=[entry.identity_id])
+        return format_html('<a href="{}">{}</a>', url, entry.identity.name)
+
+    @admin.display(description=_("SHA-256 thumbprint"))
+    def thumbprint_full(self, entry: RegisteredCertificate) -> SafeString:
+        return format_html(
+            '<code class="certauth-thumbprint-full">{}</code><br><code>{}</code>',
+            format_thumbprint(entry.thumbprint_sha256),
+            entry.thumbprint_sha256,
+        )
+
+    @admin.display(description=_("alternative names"))
+    def alternative_names(self, entry: RegisteredCertificate) -> SafeString | str:
+        names = entry.subject_alternative_names or {}
+        rows = [(kind.upper(), ", ".join(values)) for kind, values in names.items() if values]
+        return format_html_join(LINE_BREAK, "{}: {}", rows) if rows else "—"
+
+    @admin.display(description=_("predecessor and successors"))
+    def rotation(self, entry: RegisteredCertificate) -> SafeString | str:
+        """Both sides of a rotation with their last use, so the operator sees when the old one is idle."""
+        related = [(_("replaces"), entry.predecessor)] if entry.predecessor else []
+        related += [(_("replaced by"), successor) for successor in entry.successors.order_by("-created_at")]
+        if not related:
+            return "—"
+        return format_html_join(
+            LINE_BREAK,
+            '{}: <a href="{}">{}</a> {} last used {}',
+            (
+                (
+                    role,
+                    entry_change_url(other),
+                    thumbprint_html(other.thumbprint_sha256),
+                    status_html(other),
+                    when_html(other.last_used_at),
+                )
+                for role, other in related
+            ),
+        )
+
+    @admin.display(description=_("certificate (PEM)"))
+    def certificate(self, entry: RegisteredCertificate) -> SafeString | str:
+        if not entry.certificate_pem:
+            return "—"
+        return format_html('<pre class="certauth-pem">{}</pre>', entry.certificate_pem)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        context = {"certauth_can_revoke": can_revoke(request), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, context)
+
+    # --- rotation and revocation --------------------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        def name(suffix: str) -> str:
+            return f"{self.opts.app_label}_{self.opts.model_name}_{suffix}"
+
+        wrap = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/successor/", wrap(self.successor_view), name=name("successor")),
+            path("<path:object_id>/retire/", wrap(self.retire_view), name=name("retire")),
+            path("<path:object_id>/revoke/", wrap(self.revoke_view), name=name("revoke")),
+            *super().get_urls(),
+        ]
+
+    def successor_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The "add successor" flow: the registration form, preset to the same identity with this predecessor."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        entry = get_object_or_404(RegisteredCertificate, pk=object_id)
+        query = urlencode({"identity": entry.identity_id, "predecessor": entry.pk})
+        return HttpResponseRedirect(f"{reverse('admin:certauth_registeredcertificate_add')}?{query}")
+
+    def retire_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self.revoke_view(request, object_id, initial_reason=RevocationReason.SUPERSEDED)
+
+    def revoke_view(self, request: HttpRequest, object_id: str, initial_reason: str | None = None) -> HttpResponse:
+        if not can_revoke(request):
+            raise PermissionDenied
+        entry = get_object_or_404(RegisteredCertificate.objects.select_related("identity"), pk=object_id)
+        if entry.revoked_at is not None:
+            self.message_user(request, _("This certificate is already revoked."), messages.WARNING)
+            return HttpResponseRedirect(entry_change_url(entry))
+        if request.method == "POST":
+            form = RevocationForm(request.POST)
+            if form.is_valid():
+                services.revoke(entry, form.cleaned_data["reason"], by=request.user)
+                self.log_change(request, entry, f"Revoked ({form.cleaned_data['reason']}).")
+                self._report_revoked(request, 1, form.cleaned_data["reason"])
+                return HttpResponseRedirect(entry_change_url(entry))
+        else:
+            form = RevocationForm(initial={"reason": initial_reason} if initial_reason else None)
+        queryset = RegisteredCertificate.objects.filter(pk=entry.pk)
+        return self._confirmation(request, queryset, form, action=None, retire=initial_reason is not None)
+
+    @admin.action(description=_("Revoke selected certificates…"), permissions=["revoke"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[RegisteredCertificate]) -> Any:
+        return self._bulk_revoke(request, queryset, "revoke_selected", initial_reason=None)
+
+    @admin.action(description=_("Retire selected certificates (revoke as superseded)…"), permissions=["revoke"])
+    def retire_selected(self, request: HttpRequest, queryset: QuerySet[RegisteredCertificate]) -> Any:
+        return self._bulk_revoke(request, queryset, "retire_selected", initial_reason=RevocationReason.SUPERSEDED)
+
+    def _bulk_revoke(
+        self, request: HttpRequest, queryset: QuerySet[RegisteredCertificate], action: str, initial_reason: str | None
+    ) -> Any:
+        if request.POST.get("post") == "yes":
+            form = RevocationForm(request.POST)
+            if form.is_valid():
+                reason = form.cleaned_data["reason"]
+                changed = services.revoke_many(queryset, reason, by=request.user)
+                self._report_revoked(request, changed, reason)
+                return None  # back to the change list
+        else:
+            form = RevocationForm(initial={"reason": initial_reason} if initial_reason else None)
+        return self._confirmation(request, queryset, form, action=action, retire=initial_reason is not None)
+
+    def _report_revoked(self, request: HttpRequest, changed: int, reason: str) -> None:
+        self.message_user(
+            request,
+            ngettext(
+                "Revoked %(count)d certificate (%(reason)s): it is refused from the next request.",
+                "Revoked %(count)d certificates (%(reason)s): they are refused from the next request.",
+                changed,
+            )
+            % {"count": changed, "reason": RevocationReason(reason).label},
+            messages.SUCCESS if changed else messages.INFO,
+        )
+
+    def _confirmation(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[RegisteredCertificate],
+        form: RevocationForm,
+        *,
+        action: str | None,
+        retire: bool,
+    ) -> TemplateResponse:
+        live = queryset.filter(revoked_at__isnull=True)
+        total = live.count()
+        entries = list(
+            live.select_related("identity").prefetch_related(
+                Prefetch("successors", queryset=RegisteredCertificate.objects.order_by("-created_at"))
+            )[:CONFIRMATION_LIST_LIMIT]
+        )
+        rows = [
+            {
+                "entry": entry,
+                "thumbprint": thumbprint_html(entry.thumbprint_sha256),
+                "status": status_html(entry),
+                "last_used": when_html(entry.last_used_at),
+                "successors": [
+                    {
+                        "thumbprint": thumbprint_html(s.thumbprint_sha256),
+                        "status": status_html(s),
+                        "last_used": when_html(s.last_used_at),
+                        "usable": s.status() in ("valid", "expiring"),
+                    }
+                    for s in entry.successors.all()
+                ],
+            }
+            for entry in entries
+        ]
+        title = _("Retire certificates") if retire else _("Revoke certificates")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.opts,
+            "media": self.media + form.media,
+            "form": form,
+            "rows": rows,
+            "total": total,
+            "more": max(total - len(rows), 0),
+            "retire": retire,
+            "action": action,
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "cancel_url": (
+                entry_change_url(entries[0])
+                if action is None and entries
+                else reverse("admin:certauth_registeredcertificate_changelist")
+            ),
+        }
+        return TemplateResponse(request, "admin/certauth/registeredcertificate/revoke_confirmation.html", context)

@@ -1,0 +1,216 @@
+"""Admin forms of the registry: register a certificate (pasted PEM, uploaded file, PKCS#12 bundle or
+typed thumbprint) and choose a revocation reason.
+
+The certificate is parsed by ``certauth.certificates`` and saved by ``certauth.services``; the form only
+decides which input the operator gave and turns every failure into a form error.  A PKCS#12 private
+key is decrypted by ``cryptography`` and dropped at once: it is never stored, returned or logged.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Any
+
+from django import forms
+from django.contrib.admin import widgets as admin_widgets
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.utils.translation import gettext_lazy as _
+
+from . import services
+from .certificates import (
+    CertificateInfo,
+    describe,
+    format_thumbprint,
+    load_certificate,
+    load_pkcs12_certificate,
+    normalize_thumbprint,
+)
+from .models import RegisteredCertificate, RevocationReason
+from .reasons import CertificateRefused, Reason
+
+MAX_UPLOAD_BYTES = 256 * 1024  # a certificate or PKCS#12 bundle is a few KB
+CERTIFICATE_EXTENSIONS = (".pem", ".crt", ".cer", ".der")
+PKCS12_EXTENSIONS = (".p12", ".pfx")
+# Fields whose POSTed value Django's error reports must never show (a pasted key, a bundle password).
+SENSITIVE_FIELDS = ("pem_text", "pkcs12_password")
+
+
+def _unreadable(detail: str) -> CertificateRefused:
+    return CertificateRefused(Reason.MALFORMED_CERTIFICATE, detail)
+
+
+def duplicate_message(existing: RegisteredCertificate) -> str:
+    """Why a thumbprint cannot be registered again, and what to do instead."""
+    thumbprint = format_thumbprint(existing.thumbprint_sha256)
+    if existing.revoked_at is not None:
+        return (
+            f"This certificate ({thumbprint}) is already registered for identity {existing.identity.name!r} and was "
+            f"revoked on {existing.revoked_at:%Y-%m-%d}. Revocation is one-way: to reinstate it, delete the revoked "
+            "entry first, then register it again."
+        )
+    return f"This certificate ({thumbprint}) is already registered for identity {existing.identity.name!r}."
+
+
+class RegistrationForm(forms.ModelForm):
+    """Add a ``RegisteredCertificate`` from exactly one of: pasted PEM, uploaded certificate file,
+    uploaded PKCS#12 bundle (+ password), or a typed thumbprint with its expiry date."""
+
+    pem_text = forms.CharField(
+        label=_("Paste a certificate (PEM)"),
+        required=False,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 70, "spellcheck": "false", "class": "vLargeTextField"}),
+        help_text=_("-----BEGIN CERTIFICATE----- … Only the public certificate: never paste a private key."),
+    )
+    certificate_file = forms.FileField(
+        label=_("…or upload a file"),
+        required=False,
+        help_text=_(".pem, .crt, .cer or .der certificate; or a .p12/.pfx bundle with its password below."),
+        widget=forms.ClearableFileInput(attrs={"accept": ",".join(CERTIFICATE_EXTENSIONS + PKCS12_EXTENSIONS)}),
+    )
+    pkcs12_password = forms.CharField(
+        label=_("PKCS#12 password"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text=_("Only for .p12/.pfx. The public certificate is kept; the private key is discarded unread."),
+    )
+    thumbprint = forms.CharField(
+        label=_("…or type a SHA-256 thumbprint"),
+        required=False,
+        widget=forms.TextInput(attrs={"size": 100, "spellcheck": "false"}),
+        help_text=_("Any spelling: AB:CD:…, ab cd …, or 64 hex digits. Needs the expiry date below."),
+    )
+    thumbprint_not_before = forms.SplitDateTimeField(
+        label=_("Valid from"), required=False, widget=admin_widgets.AdminSplitDateTime
+    )
+    thumbprint_not_after = forms.SplitDateTimeField(
+        label=_("Valid until"),
+        required=False,
+        widget=admin_widgets.AdminSplitDateTime,
+        help_text=_("The certificate's notAfter (UTC). Required with a typed thumbprint."),
+    )
+
+    class Meta:
+        model = RegisteredCertificate
+        fields = ["identity", "label", "predecessor"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.certificate_info: CertificateInfo | None = None
+        self.canonical_thumbprint: str | None = None
+
+    # --- reading the one input given -------------------------------------------------------------
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        pem = cleaned.get("pem_text") or ""
+        upload: UploadedFile | None = cleaned.get("certificate_file")
+        thumbprint = (cleaned.get("thumbprint") or "").strip()
+        given = [
+            name
+            for name, value in (("pem_text", pem), ("certificate_file", upload), ("thumbprint", thumbprint))
+            if value
+        ]
+        if not given:
+            raise ValidationError(
+                _("Give the certificate: paste its PEM, upload its file, or type its thumbprint."), code="required"
+            )
+        if len(given) > 1:
+            raise ValidationError(
+                _("Give the certificate one way only: a pasted PEM, an uploaded file or a typed thumbprint."),
+                code="ambiguous",
+            )
+        try:
+            if pem:
+                self.certificate_info = describe(load_certificate(pem.encode("utf-8", "replace")))
+            elif upload is not None:
+                self.certificate_info = self._read_upload(upload, cleaned.get("pkcs12_password") or "")
+        except CertificateRefused as exc:
+            self.add_error(given[0], exc.detail)
+            return cleaned
+        if thumbprint:
+            self._clean_thumbprint(thumbprint, cleaned)
+        canonical = self.certificate_info.thumbprint_sha256 if self.certificate_info else self.canonical_thumbprint
+        if canonical:
+            self._check_not_registered(canonical, given[0])
+        self._check_predecessor(cleaned)
+        return cleaned
+
+    def _read_upload(self, upload: UploadedFile, password: str) -> CertificateInfo:
+        if upload.size is not None and upload.size > MAX_UPLOAD_BYTES:
+            raise _unreadable("The file is too large to be a certificate (at most 256 KB).")
+        data = upload.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise _unreadable("The file is too large to be a certificate (at most 256 KB).")
+        if not data.strip():
+            raise _unreadable("The file is empty.")
+        suffix = PurePath(upload.name or "").suffix.lower()
+        if suffix in PKCS12_EXTENSIONS:
+            certificate, _extra = load_pkcs12_certificate(data, password or None)
+            return describe(certificate)
+        try:
+            return describe(load_certificate(data))
+        except CertificateRefused:
+            if suffix in CERTIFICATE_EXTENSIONS or not password:
+                raise
+        # An unknown extension with a password: perhaps a renamed PKCS#12 bundle.
+        certificate, _extra = load_pkcs12_certificate(data, password)
+        return describe(certificate)
+
+    def _clean_thumbprint(self, thumbprint: str, cleaned: dict[str, Any]) -> None:
+        try:
+            self.canonical_thumbprint = normalize_thumbprint(thumbprint)
+        except ValueError as exc:
+            self.add_error("thumbprint", str(exc))
+            return
+        not_before, not_after = cleaned.get("thumbprint_not_before"), cleaned.get("thumbprint_not_after")
+        if not_after is None:
+            self.add_error("thumbprint_not_after", _("A typed thumbprint needs the certificate's expiry date."))
+        elif not_before is not None and not_before >= not_after:
+            self.add_error("thumbprint_not_after", _("The expiry date must be after the start date."))
+
+    def _check_not_registered(self, thumbprint: str, field: str) -> None:
+        existing = RegisteredCertificate.objects.filter(thumbprint_sha256=thumbprint).select_related("identity").first()
+        if existing is not None:
+            self.add_error(field, ValidationError(duplicate_message(existing), code="duplicate"))
+
+    def _check_predecessor(self, cleaned: dict[str, Any]) -> None:
+        predecessor: RegisteredCertificate | None = cleaned.get("predecessor")
+        identity = cleaned.get("identity")
+        if predecessor is not None and identity is not None and predecessor.identity_id != identity.pk:
+            self.add_error("predecessor", _("A successor belongs to the same identity as the entry it replaces."))
+
+    # --- saving -----------------------------------------------------------------------------------
+    def register(self, *, by: Any = None) -> RegisteredCertificate:
+        """Save through ``certauth.services`` (call only after ``is_valid()``)."""
+        identity = self.cleaned_data["identity"]
+        label = self.cleaned_data.get("label") or ""
+        predecessor = self.cleaned_data.get("predecessor")
+        if self.certificate_info is not None:
+            return services.register_certificate(
+                identity, self.certificate_info, label=label, predecessor=predecessor, by=by
+            )
+        if self.canonical_thumbprint is None:
+            raise ValueError("register() needs a form that passed is_valid().")
+        return services.register_thumbprint(
+            identity,
+            self.canonical_thumbprint,
+            not_after=self.cleaned_data["thumbprint_not_after"],
+            not_before=self.cleaned_data.get("thumbprint_not_before"),
+            label=label,
+            predecessor=predecessor,
+            by=by,
+        )
+
+
+class RevocationForm(forms.Form):
+    """The reason chosen on the revocation confirmation page."""
+
+    reason = forms.ChoiceField(
+        label=_("Reason"),
+        choices=RevocationReason.choices,
+        widget=forms.RadioSelect,
+        help_text=_("Recorded with the date and your user. Revocation cannot be undone."),
+    )

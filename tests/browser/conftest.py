@@ -1,0 +1,58 @@
+"""Fixtures for the browser tests: Debian's Chromium driven by Playwright's sync API against
+pytest-django's live server.  Playwright's own browser download is never used (no network here)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Playwright's sync API runs an event loop in this thread; Django refuses ORM calls from a thread with a
+# running loop unless told that it is safe (it is: the ORM calls are ours, not inside the loop).
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (scripts/install-system-deps.sh)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+@pytest.fixture
+def page(browser: Any, live_server: Any, settings: Any) -> Iterator[Any]:
+    # The live server speaks plain HTTP: secure-only cookies would never come back.
+    settings.SESSION_COOKIE_SECURE = False
+    settings.CSRF_COOKIE_SECURE = False
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1366, "height": 900})
+    context.set_default_timeout(30_000)
+    tab = context.new_page()
+    yield tab
+    context.close()
