@@ -6,8 +6,9 @@ The Django backend, the middleware, the DRF authentication class and the decorat
 1. Read the forwarded certificate header — believed only from ``TRUSTED_PROXIES`` (else ``untrusted_proxy``).
 2. When the proxy verifies certificates, its verdict must be ``SUCCESS``.
 3. Parse the certificate (cached by the exact header value) — else ``malformed_certificate``.
-4. Policy: validity period and clientAuth usage; chain to a trusted authority and CRLs (``certauth.trust``).
-5. Registry: pinned thumbprint (or an identity rule) -> entry, revoked?, identity active?
+4. Policy: validity period and clientAuth usage; then trust: allowed types, chain to an enabled trusted
+   authority, CRLs (``certauth.trust`` via ``certauth.authorities``).
+5. Registry: pinned thumbprint, else an identity rule (``certauth.rules``) -> entry, revoked?, identity active?
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from .forwarding import parse_chain_header, parse_forwarded
 from .lru import MISSING, BoundedCache
 from .policy import PolicyOptions, check_certificate
 from .principal import CertificateAuth, CertificatePrincipal
-from .proxies import ProxyAllowList, reason_for_proxy_verdict
+from .proxies import ProxyAllowList, client_address, reason_for_proxy_verdict
 from .reasons import CertificateRefused, Reason
 from .registry import RegistryUnavailable, registry, touch_last_used
+from .trust import TrustResult, TrustStore
 
 logger = logging.getLogger("certauth")
 
@@ -53,6 +55,8 @@ class Outcome:
     client_ip: str | None = None
     proxy_ip: str | None = None
     recorded: bool = False
+    # Set when a certificate was accepted although its CRL was missing or stale (REVOCATION_FAIL_OPEN).
+    revocation_warning: str = ""
     _user: Any = None
 
     @property
@@ -151,6 +155,8 @@ def evaluate(request: HttpRequest) -> Outcome:
         setattr(request, REQUEST_ATTRIBUTE, outcome)
         if outcome.ok:
             _send(signals.certificate_authenticated, request=request, auth=outcome.auth)
+            if outcome.revocation_warning:
+                record_fail_open(request, outcome)
         elif outcome.reason is not Reason.MISSING_CERTIFICATE:
             record_refusal(request, outcome)
     return outcome
@@ -161,9 +167,10 @@ def _decide(request: HttpRequest) -> Outcome:
     meta = request.META
     remote = meta.get("REMOTE_ADDR") or ""
     from_proxy = remote in cfg.proxies
-    client_ip = (_valid_ip(meta.get(cfg.client_ip_key)) if from_proxy and cfg.client_ip_key else None) or _valid_ip(
-        remote
-    )
+    forwarded_ip = None
+    if from_proxy and cfg.client_ip_key:
+        forwarded_ip = client_address(meta.get(cfg.client_ip_key), cfg.proxies)
+    client_ip = forwarded_ip or _valid_ip(remote)
     raw = meta.get(cfg.cert_key)
     base = {"client_ip": client_ip, "proxy_ip": _valid_ip(remote) if from_proxy else None}
 
@@ -194,7 +201,8 @@ def _decide(request: HttpRequest) -> Outcome:
             if verdict_reason is not None:
                 raise CertificateRefused(verdict_reason, _proxy_detail(verdict))
         check_certificate(info, now, cfg.policy)
-        return _match_registry(info, now, base)
+        trusted = _check_trust(presented, now)
+        return _match_registry(info, now, base, trusted)
     except CertificateRefused as refused:
         return Outcome(refused.reason, refused.detail, certificate=info, **base)
     except RegistryUnavailable:
@@ -208,10 +216,32 @@ def _proxy_detail(verdict: str) -> str:
     return f"The TLS proxy refused the certificate ({text or 'no verdict'})."
 
 
-def _match_registry(info: CertificateInfo, now: dt.datetime, base: dict[str, Any]) -> Outcome:
+@dataclass(frozen=True, slots=True)
+class _Trusted:
+    store: TrustStore
+    result: TrustResult
+    forwarded: tuple[x509.Certificate, ...]
+
+
+def _check_trust(presented: Presented, now: dt.datetime) -> _Trusted:
+    """Allowed types, chain to an enabled authority, CRLs (``certauth.trust``).  Runs in both proxy modes:
+    nginx ``on`` checked the chain against its CA file, certauth still applies its own authorities."""
+    from .authorities import current_trust_store
+
+    leaf = presented.info.certificate
+    if leaf is None:
+        raise CertificateRefused(Reason.MALFORMED_CERTIFICATE)
+    store = current_trust_store()
+    return _Trusted(store, store.evaluate(leaf, presented.chain, now), presented.chain)
+
+
+def _match_registry(info: CertificateInfo, now: dt.datetime, base: dict[str, Any], trusted: _Trusted) -> Outcome:
     entry = registry.lookup(info.thumbprint_sha256)
-    if entry is None:
-        raise CertificateRefused(Reason.UNKNOWN_CERTIFICATE)
+    if entry is None or (entry.source == "rule" and not entry.revoked):
+        # Not pinned (or pinned by a rule earlier): an identity rule may admit it.
+        from . import rules
+
+        entry = rules.resolve(info, trusted.forwarded, trusted.result, trusted.store, entry, now)
     identity = entry.identity
     ident = {"identity_id": identity.id, "identity_name": identity.name}
     if entry.revoked:
@@ -238,8 +268,29 @@ def _match_registry(info: CertificateInfo, now: dt.datetime, base: dict[str, Any
         None,
         auth=CertificateAuth(identity=identity, certificate=info, entry_id=entry.entry_id),
         certificate=info,
+        revocation_warning=trusted.result.revocation_warning,
         **ident,
         **base,
+    )
+
+
+def record_fail_open(request: HttpRequest, outcome: Outcome) -> None:
+    """Audit an acceptance without a usable CRL (``REVOCATION_FAIL_OPEN``): a ``crl_unavailable`` row whose
+    detail starts with "Accepted" and that names the identity.  No ``certificate_rejected`` signal."""
+    audit.record(
+        audit.RefusalEvent(
+            reason=Reason.CRL_UNAVAILABLE,
+            detail=f"Accepted (REVOCATION_FAIL_OPEN): {outcome.revocation_warning}",
+            at=timezone.now(),
+            certificate=outcome.certificate,
+            identity_id=outcome.identity_id,
+            identity_name=outcome.identity_name,
+            client_ip=outcome.client_ip,
+            proxy_ip=outcome.proxy_ip,
+            method=request.method or "",
+            path=request.path,
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        )
     )
 
 

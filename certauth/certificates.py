@@ -259,7 +259,8 @@ def load_certificates(data: bytes, *, strict: bool = False) -> list[x509.Certifi
                 raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "A PEM block is not a certificate.") from exc
         return certificates
     try:
-        return [x509.load_der_x509_certificate(stripped)]
+        # DER is binary: never strip it (a final byte may look like whitespace).
+        return [x509.load_der_x509_certificate(data)]
     except ValueError as exc:
         raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "The data is neither PEM nor DER.") from exc
 

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 
-from .conf import settings
+from .conf import DEFAULTS, settings
 from .forwarding import PARSERS
 from .proxies import ProxyAllowList
 
@@ -18,6 +18,16 @@ NO_VERDICT_FORMATS = frozenset({"envoy_xfcc", "envoy", "xfcc", "traefik", "aws_a
 @register(Tags.security)
 def check_certauth_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     messages: list[Any] = []
+    unknown = sorted(set(settings.user_settings) - set(DEFAULTS))
+    if unknown:
+        # A misspelt key (e.g. TRUSTED_PROXY) would otherwise be ignored in favour of the default.
+        messages.append(
+            Error(
+                f"CERTAUTH has unknown setting(s): {', '.join(unknown)}.",
+                hint="See certauth/conf.py (DEFAULTS) or the README's settings table for the valid names.",
+                id="certauth.E008",
+            )
+        )
     try:
         proxies = ProxyAllowList(settings.TRUSTED_PROXIES)
     except ValueError as exc:
@@ -95,6 +105,119 @@ def check_certauth_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
         )
     if settings.REVOCATION_MODE not in {"registry", "crl"}:
         messages.append(Error("CERTAUTH['REVOCATION_MODE'] must be registry or crl.", id="certauth.E005"))
+    for name in ("CRL_FETCH_TIMEOUT_SECONDS", "CRL_REFRESH_SECONDS"):
+        if not getattr(settings, name) > 0:
+            messages.append(Error(f"CERTAUTH['{name}'] must be a positive number of seconds.", id="certauth.E007"))
     if settings.REGISTRY_MAX_STALENESS_SECONDS < 0:
         messages.append(Error("CERTAUTH['REGISTRY_MAX_STALENESS_SECONDS'] must be >= 0.", id="certauth.E006"))
+    return messages
+
+
+#: Cache backends that keep their data inside one process: every gunicorn worker has its own copy.
+PER_PROCESS_CACHES = frozenset(
+    {"django.core.cache.backends.locmem.LocMemCache", "django.core.cache.backends.dummy.DummyCache"}
+)
+#: A staleness bound above this makes a revocation wait longer than operators expect (minutes, not seconds).
+MAX_REASONABLE_STALENESS_SECONDS = 60
+
+
+def _cache_aliases_in_use() -> list[tuple[str, str]]:
+    """(setting name, alias) of the caches certauth shares between workers."""
+    aliases = []
+    if settings.SHARED_CACHE_ALIAS:
+        aliases.append(("SHARED_CACHE_ALIAS", settings.SHARED_CACHE_ALIAS))
+    if settings.AUDIT_ALERT_THRESHOLD is not None:
+        aliases.append(("AUDIT_ALERT_CACHE_ALIAS", settings.AUDIT_ALERT_CACHE_ALIAS))
+    return aliases
+
+
+@register(Tags.security, Tags.caches)
+def check_certauth_deployment(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Deployment hazards: per-process caches where certauth needs a shared one, proxies trusted for every
+    address, revocation or validity checks switched off in production, an audit handler that cannot load."""
+    messages: list[Any] = []
+    caches = getattr(django_settings, "CACHES", {}) or {}
+    for setting, alias in _cache_aliases_in_use():
+        if alias not in caches:
+            messages.append(
+                Error(
+                    f"CERTAUTH['{setting}'] = {alias!r} is not a configured cache alias.",
+                    hint=f"Add CACHES[{alias!r}] (e.g. a Redis cache) or change the setting.",
+                    id="certauth.E009",
+                )
+            )
+        elif caches[alias].get("BACKEND") in PER_PROCESS_CACHES:
+            messages.append(
+                Warning(
+                    f"CERTAUTH['{setting}'] = {alias!r} is a per-process cache ({caches[alias]['BACKEND']}): "
+                    "each worker and host keeps its own counters and entries.",
+                    hint="Point it at a cache all workers share (Redis, Memcached), or leave "
+                    "SHARED_CACHE_ALIAS unset and AUDIT_ALERT_THRESHOLD None.",
+                    id="certauth.W006",
+                )
+            )
+    try:
+        networks = ProxyAllowList(settings.TRUSTED_PROXIES).networks
+    except ValueError:
+        networks = ()  # certauth.E001 reports it
+    everyone = [str(net) for net in networks if net.prefixlen == 0]
+    if everyone:
+        messages.append(
+            Warning(
+                f"CERTAUTH['TRUSTED_PROXIES'] contains {', '.join(everyone)}: every address may forward a client "
+                "certificate header.",
+                hint="Anyone who can reach Django directly can then claim any certificate. List only your proxies.",
+                id="certauth.W007",
+            )
+        )
+    if not django_settings.DEBUG:
+        if settings.REVOCATION_MODE == "crl" and settings.REVOCATION_FAIL_OPEN:
+            messages.append(
+                Warning(
+                    "CERTAUTH['REVOCATION_FAIL_OPEN'] is True with DEBUG off: a missing or stale CRL accepts "
+                    "certificates that may be revoked.",
+                    hint="Keep CRLs fresh with `certauth crl-refresh` and leave REVOCATION_FAIL_OPEN False.",
+                    id="certauth.W008",
+                )
+            )
+        checks = ("VALIDATE_VALIDITY_PERIOD", "VALIDATE_CERTIFICATE_USE")
+        disabled = [name for name in checks if not getattr(settings, name)]
+        if disabled:
+            messages.append(
+                Warning(
+                    f"CERTAUTH {' and '.join(disabled)} off with DEBUG off: expired or not-yet-valid certificates, or "
+                    "certificates not meant for client authentication, are accepted.",
+                    hint="Leave VALIDATE_VALIDITY_PERIOD and VALIDATE_CERTIFICATE_USE on in production.",
+                    id="certauth.W009",
+                )
+            )
+    staleness = settings.REGISTRY_MAX_STALENESS_SECONDS
+    if isinstance(staleness, int | float) and staleness > MAX_REASONABLE_STALENESS_SECONDS:
+        messages.append(
+            Warning(
+                f"CERTAUTH['REGISTRY_MAX_STALENESS_SECONDS'] = {staleness}: a revocation can take that long to "
+                "reach every worker.",
+                hint=f"Keep it at most {MAX_REASONABLE_STALENESS_SECONDS} s (the default is 1 s; 0 = every request).",
+                id="certauth.W010",
+            )
+        )
+    try:
+        handler = settings.AUDIT_HANDLER
+    except ImportError as exc:
+        messages.append(
+            Error(
+                f"CERTAUTH['AUDIT_HANDLER'] cannot be imported: {exc}",
+                hint="Name a certauth.audit.AuditHandler subclass, e.g. 'certauth.audit.DatabaseAuditHandler'.",
+                id="certauth.E010",
+            )
+        )
+    else:
+        if not (isinstance(handler, type) and callable(getattr(handler, "record", None))):
+            messages.append(
+                Error(
+                    f"CERTAUTH['AUDIT_HANDLER'] = {handler!r} is not an audit handler class (with a record method).",
+                    hint="Subclass certauth.audit.AuditHandler.",
+                    id="certauth.E010",
+                )
+            )
     return messages

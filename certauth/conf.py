@@ -18,8 +18,9 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_PROXIES": ["127.0.0.1", "::1"],
     # The header the proxy puts the certificate in, as sent on the wire.
     "CERTIFICATE_HEADER": "X-SSL-Client-Cert",
-    # Its dialect: nginx_escaped (nginx $ssl_client_escaped_cert), pem / nginx_legacy, base64_der,
-    # rfc9440, ... (certauth.forwarding.PARSERS lists them all).
+    # Its dialect: nginx_escaped (default), nginx_legacy / pem, base64_der / iis / haproxy, rfc9440,
+    # envoy_xfcc, traefik, aws_alb (certauth.forwarding.PARSERS; the header each proxy uses:
+    # certauth.forwarding.RECOMMENDED_HEADERS).
     "FORWARDING_FORMAT": "nginx_escaped",
     # Optional header with the rest of the chain (RFC 9440 Client-Cert-Chain and similar).
     "CHAIN_HEADER": None,
@@ -28,7 +29,8 @@ DEFAULTS: dict[str, Any] = {
     # certauth's own trust policy is the only check.
     "PROXY_VERIFIES_CERTIFICATE": True,
     "VERIFY_HEADER": "X-SSL-Client-Verify",
-    # Header with the real client address, believed from trusted proxies only (for the audit).
+    # Header with the real client address, believed from trusted proxies only (for the audit).  A list
+    # (X-Forwarded-For) is read from the right: the right-most address that is not a trusted proxy.
     "CLIENT_IP_HEADER": "X-Real-IP",
     # --- policy -----------------------------------------------------------------------------------
     # chained | self_signed | all.  None: "chained" unless DEBUG is on, then "all".
@@ -37,7 +39,17 @@ DEFAULTS: dict[str, Any] = {
     "VALIDATE_CERTIFICATE_USE": True,
     # registry | crl
     "REVOCATION_MODE": "registry",
+    # With REVOCATION_MODE "crl": a missing or stale CRL (nextUpdate passed) refuses (crl_unavailable)
+    # unless this is True; a fail-open acceptance is still audited (reason crl_unavailable, "Accepted ...").
     "REVOCATION_FAIL_OPEN": False,
+    # cryptography's webpki profile demands a subjectAltName on the leaf; many internal CAs issue client
+    # certificates with a CN only.  True enforces it (chain_invalid without one).
+    "REQUIRE_SUBJECT_ALTERNATIVE_NAME": False,
+    # CRL download from TrustedAuthority.crl_url (`certauth crl-refresh`, cron or --loop): timeout per
+    # fetch, how often a CRL is re-fetched (also at its nextUpdate), and the largest CRL accepted.
+    "CRL_FETCH_TIMEOUT_SECONDS": 5.0,
+    "CRL_REFRESH_SECONDS": 3600,
+    "CRL_MAX_BYTES": 32 * 1024 * 1024,
     # --- registry and caches ----------------------------------------------------------------------
     # How long a worker may serve a registry decision without re-checking the shared generation
     # counter.  0 = checked on every request (strict).  The worker that makes a change sees it at once.
@@ -54,6 +66,12 @@ DEFAULTS: dict[str, Any] = {
     "AUDIT_RETENTION_DAYS": 90,
     # Keep the refused certificate itself (public data) so an operator can register it from the log.
     "AUDIT_CAPTURE_CERTIFICATE": True,
+    # Alert (warning log line on "certauth.alerts" + mail_admins) when one thumbprint or one client IP is
+    # refused more than this many times within AUDIT_ALERT_WINDOW_SECONDS; at most once per window.
+    # None = off.  Counters live in the cache AUDIT_ALERT_CACHE_ALIAS: share it (Redis) between workers.
+    "AUDIT_ALERT_THRESHOLD": None,
+    "AUDIT_ALERT_WINDOW_SECONDS": 300,
+    "AUDIT_ALERT_CACHE_ALIAS": "default",
     # --- operator experience ----------------------------------------------------------------------
     "EXPIRY_WARNING_DAYS": 30,
     "WWW_AUTHENTICATE_REALM": "api",

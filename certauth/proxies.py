@@ -66,3 +66,35 @@ def reason_for_proxy_verdict(verdict: str) -> Reason | None:
     if "purpose" in text:
         return Reason.WRONG_USAGE
     return Reason.PROXY_VERIFICATION_FAILED
+
+
+def _address(entry: str) -> str | None:
+    """One forwarded address: ``203.0.113.7``, ``2001:db8::1``, or with a port (``203.0.113.7:5678``,
+    ``[2001:db8::1]:443``, as some load balancers write it).  None when it is not an address."""
+    entry = entry.strip()
+    if entry.startswith("[") and "]" in entry:
+        entry = entry[1 : entry.index("]")]
+    elif entry.count(":") == 1:
+        entry = entry.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(entry))
+    except ValueError:
+        return None
+
+
+def client_address(header_value: str | None, trusted: ProxyAllowList) -> str | None:
+    """The real client address from a header a trusted proxy sent (``X-Real-IP`` or ``X-Forwarded-For``).
+
+    A list (``X-Forwarded-For: a, b, c``) is read from the right: each proxy appends the address it saw,
+    so the right-most entries are the only ones a trusted proxy wrote; entries that are themselves trusted
+    proxies are skipped and the first other address is the client.  Entries further left were written by
+    the client and are never believed.  None when the header is absent or its right-most untrusted entry
+    is not an address (then the caller falls back to the connecting address)."""
+    if not header_value:
+        return None
+    address: str | None = None
+    for entry in reversed(header_value.split(",")):
+        address = _address(entry)
+        if address is None or address not in trusted:
+            return address
+    return address

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from django.db.models.signals import post_delete, post_save
 
 from .conf import settings
 from .lru import MISSING, BoundedCache
+from .queries import CompiledLookup, update_where_not_after
 
 
 class RegistryUnavailable(Exception):
@@ -59,6 +61,7 @@ class EntrySnapshot:
     revocation_reason: str
     not_before: dt.datetime | None
     not_after: dt.datetime
+    source: str = "certificate"  # RegisteredCertificate.Source; "rule" entries are re-checked against their rule
 
 
 class Registry:
@@ -68,6 +71,18 @@ class Registry:
         self._checked_at = 0.0
         self._settings_generation = settings.generation
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_invalidate(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever this worker drops its registry cache (generation moved, settings
+        changed, or ``invalidate()``), so caches derived from the registry (trust store, identity rules)
+        follow the same freshness bound."""
+        if callback not in self._listeners:
+            self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in self._listeners:
+            callback()
 
     # --- freshness ---------------------------------------------------------------------------------
     def invalidate(self) -> None:
@@ -75,12 +90,14 @@ class Registry:
         self._entries.clear()
         self._generation = None
         self._checked_at = 0.0
+        self._notify()
 
     def ensure_fresh(self) -> None:
         if self._settings_generation != settings.generation:
             self._settings_generation = settings.generation
             self._entries = BoundedCache(settings.CACHE_SIZE)
             self._generation = None
+            self._notify()
         now = time.monotonic()
         if self._generation is not None and now - self._checked_at < settings.REGISTRY_MAX_STALENESS_SECONDS:
             return
@@ -89,6 +106,7 @@ class Registry:
             if generation != self._generation:
                 self._entries.clear()
                 self._generation = generation
+                self._notify()
             self._checked_at = now
 
     # --- lookups -----------------------------------------------------------------------------------
@@ -104,35 +122,18 @@ class Registry:
 
 
 def read_generation() -> int:
-    from .models import RegistryState
-
     try:
-        value = RegistryState.objects.filter(pk=1).values_list("generation", flat=True).first()
+        row = _GENERATION_QUERY.first()
     except DatabaseError as exc:
         raise RegistryUnavailable(str(exc)) from exc
-    return value or 0
+    return int(row["generation"] or 0) if row else 0
 
 
 def load_entry(thumbprint: str) -> EntrySnapshot | None:
-    from .models import RegisteredCertificate, parse_scopes
+    from .models import parse_scopes
 
     try:
-        row = (
-            RegisteredCertificate.objects.filter(thumbprint_sha256=thumbprint)
-            .values(
-                "id",
-                "revoked_at",
-                "revocation_reason",
-                "not_before",
-                "not_after",
-                "identity_id",
-                "identity__name",
-                "identity__is_active",
-                "identity__scopes",
-                "identity__user_id",
-            )
-            .first()
-        )
+        row = _ENTRY_QUERY.first(thumbprint)
     except DatabaseError as exc:
         raise RegistryUnavailable(str(exc)) from exc
     if row is None:
@@ -151,8 +152,44 @@ def load_entry(thumbprint: str) -> EntrySnapshot | None:
         revocation_reason=row["revocation_reason"],
         not_before=row["not_before"],
         not_after=row["not_after"],
+        source=row["source"],
     )
 
+
+def _entry_queryset(thumbprint: str) -> Any:
+    """The registry row for a thumbprint (compiled once by ``certauth.queries``, see ``_ENTRY_QUERY``)."""
+    from .models import RegisteredCertificate
+
+    return RegisteredCertificate.objects.filter(thumbprint_sha256=thumbprint).values(
+        "id",
+        "revoked_at",
+        "revocation_reason",
+        "not_before",
+        "not_after",
+        "source",
+        "identity_id",
+        "identity__name",
+        "identity__is_active",
+        "identity__scopes",
+        "identity__user_id",
+    )
+
+
+def _model(name: str) -> Any:
+    from django.apps import apps
+
+    return lambda: apps.get_model("certauth", name)
+
+
+def _generation_queryset(_: object) -> Any:
+    from .models import RegistryState
+
+    return RegistryState.objects.filter(pk=1).values("generation")
+
+
+# Compiled once per database alias: the ORM's query building costs several times the query itself.
+_ENTRY_QUERY = CompiledLookup(_model("RegisteredCertificate"), _entry_queryset)
+_GENERATION_QUERY = CompiledLookup(_model("RegistryState"), _generation_queryset)
 
 registry = Registry()
 
@@ -188,7 +225,8 @@ def touch_last_used(entry_id: int, now: dt.datetime) -> None:
     _last_touched.set(entry_id, mono)
     threshold = now - dt.timedelta(seconds=resolution)
     try:
-        RegisteredCertificate.objects.filter(pk=entry_id).exclude(last_used_at__gt=threshold).update(last_used_at=now)
+        # == filter(pk=entry_id).exclude(last_used_at__gt=threshold).update(last_used_at=now), uncompiled
+        update_where_not_after(RegisteredCertificate, entry_id, "last_used_at", now, threshold)
     except DatabaseError:
         _last_touched.pop(entry_id)  # try again on the next request; never fail the request for this
 

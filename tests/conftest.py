@@ -24,6 +24,13 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every hypothesis test is also marked ``fuzz``: ``make fuzz`` runs them all with the long profile."""
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.fuzz)
+
+
 def escaped(issued: devpki.Issued | bytes) -> str:
     """What nginx puts in ``$ssl_client_escaped_cert``."""
     pem = issued if isinstance(issued, bytes) else issued.cert_pem()
@@ -31,7 +38,7 @@ def escaped(issued: devpki.Issued | bytes) -> str:
 
 
 @dataclass
-class TestPKI:
+class FixturePKI:
     root: devpki.Issued
     intermediate: devpki.Issued
     other_ca: devpki.Issued
@@ -50,12 +57,12 @@ class TestPKI:
 
 
 @pytest.fixture(scope="session")
-def pki() -> TestPKI:
+def pki() -> FixturePKI:
     now = dt.datetime.now(dt.UTC)
     root = devpki.make_ca("certauth test root")
     intermediate = devpki.make_ca("certauth test intermediate", issuer=root)
     other = devpki.make_ca("some other CA")
-    return TestPKI(
+    return FixturePKI(
         root=root,
         intermediate=intermediate,
         other_ca=other,
@@ -106,6 +113,7 @@ class CertClient:
         verify: str | None = "SUCCESS",
         remote: str = "127.0.0.1",
         client_ip: str | None = "203.0.113.7",
+        data: Any = None,
         **extra: Any,
     ) -> Any:
         headers: dict[str, Any] = {"REMOTE_ADDR": remote}
@@ -116,6 +124,9 @@ class CertClient:
         if client_ip:
             headers["HTTP_X_REAL_IP"] = client_ip
         headers.update(extra)
+        if data is not None:
+            encoding = {} if "content_type" in headers else {"format": "json"}
+            return getattr(self.client, method.lower())(path, data, **encoding, **headers)
         return getattr(self.client, method.lower())(path, **headers)
 
     def get(self, path: str, cert: devpki.Issued | str | None = None, **kwargs: Any) -> Any:
@@ -126,12 +137,26 @@ class CertClient:
 
 
 @pytest.fixture
-def api(db: Any) -> CertClient:
+def trusted_root(db: Any, pki: FixturePKI) -> Any:
+    """The test root and intermediate as enabled TrustedAuthority rows (``ALLOWED_CERTIFICATE_TYPES`` is
+    ``chained`` outside DEBUG, so a pinned certificate must also chain to one).  Returns the root's row."""
+    from certauth.authorities import add_authority
+    from certauth.models import TrustedAuthority
+
+    for name, ca in (("test root", pki.root), ("test intermediate", pki.intermediate)):
+        if not TrustedAuthority.objects.filter(thumbprint_sha256=ca.thumbprint).exists():
+            add_authority(name, ca.cert_pem())
+    return TrustedAuthority.objects.get(thumbprint_sha256=pki.root.thumbprint)
+
+
+@pytest.fixture
+def api(db: Any, trusted_root: Any) -> CertClient:
+    """The client; the test root CA is trusted (see ``trusted_root``)."""
     return CertClient()
 
 
 @pytest.fixture
-def register(db: Any) -> Any:
+def register(db: Any, trusted_root: Any) -> Any:
     """``register(issued, identity="billing", scopes="orders:read")`` -> RegisteredCertificate."""
     from certauth.services import get_or_create_identity, register_certificate
 

@@ -192,15 +192,20 @@ def test_audit_survives_atomic_requests_rollback(pki, transactional_db, trusted_
 
 def test_registry_unavailable_is_503_not_500(api, pki, register, monkeypatch) -> None:
     from django.db import OperationalError
-    from django.db.models.query import QuerySet
+    from django.db.backends.utils import CursorWrapper
 
     register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
 
     def database_down(self, *args, **kwargs):
         raise OperationalError("connection refused")
 
-    # The database itself failing (not certauth code): every query raises, as with a dead server.
-    monkeypatch.setattr(QuerySet, "first", database_down)
+    # The database itself failing (not certauth code): every statement raises, as with a dead server.
+    from certauth.registry import registry
+
+    registry.invalidate()
+    monkeypatch.setattr(CursorWrapper, "execute", database_down)
     response = api.get("/api/whoami/", pki.client)
-    assert response.status_code == 503
+    monkeypatch.undo()
+    assert response.status_code == 503, response.content
     assert response.json()["reason"] == "registry_unavailable"

@@ -54,6 +54,10 @@ def _builder(issuer: devpki.Issued, public_key: Any, subject: x509.Name | None =
         .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("odd.example")]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.private_key.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
     )
 
 

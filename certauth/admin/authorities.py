@@ -1,13 +1,197 @@
-"""Trusted authorities (CAs) in the Django admin."""
+"""Trusted authorities (CAs) in the Django admin: upload or paste a CA certificate (PEM or DER), enable or
+disable it, attach a CRL (upload, or a URL that ``certauth crl-refresh`` fetches).  The certificate's facts
+are filled in from the certificate and shown read-only.  The parsing and checks live in
+``certauth.trust`` and ``certauth.authorities``; this module only wires them to the admin."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
 
+from cryptography import x509
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from ..authorities import apply_crl, fill_authority, refresh_crl
+from ..certificates import format_thumbprint, thumbprint_of
 from ..models import TrustedAuthority
+from ..reasons import CertificateRefused
+from ..trust import load_authority_certificate, parse_crl
+
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+
+
+def _read(upload: Any) -> bytes:
+    if upload.size > MAX_UPLOAD_BYTES:
+        raise forms.ValidationError(_("The file is too large."))
+    return bytes(upload.read())
+
+
+class TrustedAuthorityForm(forms.ModelForm):
+    certificate_file = forms.FileField(
+        required=False, label=_("CA certificate file"), help_text=_("PEM or DER; a root or an intermediate CA.")
+    )
+    certificate_text = forms.CharField(
+        required=False,
+        label=_("or paste the CA certificate (PEM)"),
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 70, "spellcheck": "false"}),
+    )
+    crl_file = forms.FileField(
+        required=False,
+        label=_("CRL file"),
+        help_text=_("PEM or DER, signed by this CA.  Used when REVOCATION_MODE is 'crl'."),
+    )
+
+    class Meta:
+        model = TrustedAuthority
+        fields = ["name", "is_enabled", "notes", "crl_url"]
+        help_texts = {
+            "is_enabled": _("Disabled authorities are ignored by chain validation on the next request."),
+            "crl_url": _("http(s) URL of this CA's CRL, fetched by `certauth crl-refresh` (cron or --loop)."),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new_certificate: x509.Certificate | None = None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        upload, text = cleaned.get("certificate_file"), (cleaned.get("certificate_text") or "").strip()
+        if upload and text:
+            self.add_error("certificate_text", _("Upload a file or paste the certificate, not both."))
+            return cleaned
+        field = "certificate_file" if upload else "certificate_text"
+        try:
+            data = _read(upload) if upload else text.encode("utf-8", "replace")
+        except forms.ValidationError as exc:
+            self.add_error(field, exc)
+            return cleaned
+        if data:
+            try:
+                self.new_certificate = load_authority_certificate(data)
+            except CertificateRefused as refused:
+                self.add_error(field, refused.detail)
+                return cleaned
+            duplicate = TrustedAuthority.objects.filter(
+                thumbprint_sha256=thumbprint_of(self.new_certificate)
+            ).exclude(pk=self.instance.pk)
+            if duplicate.exists():
+                self.add_error(field, _("This CA certificate is already registered as another authority."))
+        elif self.instance.pk is None:
+            self.add_error("certificate_file", _("Upload or paste the CA certificate."))
+        crl_upload = cleaned.get("crl_file")
+        if crl_upload and not self.errors:
+            try:
+                issuer = self.new_certificate or load_authority_certificate(self.instance.certificate_pem.encode())
+                apply_crl(self.instance, _read(crl_upload), issuer)
+            except forms.ValidationError as exc:
+                self.add_error("crl_file", exc)
+            except CertificateRefused as refused:
+                self.add_error("crl_file", refused.detail)
+        return cleaned
+
+    def save(self, commit: bool = True) -> TrustedAuthority:
+        authority: TrustedAuthority = super().save(commit=False)
+        if self.new_certificate is not None:
+            fill_authority(authority, self.new_certificate)
+        if commit:
+            authority.save()
+        return authority
 
 
 @admin.register(TrustedAuthority)
 class TrustedAuthorityAdmin(admin.ModelAdmin):
-    list_display = ["name", "is_enabled", "subject", "not_after"]
+    form = TrustedAuthorityForm
+    list_display = ["name", "is_enabled", "subject", "not_after", "crl_status"]
     list_filter = ["is_enabled"]
+    search_fields = ["name", "subject", "thumbprint_sha256"]
+    actions = ["enable", "disable", "refresh_crl_now"]
+    readonly_fields = [
+        "thumbprint",
+        "subject",
+        "issuer",
+        "not_before",
+        "not_after",
+        "crl_last_update",
+        "crl_next_update",
+        "crl_fetched_at",
+        "crl_error",
+        "crl_entries",
+        "created_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["name", "is_enabled", "notes"]}),
+        (_("CA certificate"), {"fields": ["certificate_file", "certificate_text"]}),
+        (_("Certificate facts"), {"fields": ["thumbprint", "subject", "issuer", "not_before", "not_after"]}),
+        (
+            _("Revocation list"),
+            {
+                "fields": [
+                    "crl_url",
+                    "crl_file",
+                    "crl_last_update",
+                    "crl_next_update",
+                    "crl_fetched_at",
+                    "crl_error",
+                    "crl_entries",
+                ]
+            },
+        ),
+        (None, {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    @admin.display(description=_("SHA-256 thumbprint"))
+    def thumbprint(self, obj: TrustedAuthority) -> SafeString | str:
+        if not obj.thumbprint_sha256:
+            return "-"
+        return format_html("<code>{}</code>", format_thumbprint(obj.thumbprint_sha256))
+
+    @admin.display(description=_("CRL"))
+    def crl_status(self, obj: TrustedAuthority) -> str:
+        if obj.crl_error:
+            return str(_("error"))
+        if obj.crl_next_update is None:
+            return "-" if obj.crl_last_update is None else str(_("loaded"))
+        return f"next update {obj.crl_next_update:%Y-%m-%d %H:%M} UTC"
+
+    @admin.display(description=_("Revoked serials in the CRL"))
+    def crl_entries(self, obj: TrustedAuthority) -> str:
+        if not obj.crl_der:
+            return "-"
+        try:
+            issuer = load_authority_certificate(obj.certificate_pem.encode())
+            return str(len(parse_crl(bytes(obj.crl_der), issuer)))
+        except CertificateRefused as refused:
+            return refused.detail
+
+    @admin.action(description=_("Enable selected authorities"), permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[TrustedAuthority]) -> None:
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description=_("Disable selected authorities"), permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: QuerySet[TrustedAuthority]) -> None:
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(self, request: HttpRequest, queryset: QuerySet[TrustedAuthority], enabled: bool) -> None:
+        changed = 0
+        for authority in queryset.filter(is_enabled=not enabled):
+            authority.is_enabled = enabled
+            authority.save(update_fields=["is_enabled", "updated_at"])  # post_save bumps the registry generation
+            changed += 1
+        self.message_user(
+            request, ngettext("%d authority updated.", "%d authorities updated.", changed) % changed, messages.SUCCESS
+        )
+
+    @admin.action(description=_("Fetch the CRL from its URL now"), permissions=["change"])
+    def refresh_crl_now(self, request: HttpRequest, queryset: QuerySet[TrustedAuthority]) -> None:
+        for authority in queryset.exclude(crl_url=""):
+            result = refresh_crl(authority)
+            self.message_user(
+                request, f"{result.authority}: {result.message}", messages.SUCCESS if result.ok else messages.ERROR
+            )

@@ -17,6 +17,8 @@ SUBCOMMANDS = [
     "certauth.cli.expiring.Expiring",
     "certauth.cli.nginx_config.NginxConfig",
     "certauth.cli.prune_audit.PruneAudit",
+    "certauth.cli.authority.Authority",
+    "certauth.cli.crl_refresh.CrlRefresh",
 ]
 
 

@@ -1,0 +1,178 @@
+"""Section 1: in-process per-request cost through Django's WSGI handler (same middleware, same JSON).
+
+Rows: no auth (``/api/ping/``), DRF TokenAuthentication, certauth pinned warm, certauth cold (a
+never-seen certificate each request), certauth with chain validation + CRL (warm), strict mode
+(``REGISTRY_MAX_STALENESS_SECONDS = 0``).  Settings-dependent rows run in their own phase with the
+baseline measured again alongside them, and their ratio is to that baseline."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.test import override_settings
+
+from certauth import devpki
+
+from . import certs
+from .driver import Driver, certificate_headers, environ
+from .measure import Stats, interleaved
+from .report import Row, ratio_verdict, us
+
+SECTION = "1 in-process"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rounds: int
+    per_round: int
+    warmup: int
+
+    @property
+    def total(self) -> int:
+        return self.rounds * self.per_round
+
+
+FULL = Sizes(rounds=20, per_round=250, warmup=300)
+QUICK = Sizes(rounds=2, per_round=10, warmup=5)
+
+
+def certauth_settings(**overrides: Any) -> override_settings:
+    from django.conf import settings
+
+    return override_settings(CERTAUTH={**settings.CERTAUTH, **overrides})
+
+
+def trust_available() -> bool:
+    return importlib.util.find_spec("certauth.trust") is not None
+
+
+class Fixtures:
+    """The identities, certificates, token and prebuilt requests of section 1."""
+
+    def __init__(self, sizes: Sizes) -> None:
+        from django.contrib.auth import get_user_model
+        from rest_framework.authtoken.models import Token
+
+        self.root = devpki.make_ca("certauth bench root")
+        if trust_available():
+            from .trust_setup import trust_root
+
+            # The shipped default is ALLOWED_CERTIFICATE_TYPES "chained": the issuer must be trusted.
+            trust_root(self.root)
+        self.issuer = certs.FastIssuer(self.root)
+        pinned = self.issuer.issue("bench-pinned")
+        cold = self.issuer.issue_many("bench-cold", sizes.total + sizes.warmup + 1)
+        certs.register_many("bench-pinned", [pinned])
+        certs.register_many("bench-cold", cold)
+        user, _ = get_user_model().objects.get_or_create(username="bench-token-user")
+        token, _ = Token.objects.get_or_create(user=user)
+
+        self.pinned_env = environ("/bench/certificate/", certificate_headers(certs.escaped(pinned)))
+        self.ping_env = environ("/api/ping/", certificate_headers(certs.escaped(pinned)))
+        self.token_env = environ("/bench/token/", {"HTTP_AUTHORIZATION": f"Token {token.key}"})
+        self.cold_envs = [environ("/bench/certificate/", certificate_headers(certs.escaped(c))) for c in cold]
+        self.pinned = pinned
+
+
+def run(sizes: Sizes) -> list[Row]:
+    driver = Driver()
+    fixtures = Fixtures(sizes)
+    phase_a: dict[str, Callable[[], object]] = {
+        "no auth": driver.caller(fixtures.ping_env),
+        "DRF TokenAuthentication": driver.caller(fixtures.token_env),
+        "certauth pinned, warm": driver.caller(fixtures.pinned_env),
+        "certauth pinned, cold (new certificate each request)": driver.sequence_caller(fixtures.cold_envs),
+    }
+    stats = interleaved(phase_a, rounds=sizes.rounds, per_round=sizes.per_round, warmup=sizes.warmup)
+    base = stats["no auth"]
+    token = stats["DRF TokenAuthentication"]
+    warm = stats["certauth pinned, warm"]
+    cold = stats["certauth pinned, cold (new certificate each request)"]
+    rows = [
+        _row("no auth (/api/ping/, baseline)", base, base, "", ""),
+        _row("DRF TokenAuthentication", token, base, "", ""),
+        _row(
+            "certauth pinned, warm",
+            warm,
+            base,
+            "≤ 1.10x no-auth",
+            ratio_verdict(warm.median_us / base.median_us, 1.10),
+        ),
+        Row(
+            SECTION,
+            "certauth pinned warm vs TokenAuthentication",
+            us(warm.median_us),
+            us(warm.p99_us),
+            f"{warm.median_us / token.median_us:.2f}x token",
+            "≤ 0.80x token",
+            ratio_verdict(warm.median_us / token.median_us, 0.80),
+        ),
+        Row(
+            SECTION,
+            "certauth pinned, cold (first sight)",
+            us(cold.median_us),
+            us(cold.p99_us),
+            f"{cold.median_us / base.median_us:.2f}x (+{cold.median_us - base.median_us:,.0f} µs)",
+            "≤ +1,000 µs over no-auth",
+            "PASS" if cold.median_us - base.median_us <= 1000 else "MISS",
+        ),
+    ]
+    rows += _strict(driver, fixtures, sizes)
+    rows += _chain_and_crl(driver, fixtures, sizes)
+    return rows
+
+
+def _row(name: str, stats: Stats, base: Stats, target: str, verdict: str, note: str = "") -> Row:
+    return Row(
+        SECTION,
+        name,
+        us(stats.median_us),
+        us(stats.p99_us),
+        f"{stats.median_us / base.median_us:.2f}x",
+        target,
+        verdict,
+        note,
+    )
+
+
+def _strict(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Row]:
+    with certauth_settings(REGISTRY_MAX_STALENESS_SECONDS=0):
+        stats = interleaved(
+            {
+                "no auth": driver.caller(fixtures.ping_env),
+                "strict": driver.caller(fixtures.pinned_env),
+            },
+            rounds=sizes.rounds,
+            per_round=sizes.per_round,
+            warmup=sizes.warmup,
+        )
+    return [
+        _row(
+            "certauth pinned, warm, strict (staleness 0: generation read per request)",
+            stats["strict"],
+            stats["no auth"],
+            "",
+            "",
+            "ratio to its own baseline",
+        )
+    ]
+
+
+def _chain_and_crl(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Row]:
+    name = "certauth chain validation + CRL, warm"
+    if not trust_available():
+        return [Row(SECTION, name, "n/a (trust policy not available)", target="≤ 1.15x no-auth", verdict="n/a")]
+    from . import trust_setup
+
+    with trust_setup.chain_and_crl(fixtures.root, revoked_serials=100):
+        stats = interleaved(
+            {"no auth": driver.caller(fixtures.ping_env), "chain": driver.caller(fixtures.pinned_env)},
+            rounds=sizes.rounds,
+            per_round=sizes.per_round,
+            warmup=sizes.warmup,
+        )
+    ratio = stats["chain"].median_us / stats["no auth"].median_us
+    return [_row(name, stats["chain"], stats["no auth"], "≤ 1.15x no-auth", ratio_verdict(ratio, 1.15))]

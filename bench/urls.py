@@ -1,0 +1,13 @@
+"""The project's URLs plus the bench-only views."""
+
+from __future__ import annotations
+
+from django.urls import include, path
+
+from bench import views
+
+urlpatterns = [
+    path("bench/token/", views.TokenPingView.as_view(), name="bench-token"),
+    path("bench/certificate/", views.CertificatePingView.as_view(), name="bench-certificate"),
+    path("", include("project.urls")),
+]

@@ -1,0 +1,294 @@
+"""Trusted authorities, Django side: the per-worker trust store, authority and CRL services, CRL fetching.
+
+* ``current_trust_store()`` builds a ``certauth.trust.TrustStore`` from the enabled ``TrustedAuthority``
+  rows once per registry generation (saving or deleting an authority bumps it), so disabling an authority
+  takes effect on every worker within ``REGISTRY_MAX_STALENESS_SECONDS``.  Parsed CRLs are kept across
+  generations, keyed by the row's ``updated_at``: a 100,000-entry CRL is parsed and signature-checked once
+  per change of the CRL, never per request.
+* ``add_authority`` / ``fill_authority`` / ``store_crl`` are shared by the admin, the CLI and tests.
+* ``refresh_crl`` fetches ``crl_url`` with a bounded timeout; ``refresh_due_crls`` is what
+  ``certauth crl-refresh`` runs on a schedule (every ``CRL_REFRESH_SECONDS`` and at each nextUpdate).
+  The request path never touches the network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from django.db import DatabaseError, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from .certificates import thumbprint_of
+from .conf import settings
+from .models import TrustedAuthority
+from .reasons import CertificateRefused
+from .registry import RegistryUnavailable, registry
+from .trust import (
+    Authority,
+    CrlIndex,
+    TrustPolicy,
+    TrustStore,
+    index_crl,
+    load_authority_certificate,
+    load_crl,
+    parse_crl,
+)
+
+logger = logging.getLogger("certauth")
+
+#: After a failed fetch of a CRL whose nextUpdate has passed, wait this long before trying again.
+CRL_RETRY_SECONDS = 60
+
+
+# --------------------------------------------------------------------------------------------------
+# The per-worker trust store
+# --------------------------------------------------------------------------------------------------
+
+
+class _TrustStoreCache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.epoch = 0
+        self.store: TrustStore | None = None
+        self.settings_generation = -1
+        # (authority id, updated_at) -> (CrlIndex or None, problem); survives generations.
+        self.crls: dict[tuple[int, dt.datetime], tuple[CrlIndex | None, str]] = {}
+
+    def drop(self) -> None:
+        with self.lock:
+            self.epoch += 1
+            self.store = None
+
+
+_cache = _TrustStoreCache()
+registry.on_invalidate(_cache.drop)
+
+
+def trust_policy() -> TrustPolicy:
+    return TrustPolicy(
+        allowed_types=settings.ALLOWED_CERTIFICATE_TYPES,
+        validate_validity_period=bool(settings.VALIDATE_VALIDITY_PERIOD),
+        validate_certificate_use=bool(settings.VALIDATE_CERTIFICATE_USE),
+        require_subject_alternative_name=bool(settings.REQUIRE_SUBJECT_ALTERNATIVE_NAME),
+        check_crl=settings.REVOCATION_MODE == "crl",
+        revocation_fail_open=bool(settings.REVOCATION_FAIL_OPEN),
+    )
+
+
+def current_trust_store() -> TrustStore:
+    """The trust store for the current registry generation.  Raises ``RegistryUnavailable``."""
+    registry.ensure_fresh()  # drops the cached store (via on_invalidate) when the generation moved
+    store = _cache.store
+    if store is not None and _cache.settings_generation == settings.generation:
+        return store
+    epoch = _cache.epoch
+    store = TrustStore(load_authorities(), trust_policy(), cache_size=settings.CACHE_SIZE)
+    with _cache.lock:
+        if _cache.epoch == epoch:  # no invalidation raced with the load: safe to keep
+            _cache.store = store
+            _cache.settings_generation = settings.generation
+    return store
+
+
+def load_authorities() -> list[Authority]:
+    """The enabled authorities with their parsed CRLs.  Raises ``RegistryUnavailable``."""
+    try:
+        rows = list(
+            TrustedAuthority.objects.filter(is_enabled=True)
+            .order_by("pk")
+            .values("id", "name", "certificate_pem", "updated_at", "crl_last_update")
+        )
+    except DatabaseError as exc:
+        raise RegistryUnavailable(str(exc)) from exc
+    authorities = []
+    live_keys = set()
+    for row in rows:
+        try:
+            certificate = load_authority_certificate(row["certificate_pem"].encode("ascii", "replace"))
+        except CertificateRefused:
+            logger.error("certauth trusted authority %r has an unreadable certificate; skipped", row["name"])
+            continue
+        crl, problem = None, ""
+        if row["crl_last_update"] is not None:
+            key = (row["id"], row["updated_at"])
+            live_keys.add(key)
+            if key not in _cache.crls:
+                _cache.crls[key] = _load_stored_crl(row["id"], certificate)
+            crl, problem = _cache.crls[key]
+        authorities.append(Authority.from_certificate(row["id"], row["name"], certificate, crl, problem))
+    for key in set(_cache.crls) - live_keys:  # forget CRLs of changed or removed authorities
+        _cache.crls.pop(key, None)
+    return authorities
+
+
+def _load_stored_crl(authority_id: int, certificate: x509.Certificate) -> tuple[CrlIndex | None, str]:
+    try:
+        der = TrustedAuthority.objects.filter(pk=authority_id).values_list("crl_der", flat=True).first()
+    except DatabaseError as exc:
+        raise RegistryUnavailable(str(exc)) from exc
+    if not der:
+        return None, "no CRL is stored"
+    try:
+        return parse_crl(bytes(der), certificate), ""
+    except CertificateRefused as refused:
+        logger.error("certauth stored CRL of authority %s is unusable: %s", authority_id, refused.detail)
+        return None, refused.detail
+
+
+def clear_trust_store() -> None:
+    """Forget the cached trust store and parsed CRLs of this worker (tests, after bulk updates)."""
+    _cache.drop()
+    _cache.crls.clear()
+
+
+# --------------------------------------------------------------------------------------------------
+# Services: adding authorities and CRLs (admin, CLI, tests)
+# --------------------------------------------------------------------------------------------------
+
+
+def fill_authority(authority: TrustedAuthority, certificate: x509.Certificate) -> None:
+    """Copy the CA certificate's facts onto the row (PEM, thumbprint, subject, issuer, validity)."""
+    authority.certificate_pem = certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    authority.thumbprint_sha256 = thumbprint_of(certificate)
+    authority.subject = certificate.subject.rfc4514_string()
+    authority.issuer = certificate.issuer.rfc4514_string()
+    authority.not_before = certificate.not_valid_before_utc
+    authority.not_after = certificate.not_valid_after_utc
+
+
+def apply_crl(authority: TrustedAuthority, data: bytes, certificate: x509.Certificate | None = None) -> CrlIndex:
+    """Verify a CRL (PEM or DER) against the authority and put it on the row (not saved).  Raises
+    ``CertificateRefused(CRL_UNAVAILABLE)`` when it does not parse or its signature does not verify."""
+    issuer = certificate or load_authority_certificate(authority.certificate_pem.encode("ascii", "replace"))
+    crl = load_crl(data)
+    index = index_crl(crl, issuer)
+    authority.crl_der = crl.public_bytes(serialization.Encoding.DER)
+    authority.crl_last_update = index.last_update
+    authority.crl_next_update = index.next_update
+    authority.crl_error = ""
+    return index
+
+
+@transaction.atomic
+def add_authority(
+    name: str,
+    certificate_data: bytes,
+    *,
+    notes: str = "",
+    crl_data: bytes | None = None,
+    crl_url: str = "",
+    enabled: bool = True,
+) -> TrustedAuthority:
+    """Register a CA certificate (PEM or DER) as a trusted authority, optionally with a CRL file or URL.
+    Raises ``CertificateRefused`` for a non-CA certificate or a CRL that does not verify."""
+    certificate = load_authority_certificate(certificate_data)
+    authority = TrustedAuthority(name=name, notes=notes, crl_url=crl_url, is_enabled=enabled)
+    fill_authority(authority, certificate)
+    if crl_data is not None:
+        apply_crl(authority, crl_data, certificate)
+    authority.save()
+    return authority
+
+
+# --------------------------------------------------------------------------------------------------
+# CRL fetching
+# --------------------------------------------------------------------------------------------------
+
+
+class CrlFetchError(Exception):
+    """A CRL could not be downloaded; the message is safe to show to operators."""
+
+
+def fetch_crl(url: str, *, timeout: float | None = None, max_bytes: int | None = None) -> bytes:
+    """Download a CRL over http(s) with a bounded timeout and size.  Raises ``CrlFetchError``."""
+    if urlsplit(url).scheme not in {"http", "https"}:
+        raise CrlFetchError("Only http:// and https:// CRL URLs are fetched.")
+    timeout = float(settings.CRL_FETCH_TIMEOUT_SECONDS if timeout is None else timeout)
+    limit = int(settings.CRL_MAX_BYTES if max_bytes is None else max_bytes)
+    request = urllib.request.Request(url, headers={"User-Agent": "certauth-crl-fetch"})  # noqa: S310 - scheme checked
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
+            data: bytes = response.read(limit + 1)
+    except urllib.error.HTTPError as exc:
+        raise CrlFetchError(f"HTTP {exc.code} from {url}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CrlFetchError(f"Could not fetch {url}: {reason}") from exc
+    if len(data) > limit:
+        raise CrlFetchError(f"The CRL at {url} is larger than CRL_MAX_BYTES ({limit}).")
+    return data
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    authority: str
+    ok: bool
+    message: str
+
+
+def refresh_crl(authority: TrustedAuthority, *, now: dt.datetime | None = None) -> RefreshResult:
+    """Fetch and store the authority's CRL from ``crl_url``.  On failure the previous CRL stays (it turns
+    stale at its nextUpdate) and ``crl_error`` says why; that write does not bump the registry generation."""
+    now = now or timezone.now()
+    try:
+        data = fetch_crl(authority.crl_url)
+        index = apply_crl(authority, data)
+    except (CrlFetchError, CertificateRefused) as exc:
+        message = exc.detail if isinstance(exc, CertificateRefused) else str(exc)
+        TrustedAuthority.objects.filter(pk=authority.pk).update(crl_error=message[:2000], crl_fetched_at=now)
+        logger.warning("certauth CRL refresh failed for %s: %s", authority.name, message)
+        return RefreshResult(authority.name, False, message)
+    authority.crl_fetched_at = now
+    authority.save(
+        update_fields=["crl_der", "crl_last_update", "crl_next_update", "crl_error", "crl_fetched_at", "updated_at"]
+    )
+    next_update = index.next_update.isoformat() if index.next_update else "never"
+    return RefreshResult(authority.name, True, f"{len(index)} revoked serials, next update {next_update}")
+
+
+def due_for_refresh(now: dt.datetime | None = None) -> QuerySet[TrustedAuthority]:
+    """Authorities with a ``crl_url`` whose CRL was never fetched, is older than ``CRL_REFRESH_SECONDS``,
+    or whose nextUpdate has passed (retried every ``CRL_RETRY_SECONDS``)."""
+    now = now or timezone.now()
+    refresh_before = now - dt.timedelta(seconds=settings.CRL_REFRESH_SECONDS)
+    retry_before = now - dt.timedelta(seconds=CRL_RETRY_SECONDS)
+    return (
+        TrustedAuthority.objects.exclude(crl_url="")
+        .filter(
+            Q(crl_fetched_at__isnull=True)
+            | Q(crl_fetched_at__lte=refresh_before)
+            | Q(crl_next_update__lte=now, crl_fetched_at__lte=retry_before)
+        )
+        .order_by("name")
+    )
+
+
+def refresh_due_crls(*, force: bool = False, now: dt.datetime | None = None) -> list[RefreshResult]:
+    """Refresh every CRL that is due (or every CRL with a URL when ``force``)."""
+    authorities = TrustedAuthority.objects.exclude(crl_url="").order_by("name") if force else due_for_refresh(now)
+    return [refresh_crl(authority, now=now) for authority in authorities]
+
+
+def seconds_until_next_refresh(now: dt.datetime | None = None) -> float:
+    """How long ``crl-refresh --loop`` may sleep: until the earliest nextUpdate or scheduled refresh."""
+    now = now or timezone.now()
+    interval = float(settings.CRL_REFRESH_SECONDS)
+    candidates = [interval]
+    for fetched, next_update in TrustedAuthority.objects.exclude(crl_url="").values_list(
+        "crl_fetched_at", "crl_next_update"
+    ):
+        if fetched is None:
+            return 0.0
+        candidates.append((fetched - now).total_seconds() + interval)
+        if next_update is not None:
+            candidates.append(max((next_update - now).total_seconds(), CRL_RETRY_SECONDS))
+    return max(0.0, min(candidates))

@@ -1,0 +1,99 @@
+"""``certauth authority add|list|enable|disable``: trusted authorities (CAs) from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from django.db import IntegrityError
+
+from ..authorities import add_authority
+from ..certificates import format_thumbprint, thumbprint_of
+from ..models import TrustedAuthority
+from ..reasons import CertificateRefused
+from ..trust import load_authority_certificate
+from . import CommandError, Subcommand
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"Cannot read {path}: {exc.strerror}") from exc
+
+
+class Authority(Subcommand):
+    name = "authority"
+    help = "Manage trusted authorities (CAs whose client certificates chain validation accepts)."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+        add = actions.add_parser("add", help="Trust a CA certificate (PEM or DER), optionally with a CRL.")
+        add.add_argument("--name", required=True, help="A name for operators, e.g. 'internal root 2026'.")
+        add.add_argument("--cert", required=True, type=Path, help="The CA certificate file (PEM or DER).")
+        add.add_argument("--crl", type=Path, help="A CRL file (PEM or DER) signed by this CA.")
+        add.add_argument("--crl-url", default="", help="http(s) URL of the CA's CRL, fetched by crl-refresh.")
+        add.add_argument("--notes", default="", help="Free text for operators.")
+        add.add_argument("--disabled", action="store_true", help="Add it disabled.")
+        actions.add_parser("list", help="List trusted authorities.")
+        for action in ("enable", "disable"):
+            toggle = actions.add_parser(action, help=f"{action.capitalize()} an authority (takes effect at once).")
+            toggle.add_argument("--name", required=True)
+
+    def handle(self, **options: Any) -> int:
+        action = options["action"]
+        if action == "add":
+            return self._add(options)
+        if action == "list":
+            return self._list()
+        return self._toggle(options["name"], enabled=action == "enable")
+
+    def _add(self, options: dict[str, Any]) -> int:
+        data = _read(options["cert"])
+        try:
+            thumbprint = thumbprint_of(load_authority_certificate(data))
+        except CertificateRefused as refused:
+            raise CommandError(f"{options['cert']}: {refused.detail}") from refused
+        existing = TrustedAuthority.objects.filter(thumbprint_sha256=thumbprint).first()
+        if existing is not None:
+            # Idempotent, so set-up scripts can run it on every start.
+            self.stdout.write(f"already trusted: {existing.name} ({thumbprint})")
+            return 0
+        crl = _read(options["crl"]) if options.get("crl") else None
+        try:
+            authority = add_authority(
+                options["name"],
+                data,
+                notes=options["notes"],
+                crl_data=crl,
+                crl_url=options["crl_url"],
+                enabled=not options["disabled"],
+            )
+        except CertificateRefused as refused:
+            raise CommandError(refused.detail) from refused
+        except IntegrityError as exc:
+            raise CommandError(f"An authority named {options['name']!r} already exists.") from exc
+        self.stdout.write(f"trusted authority {authority.name}{'' if authority.is_enabled else ' (disabled)'}")
+        self.stdout.write(f"  {authority.subject}")
+        self.stdout.write(f"  = {format_thumbprint(authority.thumbprint_sha256)}")
+        if authority.crl_last_update is not None:
+            self.stdout.write(f"  CRL loaded, next update {authority.crl_next_update or 'never'}")
+        return 0
+
+    def _list(self) -> int:
+        for authority in TrustedAuthority.objects.order_by("name"):
+            state = "enabled " if authority.is_enabled else "disabled"
+            crl = f"crl next {authority.crl_next_update:%Y-%m-%d}" if authority.crl_next_update else "no crl"
+            self.stdout.write(f"{state} {authority.name}: {authority.subject} [{crl}] {authority.thumbprint_sha256}")
+        return 0
+
+    def _toggle(self, name: str, *, enabled: bool) -> int:
+        authority = TrustedAuthority.objects.filter(name=name).first()
+        if authority is None:
+            raise CommandError(f"No authority named {name!r}.")
+        if authority.is_enabled != enabled:
+            authority.is_enabled = enabled
+            authority.save(update_fields=["is_enabled", "updated_at"])
+        self.stdout.write(f"{name}: {'enabled' if enabled else 'disabled'}")
+        return 0

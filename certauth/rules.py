@@ -1,0 +1,186 @@
+"""Identity rules, Django side: "any certificate issued by authority A whose field matches P".
+
+Used only when a certificate's thumbprint is not pinned (or was pinned by a rule earlier):
+
+* every identity whose rule pattern matches (``certauth.matching``) *and* whose authority issued the
+  certificate (the verified chain reaches it, or the library verifies the leaf with that authority as the
+  only anchor) is a candidate;
+* none -> ``unknown_certificate``; more than one -> ``ambiguous_identity`` (never resolved by chance);
+* exactly one -> the certificate is recorded as a ``RegisteredCertificate`` with ``source = rule`` so
+  last-used and revocation apply to it like any entry (a revoked one stays refused), and the operator
+  sees it in the admin.  Such an entry keeps authenticating only while its rule still matches.
+
+A pinned entry (registered certificate or typed thumbprint) always wins over rules.  Rules and per-
+certificate results are cached per worker and dropped with the registry cache (same generation counter).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from django.db import DatabaseError, IntegrityError, transaction
+
+from .certificates import CertificateInfo, thumbprint_of
+from .conf import settings
+from .lru import MISSING, BoundedCache
+from .matching import rule_matches
+from .reasons import CertificateRefused, Reason
+from .registry import EntrySnapshot, RegistryUnavailable, registry
+from .trust import TrustResult, TrustStore
+
+logger = logging.getLogger("certauth")
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRule:
+    identity_id: int
+    identity_name: str
+    authority_thumbprint: str
+    field: str
+    pattern: str
+
+
+class _RuleCache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.epoch = 0
+        self.rules: tuple[IdentityRule, ...] | None = None
+        self.matches: BoundedCache[tuple[str, ...], tuple[IdentityRule, ...]] = BoundedCache(settings.CACHE_SIZE)
+
+    def drop(self) -> None:
+        with self.lock:
+            self.epoch += 1
+            self.rules = None
+            self.matches.clear()
+
+
+_cache = _RuleCache()
+registry.on_invalidate(_cache.drop)
+
+
+def load_rules() -> tuple[IdentityRule, ...]:
+    """Every identity rule (active or not, so disabling an identity never hands its certificates to
+    another).  Cached until the registry generation moves.  Raises ``RegistryUnavailable``."""
+    rules = _cache.rules
+    if rules is not None:
+        return rules
+    from .models import CertificateIdentity
+
+    epoch = _cache.epoch
+    try:
+        rows = (
+            CertificateIdentity.objects.filter(match_authority__isnull=False)
+            .exclude(match_field="")
+            .exclude(match_pattern="")
+            .order_by("pk")
+            .values_list("pk", "name", "match_authority__thumbprint_sha256", "match_field", "match_pattern")
+        )
+        rules = tuple(IdentityRule(*row) for row in rows)
+    except DatabaseError as exc:
+        raise RegistryUnavailable(str(exc)) from exc
+    with _cache.lock:
+        if _cache.epoch == epoch:
+            _cache.rules = rules
+    return rules
+
+
+def matching_rules(
+    leaf: x509.Certificate,
+    info: CertificateInfo,
+    forwarded: Sequence[x509.Certificate],
+    trust: TrustResult,
+    store: TrustStore,
+    now: dt.datetime,
+) -> tuple[IdentityRule, ...]:
+    """The rules that admit this certificate (pattern and issuing authority), cached per certificate."""
+    if trust.kind != "chained":
+        return ()  # a self-signed certificate has no authority: only pinning can admit it
+    key = (info.thumbprint_sha256, *(thumbprint_of(c) for c in forwarded))
+    cached = _cache.matches.get(key)
+    if cached is not MISSING:
+        return cached  # type: ignore[return-value]
+    epoch = _cache.epoch
+    matched = tuple(
+        rule
+        for rule in load_rules()
+        if rule_matches(rule.field, rule.pattern, info)
+        and (
+            trust.reaches(rule.authority_thumbprint)
+            or store.issued_by(leaf, forwarded, rule.authority_thumbprint, now)
+        )
+    )
+    with _cache.lock:
+        if _cache.epoch == epoch:
+            _cache.matches.set(key, matched)
+    return matched
+
+
+def resolve(
+    info: CertificateInfo,
+    forwarded: Sequence[x509.Certificate],
+    trust: TrustResult,
+    store: TrustStore,
+    entry: EntrySnapshot | None,
+    now: dt.datetime,
+) -> EntrySnapshot:
+    """The entry that authenticates a certificate through an identity rule.  ``entry`` is the certificate's
+    existing ``source = rule`` entry, if any.  Raises ``CertificateRefused`` / ``RegistryUnavailable``."""
+    if info.certificate is None:
+        raise CertificateRefused(Reason.UNKNOWN_CERTIFICATE)
+    rules = matching_rules(info.certificate, info, forwarded, trust, store, now)
+    identity_ids = sorted({rule.identity_id for rule in rules})
+    if len(identity_ids) > 1:
+        logger.warning(
+            "certauth certificate %s matches the rules of several identities: %s",
+            info.thumbprint_sha256,
+            ", ".join(sorted({rule.identity_name for rule in rules})),
+        )
+        raise CertificateRefused(
+            Reason.AMBIGUOUS_IDENTITY,
+            f"The certificate matches the rules of {len(identity_ids)} identities; "
+            "an operator must make the rules exclusive.",
+        )
+    if entry is not None:
+        if not identity_ids:
+            raise CertificateRefused(
+                Reason.UNKNOWN_CERTIFICATE, "The identity rule that admitted this certificate no longer matches it."
+            )
+        if identity_ids[0] != entry.identity.id:
+            raise CertificateRefused(
+                Reason.AMBIGUOUS_IDENTITY, "The certificate was recorded for another identity than its rule now names."
+            )
+        return entry
+    if not identity_ids:
+        raise CertificateRefused(Reason.UNKNOWN_CERTIFICATE)
+    rule = rules[0]
+    record_seen(rule, info)
+    recorded = registry.lookup(info.thumbprint_sha256)
+    if recorded is None:
+        raise RegistryUnavailable("the certificate seen via an identity rule could not be recorded")
+    if recorded.identity.id != rule.identity_id:  # another worker recorded it for someone else meanwhile
+        raise CertificateRefused(Reason.AMBIGUOUS_IDENTITY)
+    return recorded
+
+
+def record_seen(rule: IdentityRule, info: CertificateInfo) -> None:
+    """Store the certificate as a ``source = rule`` entry of the rule's identity (idempotent)."""
+    from .models import RegisteredCertificate
+
+    entry = RegisteredCertificate(identity_id=rule.identity_id)
+    entry.fill_from(info)
+    entry.source = RegisteredCertificate.Source.RULE
+    entry.label = f"seen via rule {rule.field} {rule.pattern}"[:200]
+    try:
+        with transaction.atomic():
+            entry.save()
+    except IntegrityError:
+        pass  # recorded concurrently by another worker: the lookup that follows reads it
+    except DatabaseError as exc:
+        raise RegistryUnavailable(str(exc)) from exc
+    else:
+        logger.info("certauth recorded %s for identity %s via its rule", info.thumbprint_sha256, rule.identity_name)
