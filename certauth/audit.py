@@ -1,6 +1,9 @@
 """The refusal audit.
 
-Every refusal becomes a ``RefusalEvent``; the handler named by ``CERTAUTH["AUDIT_HANDLER"]`` stores it.
+Every refusal becomes a ``RefusalEvent``.  ``record(event)`` writes one structured log line on logger
+``certauth``, hands the event to the handler named by ``CERTAUTH["AUDIT_HANDLER"]`` and feeds the
+optional flood alert (``certauth.alerts``).
+
 The default database handler aggregates: identical refusals (reason, thumbprint, client IP, identity)
 within one ``AUDIT_WINDOW_SECONDS`` window are one ``AuthenticationFailure`` row whose count is
 incremented by a single atomic upsert, so a flood of identical failures costs O(1) rows and the counts
@@ -9,24 +12,34 @@ stay exact under concurrency.
 Audit writes never ride in the request's transaction: when the connection is inside an atomic block
 (``ATOMIC_REQUESTS``; DRF marks it for rollback on every handled exception) the write is deferred to
 ``request_finished``, after that transaction is over.  A failing audit write is logged, never raised.
+
+What is stored is what the certificate and the request line say: never the request body, never a
+private key (the captured certificate is re-serialised from the parsed public certificate).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
+import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.signals import request_finished
-from django.db import connections, router
+from django.db import connections, router, transaction
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from .certificates import CertificateInfo
+from .certificates import CertificateInfo, normalize_thumbprint
 from .conf import settings
 from .reasons import Reason
+
+if TYPE_CHECKING:
+    from .models import AuthenticationFailure
 
 logger = logging.getLogger("certauth")
 
@@ -56,17 +69,47 @@ class RefusalEvent:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def log_fields(self) -> dict[str, Any]:
+        """The event as flat key/value pairs: the log line, ``extra={"certauth": ...}`` and alert mails."""
         cert = self.certificate
         return {
             "reason": str(self.reason),
             "thumbprint": cert.thumbprint_sha256 if cert else "",
             "subject": cert.subject if cert else "",
             "issuer": cert.issuer if cert else "",
+            "serial": cert.serial_hex if cert else "",
             "identity": self.identity_name,
             "ip": self.client_ip or "",
+            "proxy": self.proxy_ip or "",
             "method": self.method,
             "path": self.path,
         }
+
+
+# --- the structured log line ------------------------------------------------------------------------
+
+_BARE_VALUE = re.compile(r"\A[A-Za-z0-9_.:/@+\-]+\Z")
+
+
+def logfmt(fields: Mapping[str, Any]) -> str:
+    """``key=value`` pairs on one line (logfmt).  A value that is not a plain token is written as a JSON
+    string: quotes, backslashes, control characters and any non-ASCII character are escaped, so a
+    hostile subject or path can neither break the line nor forge a second one."""
+    parts = []
+    for key, value in fields.items():
+        text = "" if value is None else str(value)
+        parts.append(f"{key}={text if _BARE_VALUE.match(text) else json.dumps(text)}")
+    return " ".join(parts)
+
+
+def log_refusal(event: RefusalEvent) -> None:
+    """``certauth refused reason=unknown_certificate thumbprint=... subject="CN=x" ip=... path=/api/``
+    at WARNING on logger ``certauth``; the same fields ride in ``record.certauth`` (a dict) for JSON
+    formatters."""
+    fields = event.log_fields()
+    logger.warning("certauth refused %s", logfmt(fields), extra={"certauth": fields})
+
+
+# --- handlers -----------------------------------------------------------------------------------------
 
 
 class AuditHandler:
@@ -93,8 +136,21 @@ def _clip(value: str | None, length: int) -> str:
     return (value or "")[:length]
 
 
+@dataclass
+class _Pending:
+    """Refusals of one aggregation key waiting for the request's transaction to end."""
+
+    latest: RefusalEvent
+    first_at: dt.datetime
+    count: int = 1
+
+
 class DatabaseAuditHandler(AuditHandler):
-    """Aggregating upsert into ``AuthenticationFailure``."""
+    """Aggregating upsert into ``AuthenticationFailure``.
+
+    PostgreSQL and SQLite: one ``INSERT ... ON CONFLICT (key, window_start) DO UPDATE SET count = count + n``
+    statement in autocommit, so concurrent workers never lose an increment and never hold a lock beyond
+    that statement.  Other databases: ``select_for_update`` in a short transaction."""
 
     _pending = threading.local()
 
@@ -103,34 +159,47 @@ class DatabaseAuditHandler(AuditHandler):
 
         alias = router.db_for_write(AuthenticationFailure)
         if connections[alias].in_atomic_block:
-            pending = getattr(self._pending, "events", None)
-            if pending is None:
-                pending = self._pending.events = []
-            pending.append(event)
+            self._defer(event)
             return
         self.write(event, alias)
+
+    def _defer(self, event: RefusalEvent) -> None:
+        # Aggregated in memory as well, so even a loop of refusals inside one transaction holds one
+        # entry per key, not one per refusal.
+        pending: dict[tuple[str, dt.datetime], _Pending] | None = getattr(self._pending, "events", None)
+        if pending is None:
+            pending = self._pending.events = {}
+        slot = (event.aggregation_key(), window_start(event.at, settings.AUDIT_WINDOW_SECONDS))
+        waiting = pending.get(slot)
+        if waiting is None:
+            pending[slot] = _Pending(latest=event, first_at=event.at)
+            return
+        waiting.count += 1
+        waiting.first_at = min(waiting.first_at, event.at)
+        if event.at >= waiting.latest.at:
+            waiting.latest = event
 
     def flush_pending(self) -> None:
         from .models import AuthenticationFailure
 
-        events = getattr(self._pending, "events", None) or []
-        self._pending.events = []
+        pending: dict[tuple[str, dt.datetime], _Pending] = getattr(self._pending, "events", None) or {}
+        self._pending.events = {}
+        if not pending:
+            return
         alias = router.db_for_write(AuthenticationFailure)
-        for event in events:
-            self.write(event, alias)
+        for waiting in pending.values():
+            self.write(waiting.latest, alias, count=waiting.count, first_seen=waiting.first_at)
 
-    def write(self, event: RefusalEvent, alias: str) -> None:
+    def write(self, event: RefusalEvent, alias: str, *, count: int = 1, first_seen: dt.datetime | None = None) -> None:
         try:
-            self._upsert(event, alias)
+            self._upsert(event, alias, count, first_seen or event.at)
         except Exception:
-            # Never fail or slow the request for the audit; the log line below still carries the event.
+            # Never fail or slow the request for the audit; the log line already carries the event.
             logger.exception("certauth audit write failed", extra={"certauth": event.log_fields()})
 
-    def _upsert(self, event: RefusalEvent, alias: str) -> None:
-        from .models import AuthenticationFailure
-
+    def _row(self, event: RefusalEvent, count: int, first_seen: dt.datetime) -> dict[str, Any]:
         cert = event.certificate
-        row = {
+        return {
             "key": event.aggregation_key(),
             "window_start": window_start(event.at, settings.AUDIT_WINDOW_SECONDS),
             "reason": str(event.reason),
@@ -148,33 +217,53 @@ class DatabaseAuditHandler(AuditHandler):
             "user_agent": _clip(event.user_agent, 300),
             "identity_id": event.identity_id,
             "certificate_pem": cert.pem() if cert and settings.AUDIT_CAPTURE_CERTIFICATE else "",
-            "count": 1,
-            "first_seen": event.at,
+            "count": count,
+            "first_seen": first_seen,
             "last_seen": event.at,
         }
+
+    def _upsert(self, event: RefusalEvent, alias: str, count: int, first_seen: dt.datetime) -> None:
+        from .models import AuthenticationFailure
+
+        row = self._row(event, count, first_seen)
         connection = connections[alias]
         if connection.vendor in {"postgresql", "sqlite"}:
-            table = connection.ops.quote_name(AuthenticationFailure._meta.db_table)
+            quote = connection.ops.quote_name
+            table = quote(AuthenticationFailure._meta.db_table)
             columns = list(row)
             model_fields = {f.attname: f for f in AuthenticationFailure._meta.concrete_fields}
             values = [model_fields[c].get_db_prep_save(row[c], connection) for c in columns]
-            quoted = ", ".join(connection.ops.quote_name(c) for c in columns)
-            placeholders = ", ".join(["%s"] * len(columns))
+            newer = f"excluded.last_seen >= {table}.last_seen"
+            # The request line of the latest refusal wins (path, method, user agent, detail); counts add up;
+            # first/last seen widen.  Every right-hand side reads the row as it was before this update.
+            latest = ", ".join(
+                f"{quote(c)} = CASE WHEN {newer} THEN excluded.{quote(c)} ELSE {table}.{quote(c)} END"
+                for c in ("detail", "method", "path", "user_agent")
+            )
             # Identifiers come from the model's own metadata, values are parameters.
             sql = (
-                f"INSERT INTO {table} ({quoted}) VALUES ({placeholders}) "  # noqa: S608
+                f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
+                f"VALUES ({', '.join(['%s'] * len(columns))}) "
                 f"ON CONFLICT (key, window_start) DO UPDATE SET "
-                f"count = {table}.count + 1, "
-                f"last_seen = CASE WHEN excluded.last_seen > {table}.last_seen "
-                f"THEN excluded.last_seen ELSE {table}.last_seen END"
+                f"count = {table}.count + excluded.count, {latest}, "
+                f"first_seen = CASE WHEN excluded.first_seen < {table}.first_seen "
+                f"THEN excluded.first_seen ELSE {table}.first_seen END, "
+                f"last_seen = CASE WHEN {newer} THEN excluded.last_seen ELSE {table}.last_seen END"
             )
+            if connection.vendor == "postgresql":
+                # The flooded row is hot: with a synchronous commit every writer queues on its row lock for a
+                # WAL flush.  Audit increments may lose their last fraction of a second in a server crash
+                # (never corrupt); in exchange the lock is held for microseconds.
+                with transaction.atomic(using=alias), connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
+                    cursor.execute(sql, values)
+                return
             with connection.cursor() as cursor:
                 cursor.execute(sql, values)
             return
         # Other databases: a row lock serialises the increment.
-        from django.db import transaction
         from django.db.models import F
-        from django.db.models.functions import Greatest
+        from django.db.models.functions import Greatest, Least
 
         with transaction.atomic(using=alias):
             obj, created = (
@@ -184,7 +273,9 @@ class DatabaseAuditHandler(AuditHandler):
             )
             if not created:
                 AuthenticationFailure.objects.using(alias).filter(pk=obj.pk).update(
-                    count=F("count") + 1, last_seen=Greatest("last_seen", event.at)
+                    count=F("count") + count,
+                    first_seen=Least("first_seen", first_seen),
+                    last_seen=Greatest("last_seen", event.at),
                 )
 
 
@@ -201,21 +292,15 @@ def get_handler() -> AuditHandler:
 
 
 def record(event: RefusalEvent) -> None:
-    """Store and log one refusal.  Never raises."""
-    logger.warning(
-        "certauth refused reason=%s thumbprint=%s subject=%r ip=%s path=%s identity=%s",
-        event.reason,
-        event.log_fields()["thumbprint"],
-        event.log_fields()["subject"],
-        event.client_ip or "-",
-        event.path,
-        event.identity_name or "-",
-        extra={"certauth": event.log_fields()},
-    )
+    """Log, store and (when configured) alert on one refusal.  Never raises."""
+    from . import alerts
+
+    log_refusal(event)
     try:
         get_handler().record(event)
     except Exception:
         logger.exception("certauth audit handler failed", extra={"certauth": event.log_fields()})
+    alerts.note_refusal(event)
 
 
 def flush_pending(**kwargs: Any) -> None:
@@ -233,3 +318,72 @@ request_finished.connect(flush_pending, dispatch_uid="certauth-audit-flush")
 
 def now() -> dt.datetime:
     return timezone.now()
+
+
+# --- reading and pruning the audit (shared by the admin, the prune command and tests) -------------------
+
+MIN_THUMBPRINT_PREFIX = 8
+_SEPARATORS = re.compile(r"[\s:\-]")
+_HEX = re.compile(r"\A[0-9a-f]+\Z")
+
+
+def failures() -> QuerySet[AuthenticationFailure]:
+    from .models import AuthenticationFailure
+
+    return AuthenticationFailure.objects.all()
+
+
+def reason_counts(since: dt.datetime, queryset: QuerySet[AuthenticationFailure] | None = None) -> list[dict[str, Any]]:
+    """Refusals per reason among rows last seen at or after ``since``, most frequent first:
+    ``[{"reason": "unknown_certificate", "refusals": 10000, "rows": 2}, ...]``.  A row counts whole, so
+    the figure can include refusals up to one audit window older than ``since``."""
+    queryset = failures() if queryset is None else queryset
+    return list(
+        queryset.filter(last_seen__gte=since)
+        .order_by()
+        .values("reason")
+        .annotate(refusals=Sum("count"), rows=Count("pk"))
+        .order_by("-refusals", "reason")
+    )
+
+
+def search_filter(term: str) -> Q | None:
+    """What an admin search term means, as an indexed lookup when it can be one:
+
+    * a full thumbprint in any spelling (``AB:CD:..``, spaces, ``sha256:`` prefix) -> exact thumbprint;
+    * an IP address -> exact client IP;
+    * at least ``MIN_THUMBPRINT_PREFIX`` hex digits (separators allowed) -> thumbprint prefix.
+
+    None for anything else (the admin falls back to its ``search_fields``: subject, common name, IP)."""
+    term = term.strip()
+    if not term:
+        return None
+    try:
+        return Q(thumbprint_sha256=normalize_thumbprint(term))
+    except ValueError:
+        pass
+    import ipaddress
+
+    try:
+        return Q(client_ip=str(ipaddress.ip_address(term)))
+    except ValueError:
+        pass
+    hexdigits = _SEPARATORS.sub("", term.lower())
+    if len(hexdigits) >= MIN_THUMBPRINT_PREFIX and _HEX.match(hexdigits):
+        return Q(thumbprint_sha256__startswith=hexdigits)
+    return None
+
+
+def prune(before: dt.datetime, *, batch_size: int = 5000, dry_run: bool = False) -> int:
+    """Delete audit rows last seen before ``before``, ``batch_size`` rows per statement (each its own
+    short transaction, so writers are never blocked for long).  Returns how many rows were (or, with
+    ``dry_run``, would be) deleted."""
+    old = failures().filter(last_seen__lt=before)
+    if dry_run:
+        return old.count()
+    deleted = 0
+    while True:
+        batch = list(old.order_by().values_list("pk", flat=True)[:batch_size])
+        if not batch:
+            return deleted
+        deleted += failures().filter(pk__in=batch).delete()[0]
