@@ -49,6 +49,10 @@ except Exception as error:
     sys.exit(1)
 PY
 ); then
+  if ((${#pytest_args[@]} == 0)); then
+    # These e2e modules already run against SQLite and PostgreSQL in every pass (their own databases).
+    pytest_args=(--ignore=tests/e2e/test_faults.py --ignore=tests/e2e/test_concurrency.py --ignore=tests/e2e/test_multihost.py)
+  fi
   run_pytest PostgreSQL env DATABASE_URL="$postgres_url"
 else
   echo "PostgreSQL not reachable on 127.0.0.1:5432: PostgreSQL run skipped ($reason)"

@@ -106,6 +106,9 @@ class Stack:
     ``var_dir/run/`` receives nginx.conf, the pid file and ``logs/``.  ``pki_dir`` holds a dev PKI
     (server.pem/.key, ca.pem, ca-bundle.pem).  ``env`` is added to this process's environment for
     gunicorn (DATABASE_URL, CERTAUTH_VAR_DIR, ...).  ``port=0`` picks a free port.
+    ``gunicorn_instances`` > 1 starts that many gunicorn masters on different loopback ports, all in
+    nginx's one upstream (what several application hosts behind one proxy look like; they share the
+    database named by DATABASE_URL).
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class Stack:
         gunicorn_port: int = 0,
         mode: nginxconf.Mode = "on",
         workers: int = 2,
+        gunicorn_instances: int = 1,
         env: Mapping[str, str] | None = None,
         crl: Path | str | None = None,
         static_root: Path | str | None = None,
@@ -133,6 +137,10 @@ class Stack:
         self.gunicorn_port = gunicorn_port
         self.mode = mode
         self.workers = workers
+        if gunicorn_instances < 1:
+            raise StackError("gunicorn_instances must be at least 1")
+        self.gunicorn_instances = gunicorn_instances
+        self.gunicorn_ports: list[int] = []
         self.extra_env = dict(env or {})
         self.crl = Path(crl) if crl else None
         self.static_root = Path(static_root) if static_root else None
@@ -149,6 +157,10 @@ class Stack:
     @property
     def base_url(self) -> str:
         return f"https://{_host_port(self.host, self.port)}"
+
+    def access_log_of(self, instance: int) -> Path:
+        """The access log of gunicorn instance ``instance`` (0 is ``access_log``)."""
+        return self.access_log if instance == 0 else self.log_dir / f"gunicorn-access-{instance}.log"
 
     @property
     def ca_file(self) -> Path:
@@ -209,12 +221,18 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if not self.gunicorn_port:
             self.gunicorn_port = free_port("127.0.0.1")
+        self.gunicorn_ports = [self.gunicorn_port]
+        while len(self.gunicorn_ports) < self.gunicorn_instances:
+            candidate = free_port("127.0.0.1")
+            if candidate not in self.gunicorn_ports and candidate != self.port:
+                self.gunicorn_ports.append(candidate)
         self.nginx_conf.write_text(self.render_nginx_conf())
 
         atexit.register(self.stop)
         self._install_signal_handlers()
         try:
-            self._spawn("gunicorn", self._gunicorn_command(), self.log_dir / "gunicorn.log")
+            for instance in range(self.gunicorn_instances):
+                self.start_instance(instance, wait=False)
             self._spawn("nginx", self._nginx_command(nginx), self.log_dir / "nginx-stderr.log")
             self._wait_until_healthy()
         except BaseException:
@@ -225,7 +243,7 @@ class Stack:
     def stop(self) -> None:
         """Stop nginx, then gunicorn: SIGTERM to each process group, SIGKILL after STOP_TIMEOUT.
         Safe to call more than once."""
-        for name in ("nginx", "gunicorn"):
+        for name in ["nginx", *self._processes]:
             process = self._processes.pop(name, None)
             if process is not None:
                 _terminate_group(process)
@@ -238,9 +256,30 @@ class Stack:
 
     def logs(self) -> str:
         """The tail of every log, for error messages."""
+        gunicorn_logs = [f"{self._instance_name(i)}.log" for i in range(self.gunicorn_instances)]
         return "\n".join(
-            _tail(self.log_dir / name) for name in ("gunicorn.log", "nginx-stderr.log", "error.log", "access.log")
+            _tail(self.log_dir / name) for name in (*gunicorn_logs, "nginx-stderr.log", "error.log", "access.log")
         )
+
+    # --- one application host at a time (several gunicorn instances) --------------------------------
+    @staticmethod
+    def _instance_name(instance: int) -> str:
+        return "gunicorn" if instance == 0 else f"gunicorn-{instance}"
+
+    def stop_instance(self, instance: int) -> None:
+        """Stop gunicorn instance ``instance`` (a host going down); nginx keeps running."""
+        process = self._processes.pop(self._instance_name(instance), None)
+        if process is not None:
+            _terminate_group(process)
+
+    def start_instance(self, instance: int, *, wait: bool = True) -> None:
+        """(Re)start gunicorn instance ``instance`` on its port; with ``wait``, until it accepts connections."""
+        name = self._instance_name(instance)
+        if name in self._processes:
+            raise StackError(f"{name} is already running")
+        self._spawn(name, self._gunicorn_command(instance), self.log_dir / f"{name}.log")
+        if wait:
+            _wait_for_port("127.0.0.1", self.gunicorn_ports[instance], self._processes[name], self.startup_timeout)
 
     # --- pieces ------------------------------------------------------------------------------
     def render_nginx_conf(self) -> str:
@@ -253,20 +292,20 @@ class Stack:
             server_key=self.pki_dir / "server.key",
             client_ca=self.pki_dir / "ca-bundle.pem" if verifies else None,
             crl=self.crl if verifies else None,
-            upstream=[f"127.0.0.1:{self.gunicorn_port}"],
+            upstream=[f"127.0.0.1:{port}" for port in self.gunicorn_ports or [self.gunicorn_port]],
             standalone=True,
             prefix=self.run_dir,
             static_root=self.static_root,
         )
 
-    def _gunicorn_command(self) -> list[str]:
+    def _gunicorn_command(self, instance: int = 0) -> list[str]:
         return [
             sys.executable, "-m", "gunicorn", "project.wsgi:application",
             # TCP on loopback, not a unix socket: certauth believes the certificate header only
             # when REMOTE_ADDR is a trusted proxy, and a unix socket has no address.
-            "--bind", f"127.0.0.1:{self.gunicorn_port}",
+            "--bind", f"127.0.0.1:{self.gunicorn_ports[instance]}",
             "--workers", str(self.workers),
-            "--access-logfile", str(self.access_log),
+            "--access-logfile", str(self.access_log_of(instance)),
             # With the worker's pid, so tests can tell that every worker saw a change.
             "--access-logformat", '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(L)ss pid=%(p)s',
             # Only X-Forwarded-Proto from nginx marks the request https; REMOTE_ADDR stays nginx's
@@ -351,6 +390,17 @@ class Stack:
         for signum, previous in self._previous_handlers.items():
             signal.signal(signum, previous)
         self._previous_handlers.clear()
+
+
+def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"gunicorn on port {port} exited with status {process.returncode} while starting")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise StackError(f"gunicorn did not listen on {host}:{port} within {timeout:.0f} s")
 
 
 def threading_is_not_main() -> bool:

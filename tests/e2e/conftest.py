@@ -1,12 +1,15 @@
 """The end-to-end fixture: real nginx (mutual TLS) in front of real gunicorn (2 workers), a dev PKI made
-by certauth.devpki, and a fresh SQLite file database, for the whole session."""
+by certauth.devpki, and a fresh database (SQLite file, or PostgreSQL in the PostgreSQL pass), per nginx mode."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
@@ -66,6 +69,20 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     pki = create_dev_pki(base / "pki")
     var = base / "var"
     var.mkdir()
+    with contextlib.ExitStack() as resources:
+        # The suite's database kind: a fresh SQLite file, or in the PostgreSQL pass of scripts/run-tests.sh a
+        # fresh PostgreSQL database (created here, dropped at the end).
+        if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+            from .support import POSTGRES_HOST, POSTGRES_PORT, postgres_database  # support imports this module
+
+            name = resources.enter_context(postgres_database(prefix=f"certauth_e2e_{mode.replace('_', '')}"))
+            database_url = f"postgres://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+        else:
+            database_url = f"sqlite:///{var / 'e2e.sqlite3'}"
+        yield from _run_stack(mode, pki, var, database_url)
+
+
+def _run_stack(mode: str, pki: DevPKI, var: Path, database_url: str) -> Iterator[E2EStack]:
     stack = Stack(
         var,
         pki_dir=pki.out_dir,
@@ -73,8 +90,7 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         workers=2,
         mode=mode,
         env={
-            # Always a fresh SQLite file, also during the PostgreSQL pass of scripts/run-tests.sh.
-            "DATABASE_URL": f"sqlite:///{var / 'e2e.sqlite3'}",
+            "DATABASE_URL": database_url,
             "CERTAUTH_VAR_DIR": str(var),
             "SECRET_KEY": "e2e-not-secret",
             "DEBUG": "false",

@@ -1,0 +1,174 @@
+"""certauth's system checks: every id in certauth/checks.py has a configuration that raises it (and the
+reference project's own configuration raises none), and ``manage.py check --deploy`` is clean with the
+documented production settings (docs/deployment.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.checks import run_checks
+from django.test import override_settings
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKS_SOURCE = REPO / "certauth" / "checks.py"
+
+LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+REDIS = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/8"}
+
+
+def certauth_ids(
+    *, debug: bool = False, caches: dict[str, Any] | None = None, rest: Any = None, **certauth: Any
+) -> set[str]:
+    """The certauth check ids Django reports with the project's CERTAUTH updated by ``certauth``."""
+    overrides: dict[str, Any] = {"CERTAUTH": {**django_settings.CERTAUTH, **certauth}, "DEBUG": debug}
+    if caches is not None:
+        overrides["CACHES"] = caches
+    if rest is not None:
+        overrides["REST_FRAMEWORK"] = rest
+    with override_settings(**overrides):
+        return {message.id for message in run_checks() if message.id and message.id.startswith("certauth.")}
+
+
+# id -> settings that raise it (each applied on top of the project's configuration)
+CASES: list[tuple[str, dict[str, Any]]] = [
+    ("certauth.E001", {"TRUSTED_PROXIES": ["not-an-address"]}),
+    ("certauth.E002", {"CERTIFICATE_HEADER": "HTTP_X_SSL_CLIENT_CERT"}),
+    ("certauth.E002", {"VERIFY_HEADER": "X-SSL_Client_Verify"}),
+    ("certauth.E003", {"FORWARDING_FORMAT": "carrier-pigeon"}),
+    ("certauth.E004", {"ALLOWED_CERTIFICATE_TYPES": "any"}),
+    ("certauth.E005", {"REVOCATION_MODE": "ocsp-only"}),
+    ("certauth.E006", {"REGISTRY_MAX_STALENESS_SECONDS": -1}),
+    ("certauth.E007", {"CRL_FETCH_TIMEOUT_SECONDS": 0}),
+    ("certauth.E008", {"TRUSTED_PROXY": ["127.0.0.1"]}),  # misspelt
+    ("certauth.E009", {"SHARED_CACHE_ALIAS": "no-such-cache"}),
+    ("certauth.E009", {"AUDIT_ALERT_THRESHOLD": 10, "AUDIT_ALERT_CACHE_ALIAS": "no-such-cache"}),
+    ("certauth.E010", {"AUDIT_HANDLER": "certauth.audit.NoSuchHandler"}),
+    ("certauth.E010", {"AUDIT_HANDLER": "certauth.conf.settings"}),  # importable, but not a handler class
+    ("certauth.W001", {"TRUSTED_PROXIES": []}),
+    ("certauth.W002", {"TRUSTED_PROXIES": ["10.0.0.0/8"], "_debug": True}),
+    ("certauth.W003", {"ALLOWED_CERTIFICATE_TYPES": "all"}),
+    ("certauth.W004", {"_rest": {"EXCEPTION_HANDLER": "rest_framework.views.exception_handler"}}),
+    ("certauth.W005", {"FORWARDING_FORMAT": "envoy_xfcc", "PROXY_VERIFIES_CERTIFICATE": True}),
+    ("certauth.W006", {"SHARED_CACHE_ALIAS": "default", "_caches": {"default": LOCMEM}}),
+    (
+        "certauth.W006",
+        {"AUDIT_ALERT_THRESHOLD": 10, "AUDIT_ALERT_CACHE_ALIAS": "default", "_caches": {"default": LOCMEM}},
+    ),
+    ("certauth.W007", {"TRUSTED_PROXIES": ["127.0.0.1", "0.0.0.0/0"]}),
+    ("certauth.W007", {"TRUSTED_PROXIES": ["::/0"]}),
+    ("certauth.W008", {"REVOCATION_MODE": "crl", "REVOCATION_FAIL_OPEN": True}),
+    ("certauth.W009", {"VALIDATE_VALIDITY_PERIOD": False}),
+    ("certauth.W009", {"VALIDATE_CERTIFICATE_USE": False}),
+    ("certauth.W010", {"REGISTRY_MAX_STALENESS_SECONDS": 600}),
+]
+
+
+DEPLOYMENT_CHECKS = {f"certauth.{n}" for n in ("E009", "E010", "W006", "W007", "W008", "W009", "W010")}
+
+
+def _run(case: dict[str, Any]) -> set[str]:
+    case = dict(case)
+    return certauth_ids(
+        debug=case.pop("_debug", False), caches=case.pop("_caches", None), rest=case.pop("_rest", None), **case
+    )
+
+
+def test_the_reference_project_raises_no_certauth_check() -> None:
+    assert certauth_ids() == set()
+
+
+@pytest.mark.parametrize(("check_id", "case"), CASES, ids=[f"{i}-{n}" for n, (i, _) in enumerate(CASES)])
+def test_each_check_fires_for_its_misconfiguration(check_id: str, case: dict[str, Any]) -> None:
+    assert check_id in _run(case)
+
+
+def test_every_check_id_in_the_source_has_a_case() -> None:
+    declared = set(re.findall(r'id="(certauth\.[EW]\d{3})"', CHECKS_SOURCE.read_text()))
+    assert declared == {check_id for check_id, _ in CASES}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # A shared cache (Redis) for both: no W006.
+        {
+            "SHARED_CACHE_ALIAS": "shared",
+            "AUDIT_ALERT_THRESHOLD": 10,
+            "AUDIT_ALERT_CACHE_ALIAS": "shared",
+            "_caches": {"default": LOCMEM, "shared": REDIS},
+        },
+        # Alerts off: the local-memory default alias is never used for counters.
+        {"AUDIT_ALERT_THRESHOLD": None, "_caches": {"default": LOCMEM}},
+        # Fail-open and switched-off validation are development conveniences: no warning with DEBUG on.
+        {"REVOCATION_MODE": "crl", "REVOCATION_FAIL_OPEN": True, "VALIDATE_VALIDITY_PERIOD": False, "_debug": True},
+        {"TRUSTED_PROXIES": ["10.0.0.0/8", "192.0.2.10"], "REGISTRY_MAX_STALENESS_SECONDS": 0},
+        {"AUDIT_HANDLER": "certauth.audit.NullAuditHandler"},
+    ],
+    ids=["redis-shared", "alerts-off", "debug-conveniences", "private-proxies-strict", "null-audit"],
+)
+def test_sound_configurations_raise_none_of_the_deployment_checks(case: dict[str, Any]) -> None:
+    assert _run(case) & DEPLOYMENT_CHECKS == set()
+
+
+# --- manage.py check --deploy ----------------------------------------------------------------------------
+
+
+def production_env(tmp_path: Path) -> dict[str, str]:
+    """The production settings documented in docs/deployment.md ("Production settings")."""
+    env = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "project.settings",
+            "CERTAUTH_VAR_DIR": str(tmp_path),
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "DEBUG": "false",
+            "ALLOWED_HOSTS": "api.example.com",
+            "SECURE_HSTS_SECONDS": "31536000",
+            "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
+            "SECURE_HSTS_PRELOAD": "true",
+            "SECURE_SSL_REDIRECT": "true",
+        }
+    )
+    return env
+
+
+def _check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "manage.py"), "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_check_deploy_is_clean_with_the_documented_production_settings(tmp_path: Path) -> None:
+    result = _check_deploy(production_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_check_deploy_fails_without_them(tmp_path: Path) -> None:
+    env = production_env(tmp_path)
+    for name in ("SECURE_HSTS_SECONDS", "SECURE_SSL_REDIRECT"):
+        env.pop(name)
+    result = _check_deploy(env)
+    assert result.returncode != 0
+    assert "security.W004" in result.stderr + result.stdout and "security.W008" in result.stderr + result.stdout
+
+
+def test_check_deploy_reports_certauth_misconfiguration(tmp_path: Path) -> None:
+    env = production_env(tmp_path) | {"CERTAUTH_ALLOWED_CERTIFICATE_TYPES": "all"}
+    result = _check_deploy(env)
+    assert result.returncode != 0
+    assert "certauth.W003" in result.stderr + result.stdout
