@@ -8,7 +8,8 @@ from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from .authenticator import Outcome, evaluate, www_authenticate
+from .authenticator import Outcome, evaluate, record_refusal, refusal_after_authentication, www_authenticate
+from .csrf import is_cross_site
 from .reasons import Reason
 
 
@@ -41,6 +42,12 @@ class ClientCertificateAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
         outcome = evaluate(request._request)
         if outcome.ok:
+            if is_cross_site(request.method or "GET", request.META, request._request.get_host()):
+                refusal = refusal_after_authentication(
+                    outcome, Reason.CROSS_SITE_REQUEST, Reason.CROSS_SITE_REQUEST.message
+                )
+                record_refusal(request._request, refusal)
+                raise exceptions.PermissionDenied(detail=refusal.body(), code=str(Reason.CROSS_SITE_REQUEST))
             return outcome.user, outcome.auth
         if outcome.reason is Reason.MISSING_CERTIFICATE:
             return None

@@ -30,7 +30,7 @@ from django.utils import timezone
 from .certificates import thumbprint_of
 from .conf import settings
 from .models import TrustedAuthority
-from .reasons import CertificateRefused
+from .reasons import CertificateRefused, Reason
 from .registry import RegistryUnavailable, registry
 from .trust import (
     Authority,
@@ -171,6 +171,14 @@ def apply_crl(authority: TrustedAuthority, data: bytes, certificate: x509.Certif
     issuer = certificate or load_authority_certificate(authority.certificate_pem.encode("ascii", "replace"))
     crl = load_crl(data)
     index = index_crl(crl, issuer)
+    if authority.crl_last_update is not None and index.last_update < authority.crl_last_update:
+        # CRLs usually travel over plain HTTP: an older (validly signed) one replayed by someone on the path
+        # would un-revoke certificates.  Only a CRL at least as new as the one held replaces it.
+        raise CertificateRefused(
+            Reason.CRL_UNAVAILABLE,
+            f"The CRL was issued at {index.last_update.isoformat()}, before the one already held "
+            f"({authority.crl_last_update.isoformat()}): refusing to go back in time.",
+        )
     authority.crl_der = crl.public_bytes(serialization.Encoding.DER)
     authority.crl_last_update = index.last_update
     authority.crl_next_update = index.next_update

@@ -12,7 +12,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from .authenticator import Outcome, evaluate, record_refusal
+from .authenticator import Outcome, evaluate, record_refusal, refusal_after_authentication
 from .permissions import MISSING_SCOPES_ATTRIBUTE
 from .reasons import Reason
 
@@ -38,13 +38,4 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 
 def _record_scope_refusal(request: Any, outcome: Outcome, detail: str) -> None:
-    scoped = Outcome(
-        Reason.INSUFFICIENT_SCOPE,
-        detail,
-        certificate=outcome.certificate,
-        identity_id=outcome.identity_id,
-        identity_name=outcome.identity_name,
-        client_ip=outcome.client_ip,
-        proxy_ip=outcome.proxy_ip,
-    )
-    record_refusal(request, scoped)
+    record_refusal(request, refusal_after_authentication(outcome, Reason.INSUFFICIENT_SCOPE, detail))

@@ -15,6 +15,7 @@ from django import forms
 from django.contrib.admin import widgets as admin_widgets
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import services
@@ -26,7 +27,9 @@ from .certificates import (
     load_pkcs12_certificate,
     normalize_thumbprint,
 )
+from .conf import settings
 from .models import RegisteredCertificate, RevocationReason
+from .policy import PolicyOptions, check_certificate
 from .reasons import CertificateRefused, Reason
 
 MAX_UPLOAD_BYTES = 256 * 1024  # a certificate or PKCS#12 bundle is a few KB
@@ -130,6 +133,8 @@ class RegistrationForm(forms.ModelForm):
         except CertificateRefused as exc:
             self.add_error(given[0], exc.detail)
             return cleaned
+        if self.certificate_info is not None:
+            self._check_can_authenticate(self.certificate_info, given[0])
         if thumbprint:
             self._clean_thumbprint(thumbprint, cleaned)
         canonical = self.certificate_info.thumbprint_sha256 if self.certificate_info else self.canonical_thumbprint
@@ -170,6 +175,27 @@ class RegistrationForm(forms.ModelForm):
             self.add_error("thumbprint_not_after", _("A typed thumbprint needs the certificate's expiry date."))
         elif not_before is not None and not_before >= not_after:
             self.add_error("thumbprint_not_after", _("The expiry date must be after the start date."))
+
+    def _check_can_authenticate(self, info: CertificateInfo, field: str) -> None:
+        """Refuse a certificate that the policy would refuse on every request (expired, wrong usage, weak,
+        unsupported): registering it could only lead to a puzzling 401.  A not-yet-valid certificate is
+        fine: registering a successor ahead of its start is how rotation is prepared."""
+        options = PolicyOptions(
+            validate_validity_period=settings.VALIDATE_VALIDITY_PERIOD,
+            validate_certificate_use=settings.VALIDATE_CERTIFICATE_USE,
+        )
+        try:
+            check_certificate(info, timezone.now(), options)
+        except CertificateRefused as refused:
+            if refused.reason is not Reason.CERTIFICATE_NOT_YET_VALID:
+                self.add_error(
+                    field,
+                    ValidationError(
+                        _("This certificate could never authenticate (%(reason)s): %(detail)s"),
+                        params={"reason": refused.reason, "detail": refused.detail},
+                        code=str(refused.reason),
+                    ),
+                )
 
     def _check_not_registered(self, thumbprint: str, field: str) -> None:
         existing = RegisteredCertificate.objects.filter(thumbprint_sha256=thumbprint).select_related("identity").first()

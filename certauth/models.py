@@ -162,6 +162,11 @@ class CertificateIdentity(models.Model):
         self.scopes = " ".join(parse_scopes(self.scopes))
         if self.match_authority_id and not (self.match_field and self.match_pattern):
             raise ValidationError(_("A matching rule needs a field and a pattern."))
+        if self.user is not None and (self.user.is_staff or self.user.is_superuser):
+            # A certificate would then open the admin without a password: link a dedicated service user.
+            raise ValidationError(
+                {"user": _("A certificate identity cannot act as a staff or superuser account; link a non-staff user.")}
+            )
 
     def disable(self, *, by: Any = None) -> None:
         if self.is_active:

@@ -20,6 +20,7 @@ from drf_spectacular.drainage import warn
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.settings import spectacular_settings
 
+from .csrf import SAFE_METHODS
 from .permissions import HasCertificateScope, required_scopes_for
 from .reasons import Reason
 
@@ -73,8 +74,8 @@ def error_schema() -> dict[str, Any]:
     }
 
 
-def _refusal(status_code: int, summary: str, extra: str = "") -> dict[str, Any]:
-    reasons = reasons_for_status(status_code)
+def _refusal(status_code: int, summary: str, extra: str = "", reasons: list[str] | None = None) -> dict[str, Any]:
+    reasons = reasons if reasons is not None else reasons_for_status(status_code)
     narrowed = {"allOf": [_ERROR_REF, {"type": "object", "properties": {"reason": {"enum": reasons}}}]}
     description = f"{summary} Reason codes: {', '.join(f'`{r}`' for r in reasons)}.{extra}"
     response: dict[str, Any] = {
@@ -140,14 +141,18 @@ def add_refusal_responses(result: dict[str, Any], generator: Any, **kwargs: Any)
             responses = operation.setdefault("responses", {})
             responses["401"] = _refusal(401, "No acceptable client certificate.")
             responses["503"] = _refusal(503, "The certificate registry is unavailable; retry later.")
+            forbidden: list[str] = []
+            if method.upper() not in SAFE_METHODS:
+                forbidden.append(str(Reason.CROSS_SITE_REQUEST))  # a browser's certificate used from another site
             view = views.get((path, method))
-            if view is None:
-                continue
-            checks_scopes, scopes = _scope_requirements(view, method)
+            checks_scopes, scopes = _scope_requirements(view, method) if view is not None else (False, [])
+            if checks_scopes:
+                forbidden.insert(0, str(Reason.INSUFFICIENT_SCOPE))
+            if forbidden:
+                needed = f" This operation requires: {', '.join(f'`{s}`' for s in scopes)}." if scopes else ""
+                responses["403"] = _refusal(403, "Authenticated but not allowed.", needed, forbidden)
             if not checks_scopes:
                 continue
-            needed = f" This operation requires: {', '.join(f'`{s}`' for s in scopes)}." if scopes else ""
-            responses["403"] = _refusal(403, "The identity lacks a required scope.", needed)
             operation["security"] = [
                 {**requirement, SECURITY_SCHEME_NAME: scopes} if SECURITY_SCHEME_NAME in requirement else requirement
                 for requirement in requirements

@@ -34,6 +34,7 @@ class Reason(StrEnum):
     REGISTRY_UNAVAILABLE = "registry_unavailable"
     # authorization
     INSUFFICIENT_SCOPE = "insufficient_scope"
+    CROSS_SITE_REQUEST = "cross_site_request"
 
     @property
     def message(self) -> str:
@@ -41,7 +42,7 @@ class Reason(StrEnum):
 
     @property
     def status_code(self) -> int:
-        if self is Reason.INSUFFICIENT_SCOPE:
+        if self in (Reason.INSUFFICIENT_SCOPE, Reason.CROSS_SITE_REQUEST):
             return 403
         if self is Reason.REGISTRY_UNAVAILABLE:
             return 503
@@ -71,6 +72,7 @@ _MESSAGES: dict[Reason, str] = {
     Reason.AMBIGUOUS_IDENTITY: "The client certificate matches more than one identity.",
     Reason.REGISTRY_UNAVAILABLE: "The certificate registry is unavailable; try again later.",
     Reason.INSUFFICIENT_SCOPE: "The identity lacks a scope this endpoint requires.",
+    Reason.CROSS_SITE_REQUEST: "A browser sent this request from another site; it is refused.",
 }
 
 

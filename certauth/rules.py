@@ -109,6 +109,8 @@ def matching_rules(
         rule
         for rule in load_rules()
         if rule_matches(rule.field, rule.pattern, info)
+        # A disabled authority binds no rule, even when a forwarded chain still passes through it.
+        and rule.authority_thumbprint in store.by_thumbprint
         and (
             trust.reaches(rule.authority_thumbprint)
             or store.issued_by(leaf, forwarded, rule.authority_thumbprint, now)

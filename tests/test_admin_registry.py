@@ -586,3 +586,53 @@ def test_hex_search_term_reads_any_thumbprint_spelling(thumbprint: str, separato
 def test_hex_search_term_is_hex_or_empty(text: str) -> None:
     result = _hex_search_term(text)
     assert result == "" or all(ch in "0123456789abcdef" for ch in result)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("expired", "certificate_expired"), ("server_usage", "wrong_usage"), ("root", "wrong_usage")],
+)
+def test_a_certificate_that_could_never_authenticate_is_a_form_error(
+    admin_client, identity, pki: FixturePKI, name: str, reason: str
+) -> None:
+    pem = getattr(pki, name).cert_pem().decode()
+    response = admin_client.post(url(ADD), add_data(identity, pem_text=pem))
+    assert response.status_code == 200
+    assert any(reason in message for message in form_errors(response)["pem_text"])
+    assert not RegisteredCertificate.objects.exists()
+
+
+def test_a_not_yet_valid_certificate_can_be_registered_ahead_of_a_rotation(admin_client, identity, pki) -> None:
+    response = admin_client.post(url(ADD), add_data(identity, pem_text=pki.not_yet_valid.cert_pem().decode()))
+    assert response.status_code == 302, form_errors(response)
+    assert RegisteredCertificate.objects.get().status() == "not_yet_valid"
+
+
+def test_identity_autocomplete_matches_names_only_with_the_exact_name_first(admin_client, pki) -> None:
+    """Typing an identity's name must never preselect another identity whose certificate's CN contains it."""
+    target = CertificateIdentity.objects.create(name="demo-client")
+    other = CertificateIdentity.objects.create(name="billing")
+    CertificateIdentity.objects.create(name="demo-client-legacy")
+    services.register_certificate(other, pki.issue("demo-client-next").certificate)
+    response = admin_client.get(
+        "/admin/autocomplete/",
+        {"term": "demo-client", "app_label": "certauth", "model_name": "registeredcertificate", "field_name": "identity"},
+    )
+    assert response.status_code == 200, response.content
+    names = [item["text"] for item in response.json()["results"]]
+    assert names[0] == target.name
+    assert "billing" not in names
+
+
+def test_only_a_superuser_may_delete_a_revoked_entry(client, admin_client, register, pki: FixturePKI) -> None:
+    """Deleting a revoked entry undoes the revocation (re-registration, identity rules): delete permission alone
+    must not be enough."""
+    entry = register(pki.client)
+    entry.revoke("key_compromise")
+    client.force_login(_staff("view_registeredcertificate", "delete_registeredcertificate"))
+    assert client.post(entry_url(entry, "delete"), {"post": "yes"}).status_code == 403
+    assert RegisteredCertificate.objects.filter(pk=entry.pk).exists()
+    live = register(pki.client2)
+    assert client.post(entry_url(live, "delete"), {"post": "yes"}).status_code == 302  # a live one: allowed
+    assert admin_client.post(entry_url(entry, "delete"), {"post": "yes"}).status_code == 302
+    assert not RegisteredCertificate.objects.filter(pk=entry.pk).exists()

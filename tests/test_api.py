@@ -209,3 +209,33 @@ def test_registry_unavailable_is_503_not_500(api, pki, register, monkeypatch) ->
     monkeypatch.undo()
     assert response.status_code == 503, response.content
     assert response.json()["reason"] == "registry_unavailable"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"HTTP_ORIGIN": "https://evil.example"},
+        {"HTTP_SEC_FETCH_SITE": "cross-site"},
+        {"HTTP_SEC_FETCH_SITE": "same-site", "HTTP_ORIGIN": "https://other.testserver"},
+        {"HTTP_ORIGIN": "null"},
+    ],
+)
+def test_a_browser_cannot_be_used_cross_site_with_its_certificate(api, pki, register, headers) -> None:
+    """A browser presents its client certificate automatically: a form on another site must not POST with it."""
+    register(pki.client, scopes="orders:write")
+    response = api.post("/api/orders/", pki.client, data={"item": "widget", "quantity": 1}, **headers)
+    assert response.status_code == 403, response.content
+    assert response.json()["reason"] == "cross_site_request"
+    [row] = failures(reason="cross_site_request")
+    assert row.identity.name == "billing"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"HTTP_ORIGIN": "http://testserver"}, {"HTTP_SEC_FETCH_SITE": "same-origin"}, {"HTTP_SEC_FETCH_SITE": "none"}],
+)
+def test_machine_clients_and_same_origin_requests_are_not_cross_site(api, pki, register, headers) -> None:
+    register(pki.client, scopes="orders:write orders:read")
+    assert api.post("/api/orders/", pki.client, data={"item": "widget", "quantity": 1}, **headers).status_code == 201
+    # Safe methods are never refused for it (they change nothing).
+    assert api.get("/api/orders/", pki.client, HTTP_ORIGIN="https://evil.example").status_code == 200

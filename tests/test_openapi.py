@@ -73,9 +73,12 @@ def test_orders_post_documents_403_insufficient_scope(schema: dict[str, Any]) ->
     operation = schema["paths"]["/api/orders/"]["post"]
     assert operation["security"] == [{SECURITY_SCHEME_NAME: ["orders:write"]}]
     forbidden = operation["responses"]["403"]
-    assert reason_enum(schema, forbidden) == ["insufficient_scope"]
+    assert reason_enum(schema, forbidden) == ["insufficient_scope", "cross_site_request"]
     assert "orders:write" in forbidden["description"]
     assert schema["paths"]["/api/orders/"]["get"]["security"] == [{SECURITY_SCHEME_NAME: ["orders:read"]}]
+    # A safe method cannot be refused as cross-site; the scope refusal remains.
+    assert reason_enum(schema, schema["paths"]["/api/orders/"]["get"]["responses"]["403"]) == ["insufficient_scope"]
+    assert "403" not in schema["paths"]["/api/whoami/"]["get"]["responses"]  # no scopes, safe method
 
 
 def test_unsecured_operations_get_no_certauth_responses(schema: dict[str, Any]) -> None:

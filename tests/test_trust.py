@@ -409,6 +409,26 @@ def test_crl_refresh_from_url(chain: Chain, crl_server: Any) -> None:
 
 
 @pytest.mark.django_db
+def test_an_older_crl_replayed_by_the_distribution_point_is_refused(chain: Chain, crl_server: Any) -> None:
+    """CRLs travel over plain HTTP: yesterday's validly signed CRL must not undo today's revocation."""
+    from certauth.authorities import add_authority, refresh_due_crls
+    from certauth.models import TrustedAuthority
+
+    now = dt.datetime.now(dt.UTC)
+    older = devpki.make_crl(chain.root, [], last_update=now - dt.timedelta(days=1))
+    newer = devpki.make_crl(chain.root, [chain.leaf.serial_number], last_update=now - dt.timedelta(minutes=5))
+    crl_server.body = newer.public_bytes(serialization.Encoding.DER)
+    row = add_authority("root", chain.root.cert_pem(), crl_url=crl_server.url)
+    [result] = refresh_due_crls(force=True)
+    assert result.ok, result.message
+    crl_server.body = older.public_bytes(serialization.Encoding.DER)
+    [result] = refresh_due_crls(force=True)
+    assert not result.ok and "before the one already held" in result.message
+    row = TrustedAuthority.objects.get(pk=row.pk)
+    assert row.crl_der == newer.public_bytes(serialization.Encoding.DER)
+
+
+@pytest.mark.django_db
 def test_crl_fetch_is_bounded(chain: Chain) -> None:
     import socket
 

@@ -194,6 +194,19 @@ def test_rule_needs_its_authority(api, pki, trusted_root) -> None:
     assert api.get("/api/whoami/", pki.via_intermediate).json()["identity"] == "by-root"
 
 
+@override_settings(CERTAUTH={"CHAIN_HEADER": "X-SSL-Client-Chain"})
+def test_a_disabled_authority_binds_no_rule_even_through_a_forwarded_chain(api, pki, trusted_root) -> None:
+    authority = intermediate_authority()
+    rule_identity("by-intermediate", authority, "subject_cn", "via-*")
+    chain = quote(pki.intermediate.cert_pem().decode(), safe="")
+    assert api.get("/api/whoami/", pki.via_intermediate, **{CHAIN_HEADER: chain}).json()["identity"] == "by-intermediate"
+    authority.is_enabled = False
+    authority.save()
+    RegisteredCertificate.objects.all().delete()  # forget what the rule recorded: only the rule is on trial
+    # The root still verifies the forwarded chain, but the rule's own authority is disabled.
+    refused(api.get("/api/whoami/", pki.via_intermediate, **{CHAIN_HEADER: chain}), Reason.UNKNOWN_CERTIFICATE)
+
+
 def test_two_matching_rules_are_ambiguous(api, pki, trusted_root) -> None:
     rule_identity("billing-a", trusted_root, "subject_cn", "billing-*")
     rule_identity("billing-b", trusted_root, "dns_san", "*.clients.certauth.dev")

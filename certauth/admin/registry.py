@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Case, Prefetch, QuerySet, Value, When
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -242,12 +242,22 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
         return super().get_queryset(request).with_registry_summary()  # type: ignore[attr-defined]
 
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> tuple[Any, bool]:
+        if request.path.endswith("/autocomplete/"):
+            # Choosing an identity for a registration: match names only, the exact name first, so typing
+            # "demo-client" can never preselect another identity whose certificate's CN contains it.
+            term = search_term.strip()
+            if not term:
+                return queryset, False
+            exact_first = Case(When(name__iexact=term, then=Value(0)), default=Value(1))
+            return queryset.filter(name__icontains=term).order_by(exact_first, "name"), False
         return queryset.search(search_term), False
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
         if not self.has_disable_permission(request):
             fields.append("is_active")  # disabling is its own permission, not a side effect of "change"
+        if not request.user.is_superuser:
+            fields.append("user")  # whom a certificate acts as is a superuser's decision
         return fields
 
     def save_model(self, request: HttpRequest, obj: CertificateIdentity, form: ModelForm, change: bool) -> None:
@@ -306,16 +316,8 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
 # --- registered certificates -------------------------------------------------------------------------
 @admin.register(RegisteredCertificate)
 class RegisteredCertificateAdmin(admin.ModelAdmin):
-    list_display = [
-        "thumbprint",
-        "identity",
-        "subject_cn",
-        "status",
-        "not_before",
-        "not_after",
-        "last_used",
-        "label",
-    ]
+    # Compact enough for a 1366 px screen: the columns a rotation is watched by come first.
+    list_display = ["thumbprint", "identity", "status", "validity", "last_used", "subject_cn", "label"]
     list_display_links = ["thumbprint"]
     list_filter = [EntryStatusFilter, "source", "revocation_reason"]
     list_select_related = ["identity"]
@@ -452,6 +454,13 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)
         return actions
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting a revoked entry undoes its revocation (the thumbprint may be registered again, or an identity
+        # rule may admit it anew): only superusers may, not whoever merely holds the delete permission.
+        if obj is not None and obj.revoked_at is not None and not request.user.is_superuser:
+            return False
+        return super().has_delete_permission(request, obj)
+
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return can_revoke(request)
 
@@ -462,6 +471,10 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
     @admin.display(description=_("status"))
     def status(self, entry: RegisteredCertificate) -> SafeString:
         return status_html(entry)
+
+    @admin.display(description=_("validity"), ordering="not_after")
+    def validity(self, entry: RegisteredCertificate) -> SafeString:
+        return validity_html(entry)
 
     @admin.display(description=_("last used"), ordering="last_used_at")
     def last_used(self, entry: RegisteredCertificate) -> SafeString:

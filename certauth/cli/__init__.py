@@ -24,7 +24,7 @@ SUBCOMMANDS = [
 
 class Subcommand:
     """One ``certauth <name>`` subcommand.  ``handle`` returns the process exit code; raise
-    ``CommandError`` for bad input (printed without a traceback, exit code 2)."""
+    ``CommandError`` for bad input (printed without a traceback, non-zero exit code)."""
 
     name: str = ""
     help: str = ""

@@ -36,8 +36,10 @@ class List(Subcommand):
                         "thumbprint": entry.thumbprint_sha256,
                         "status": entry.status(now),
                         "subject": entry.subject,
-                        "not_after": entry.not_after.isoformat(),
-                        "last_used_at": entry.last_used_at.isoformat() if entry.last_used_at else None,
+                        "not_after": entry.not_after.isoformat(timespec="seconds"),
+                        "last_used_at": entry.last_used_at.isoformat(timespec="seconds")
+                        if entry.last_used_at
+                        else None,
                         "label": entry.label,
                     }
                     for entry in identity.certificates.all()
@@ -54,7 +56,7 @@ class List(Subcommand):
             state = "active" if item["active"] else "DISABLED"
             self.stdout.write(f"{item['identity']}  [{state}]  scopes: {' '.join(item['scopes']) or '-'}")
             for cert in item["certificates"]:
-                used = cert["last_used_at"] or "never used"
+                used = f"used {cert['last_used_at'][:19]}" if cert["last_used_at"] else "never used"
                 until = cert["not_after"][:19]
                 status = cert["status"]
                 self.stdout.write(f"  {cert['thumbprint']}  {status:<13} until {until}  {used}  {cert['subject']}")

@@ -59,6 +59,11 @@ class NginxConfig(Subcommand):
             raise CommandError(f"--mode {mode} needs --client-ca (the CA bundle nginx verifies against)")
         if options["standalone"] and options["prefix"] is None:
             raise CommandError("--standalone needs --prefix")
+        # nginx resolves relative paths against its own prefix, not the directory this ran in: write
+        # absolute ones so the rendered file means what the operator typed.
+        for option in ("server_cert", "server_key", "client_ca", "crl", "static_root", "prefix"):
+            if options[option] is not None:
+                options[option] = options[option].absolute()
         if options["check_files"]:
             for option in ("server_cert", "server_key", "client_ca", "crl"):
                 path = options[option]

@@ -31,7 +31,11 @@ class Register(Subcommand):
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument("--cert", type=Path, help="Certificate file: PEM, DER, or .p12/.pfx (see --password).")
         source.add_argument("--thumbprint", help="SHA-256 thumbprint in any spelling (colons, spaces, any case).")
-        parser.add_argument("--password", help="PKCS#12 password (only the public certificate is kept).")
+        secret = parser.add_mutually_exclusive_group()
+        secret.add_argument(
+            "--password", help="PKCS#12 password (visible in `ps` and shell history: prefer --password-file)."
+        )
+        secret.add_argument("--password-file", type=Path, help="File whose first line is the PKCS#12 password.")
         parser.add_argument("--not-after", help="With --thumbprint: when the certificate expires (ISO 8601).")
         parser.add_argument("--not-before", help="With --thumbprint: when it becomes valid (ISO 8601).")
         parser.add_argument("--scope", action="append", default=[], help="Scope to grant the identity (repeatable).")
@@ -39,7 +43,13 @@ class Register(Subcommand):
 
     def handle(self, **options: Any) -> int:
         if options["cert"] is not None:
-            info = self._read_certificate(options["cert"], options.get("password"))
+            password = options.get("password")
+            if options.get("password_file") is not None:
+                try:
+                    password = options["password_file"].read_text().splitlines()[0] if options["password_file"] else ""
+                except (OSError, IndexError) as exc:
+                    raise CommandError(f"Cannot read a password from {options['password_file']}.") from exc
+            info = self._read_certificate(options["cert"], password)
             thumbprint = info.thumbprint_sha256
         else:
             if not options.get("not_after"):
