@@ -2,12 +2,16 @@
 
 Rows: no auth (``/api/ping/``), DRF TokenAuthentication, certauth pinned warm, certauth cold (a
 never-seen certificate each request), certauth with chain validation + CRL (warm), strict mode
-(``REGISTRY_MAX_STALENESS_SECONDS = 0``).  Settings-dependent rows run in their own phase with the
-baseline measured again alongside them, and their ratio is to that baseline."""
+(``REGISTRY_MAX_STALENESS_SECONDS = 0``), with the generation read from the database and, when Redis
+answers on 127.0.0.1:6379, from a shared Redis cache (``SHARED_CACHE_ALIAS``).  Settings-dependent rows
+run in their own phase with the baseline measured again alongside them, and their ratio is to that
+baseline."""
 
 from __future__ import annotations
 
 import importlib.util
+import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -138,9 +142,20 @@ def _row(name: str, stats: Stats, base: Stats, target: str, verdict: str, note: 
     )
 
 
+REDIS = ("127.0.0.1", 6379)
+
+
+def redis_answers() -> bool:
+    try:
+        with socket.create_connection(REDIS, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _strict(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Row]:
-    with certauth_settings(REGISTRY_MAX_STALENESS_SECONDS=0):
-        stats = interleaved(
+    def measure() -> dict[str, Stats]:
+        return interleaved(
             {
                 "no auth": driver.caller(fixtures.ping_env),
                 "strict": driver.caller(fixtures.pinned_env),
@@ -149,9 +164,12 @@ def _strict(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Row]:
             per_round=sizes.per_round,
             warmup=sizes.warmup,
         )
-    return [
+
+    with certauth_settings(REGISTRY_MAX_STALENESS_SECONDS=0):
+        stats = measure()
+    rows = [
         _row(
-            "certauth pinned, warm, strict (staleness 0: generation read per request)",
+            "certauth pinned, warm, strict (staleness 0: generation read from the database per request)",
             stats["strict"],
             stats["no auth"],
             "",
@@ -159,6 +177,27 @@ def _strict(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Row]:
             "ratio to its own baseline",
         )
     ]
+    name = "certauth pinned, warm, strict, generation in a shared Redis cache (SHARED_CACHE_ALIAS)"
+    if not redis_answers():
+        return [*rows, Row(SECTION, name, "n/a (no Redis on 127.0.0.1:6379)")]
+    from django.conf import settings
+
+    redis = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"redis://{REDIS[0]}:{REDIS[1]}/13",
+        "KEY_PREFIX": f"certauth-bench-{uuid.uuid4().hex}",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+    with override_settings(CACHES={**settings.CACHES, "bench-shared": redis}):
+        with certauth_settings(REGISTRY_MAX_STALENESS_SECONDS=0, SHARED_CACHE_ALIAS="bench-shared"):
+            stats = measure()
+        from django.core.cache import caches
+
+        from certauth.registry import generation_key
+
+        caches["bench-shared"].delete(generation_key())  # the only key certauth wrote (never FLUSHDB)
+    rows.append(_row(name, stats["strict"], stats["no auth"], "", "", "ratio to its own baseline"))
+    return rows
 
 
 def _chain_and_crl(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Row]:

@@ -9,5 +9,6 @@ from bench import views
 urlpatterns = [
     path("bench/token/", views.TokenPingView.as_view(), name="bench-token"),
     path("bench/certificate/", views.CertificatePingView.as_view(), name="bench-certificate"),
+    path("bench/open-whoami/", views.OpenWhoAmIView.as_view(), name="bench-open-whoami"),
     path("", include("project.urls")),
 ]

@@ -9,12 +9,17 @@ The Django backend, the middleware, the DRF authentication class and the decorat
 4. Policy: validity period and clientAuth usage; then trust: allowed types, chain to an enabled trusted
    authority, CRLs (``certauth.trust`` via ``certauth.authorities``).
 5. Registry: pinned thumbprint, else an identity rule (``certauth.rules``) -> entry, revoked?, identity active?
+
+An acceptance of a pinned certificate is remembered per worker, keyed by the exact header value(s), and
+served again (steps 3-5 skipped) only while the proxy's verdict is still SUCCESS, ``now`` is inside every
+validity window that was checked (certificate, registry entry, chain, CRL nextUpdate), and neither the
+registry cache nor the trust store has been dropped since (``Registry.epoch``): the same answer the full
+path would give, for a dictionary lookup and a few comparisons.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -26,15 +31,15 @@ from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 
 from . import audit, signals
-from .certificates import CertificateInfo, describe
+from .certificates import CertificateInfo, describe, thumbprint_of
 from .conf import settings
 from .forwarding import parse_chain_header, parse_forwarded
 from .lru import MISSING, BoundedCache
 from .policy import PolicyOptions, check_certificate
 from .principal import CertificateAuth, CertificatePrincipal
-from .proxies import ProxyAllowList, client_address, reason_for_proxy_verdict
+from .proxies import ProxyAllowList, canonical_ip, reason_for_proxy_verdict
 from .reasons import CertificateRefused, Reason
-from .registry import RegistryUnavailable, registry, touch_last_used
+from .registry import EntrySnapshot, RegistryUnavailable, registry, touch_last_used
 from .trust import TrustResult, TrustStore
 
 logger = logging.getLogger("certauth")
@@ -97,6 +102,7 @@ class _Config:
             validate_certificate_use=settings.VALIDATE_CERTIFICATE_USE,
         )
         self.parsed: BoundedCache[tuple[str, str | None], Presented] = BoundedCache(settings.CACHE_SIZE)
+        self.accepted: BoundedCache[tuple[str, str | None], _Accepted] = BoundedCache(settings.CACHE_SIZE)
 
 
 _config: _Config | None = None
@@ -114,21 +120,29 @@ def meta_key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
 
-def _valid_ip(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True, slots=True)
 class Presented:
     """A parsed forwarded certificate: its facts and the intermediates the proxy sent with it."""
 
     info: CertificateInfo
     chain: tuple[x509.Certificate, ...] = ()
+    # SHA-256 thumbprints of the leaf and of ``chain`` (computed once, the trust store's cache key).
+    thumbprints: tuple[str, ...] = ()
+
+
+_LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A remembered acceptance (see the module docstring for when it may be served again)."""
+
+    auth: CertificateAuth
+    revocation_warning: str
+    valid_from: dt.datetime
+    valid_until: dt.datetime
+    store: TrustStore
+    epoch: int
 
 
 def parse_cached(cfg: _Config, raw: str, chain_raw: str | None) -> Presented:
@@ -142,13 +156,15 @@ def parse_cached(cfg: _Config, raw: str, chain_raw: str | None) -> Presented:
     chain = forwarded.chain
     if chain_raw:
         chain += parse_chain_header(chain_raw, cfg.format)
-    presented = Presented(describe(forwarded.leaf), chain)
+    info = describe(forwarded.leaf)
+    presented = Presented(info, chain, (info.thumbprint_sha256, *(thumbprint_of(c) for c in chain)))
     cfg.parsed.set(key, presented)
     return presented
 
 
-def evaluate(request: HttpRequest) -> Outcome:
-    """Decide once per request; later calls return the same ``Outcome``."""
+def evaluate(request: HttpRequest, *, path: str | None = None, method: str | None = None) -> Outcome:
+    """Decide once per request; later calls return the same ``Outcome``.  ``path`` and ``method`` replace
+    the request's in the audit row of a refusal (``certauth.views.refused``: the proxy rewrote them)."""
     outcome: Outcome | None = getattr(request, REQUEST_ATTRIBUTE, None)
     if outcome is None:
         outcome = _decide(request)
@@ -158,7 +174,7 @@ def evaluate(request: HttpRequest) -> Outcome:
             if outcome.revocation_warning:
                 record_fail_open(request, outcome)
         elif outcome.reason is not Reason.MISSING_CERTIFICATE:
-            record_refusal(request, outcome)
+            record_refusal(request, outcome, path=path, method=method)
     return outcome
 
 
@@ -169,25 +185,41 @@ def _decide(request: HttpRequest) -> Outcome:
     from_proxy = remote in cfg.proxies
     forwarded_ip = None
     if from_proxy and cfg.client_ip_key:
-        forwarded_ip = client_address(meta.get(cfg.client_ip_key), cfg.proxies)
-    client_ip = forwarded_ip or _valid_ip(remote)
+        forwarded_ip = cfg.proxies.client_address(meta.get(cfg.client_ip_key))
+    remote_ip = canonical_ip(remote)
+    client_ip = forwarded_ip or remote_ip
+    proxy_ip = remote_ip if from_proxy else None
     raw = meta.get(cfg.cert_key)
-    base = {"client_ip": client_ip, "proxy_ip": _valid_ip(remote) if from_proxy else None}
 
     if raw is None or (from_proxy and not raw.strip()):
-        return Outcome(Reason.MISSING_CERTIFICATE, **base)
+        return Outcome(Reason.MISSING_CERTIFICATE, client_ip=client_ip, proxy_ip=proxy_ip)
     if not from_proxy:
         return Outcome(
             Reason.UNTRUSTED_PROXY,
             f"A certificate header came from {remote or 'an unknown address'}, which is not a trusted proxy.",
-            **base,
+            client_ip=client_ip,
+            proxy_ip=proxy_ip,
         )
     now = timezone.now()
+    key = (raw, meta.get(cfg.chain_key) if cfg.chain_key else None)
     info: CertificateInfo | None = None
     try:
-        chain_raw = meta.get(cfg.chain_key) if cfg.chain_key else None
+        accepted = cfg.accepted.get(key)
+        if accepted is not MISSING and _still_accepted(cfg, meta, accepted, now):  # type: ignore[arg-type]
+            auth = accepted.auth  # type: ignore[union-attr]
+            touch_last_used(auth.entry_id, now)  # type: ignore[arg-type]
+            return Outcome(
+                None,
+                auth=auth,
+                certificate=auth.certificate,
+                identity_id=auth.identity.id,
+                identity_name=auth.identity.name,
+                client_ip=client_ip,
+                proxy_ip=proxy_ip,
+                revocation_warning=accepted.revocation_warning,  # type: ignore[union-attr]
+            )
         try:
-            presented = parse_cached(cfg, raw, chain_raw)
+            presented = parse_cached(cfg, raw, key[1])
             info = presented.info
         except CertificateRefused:
             if cfg.proxy_verifies:
@@ -202,12 +234,39 @@ def _decide(request: HttpRequest) -> Outcome:
                 raise CertificateRefused(verdict_reason, _proxy_detail(verdict))
         check_certificate(info, now, cfg.policy)
         trusted = _check_trust(presented, now)
-        return _match_registry(info, now, base, trusted)
+        outcome = _match_registry(info, now, trusted, client_ip, proxy_ip)
+        if trusted.cacheable and outcome.ok:
+            _remember(cfg, key, outcome, trusted, now)
+        return outcome
     except CertificateRefused as refused:
-        return Outcome(refused.reason, refused.detail, certificate=info, **base)
+        return Outcome(refused.reason, refused.detail, certificate=info, client_ip=client_ip, proxy_ip=proxy_ip)
     except RegistryUnavailable:
         logger.error("certauth registry unavailable", exc_info=True)
-        return Outcome(Reason.REGISTRY_UNAVAILABLE, certificate=info, **base)
+        return Outcome(Reason.REGISTRY_UNAVAILABLE, certificate=info, client_ip=client_ip, proxy_ip=proxy_ip)
+
+
+def _still_accepted(cfg: _Config, meta: dict[str, Any], accepted: _Accepted, now: dt.datetime) -> bool:
+    """May this remembered acceptance answer the current request?  Raises ``RegistryUnavailable``."""
+    if cfg.proxy_verifies and reason_for_proxy_verdict(meta.get(cfg.verify_key, "NONE")) is not None:
+        return False  # the full path names the proxy's refusal
+    if not accepted.valid_from <= now < accepted.valid_until:
+        return False  # the full path names the expiry (or "not yet valid")
+    # current_trust_store() re-reads the registry generation when due (the staleness bound) and drops the
+    # registry cache and the trust store when it moved, which bumps the epoch.
+    return _current_trust_store() is accepted.store and registry.epoch == accepted.epoch
+
+
+def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trusted: _Trusted, now: dt.datetime) -> None:
+    """Remember an acceptance by a pinned entry until the earliest instant at which any check that admitted
+    it could answer otherwise; from ``now`` only (were the clock to step back, the full path runs again)."""
+    auth = outcome.auth
+    assert auth is not None and trusted.entry is not None
+    valid_until = min(trusted.entry.not_after, trusted.result.valid_until or _LATEST)
+    if cfg.policy.validate_validity_period:
+        valid_until = min(valid_until, auth.certificate.not_after)
+    cfg.accepted.set(
+        key, _Accepted(auth, trusted.result.revocation_warning, now, valid_until, trusted.store, trusted.epoch)
+    )
 
 
 def _proxy_detail(verdict: str) -> str:
@@ -216,61 +275,74 @@ def _proxy_detail(verdict: str) -> str:
     return f"The TLS proxy refused the certificate ({text or 'no verdict'})."
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Trusted:
     store: TrustStore
     result: TrustResult
     forwarded: tuple[x509.Certificate, ...]
+    epoch: int  # Registry.epoch right after the store was obtained
+    entry: EntrySnapshot | None = None  # the registry entry that admitted the certificate
+    cacheable: bool = False  # admitted by a pinned entry (not an identity rule): may be remembered
+
+
+_trust_store_function: Any = None
+
+
+def _current_trust_store() -> TrustStore:
+    global _trust_store_function
+    if _trust_store_function is None:
+        from .authorities import current_trust_store  # models: importable only once apps are ready
+
+        _trust_store_function = current_trust_store
+    return _trust_store_function()  # type: ignore[no-any-return]
 
 
 def _check_trust(presented: Presented, now: dt.datetime) -> _Trusted:
     """Allowed types, chain to an enabled authority, CRLs (``certauth.trust``).  Runs in both proxy modes:
     nginx ``on`` checked the chain against its CA file, certauth still applies its own authorities."""
-    from .authorities import current_trust_store
-
     leaf = presented.info.certificate
     if leaf is None:
         raise CertificateRefused(Reason.MALFORMED_CERTIFICATE)
-    store = current_trust_store()
-    return _Trusted(store, store.evaluate(leaf, presented.chain, now), presented.chain)
+    store = _current_trust_store()
+    epoch = registry.epoch
+    result = store.evaluate(leaf, presented.chain, now, thumbprints=presented.thumbprints or None)
+    return _Trusted(store, result, presented.chain, epoch)
 
 
-def _match_registry(info: CertificateInfo, now: dt.datetime, base: dict[str, Any], trusted: _Trusted) -> Outcome:
+def _match_registry(
+    info: CertificateInfo, now: dt.datetime, trusted: _Trusted, client_ip: str | None, proxy_ip: str | None
+) -> Outcome:
     entry = registry.lookup(info.thumbprint_sha256)
+    pinned = entry is not None and entry.source != "rule"
     if entry is None or (entry.source == "rule" and not entry.revoked):
         # Not pinned (or pinned by a rule earlier): an identity rule may admit it.
         from . import rules
 
         entry = rules.resolve(info, trusted.forwarded, trusted.result, trusted.store, entry, now)
     identity = entry.identity
-    ident = {"identity_id": identity.id, "identity_name": identity.name}
+    common = {
+        "certificate": info,
+        "identity_id": identity.id,
+        "identity_name": identity.name,
+        "client_ip": client_ip,
+        "proxy_ip": proxy_ip,
+    }
     if entry.revoked:
         reason = f" ({entry.revocation_reason})" if entry.revocation_reason else ""
-        return Outcome(
-            Reason.CERTIFICATE_REVOKED, f"The certificate was revoked{reason}.", certificate=info, **ident, **base
-        )
+        return Outcome(Reason.CERTIFICATE_REVOKED, f"The certificate was revoked{reason}.", **common)
     if not identity.is_active:
-        return Outcome(Reason.IDENTITY_DISABLED, certificate=info, **ident, **base)
+        return Outcome(Reason.IDENTITY_DISABLED, **common)
     if entry.not_after <= now:
-        return Outcome(
-            Reason.CERTIFICATE_EXPIRED, "The registered entry has expired.", certificate=info, **ident, **base
-        )
+        return Outcome(Reason.CERTIFICATE_EXPIRED, "The registered entry has expired.", **common)
     if entry.not_before is not None and entry.not_before > now:
-        return Outcome(
-            Reason.CERTIFICATE_NOT_YET_VALID,
-            "The registered entry is not valid yet.",
-            certificate=info,
-            **ident,
-            **base,
-        )
+        return Outcome(Reason.CERTIFICATE_NOT_YET_VALID, "The registered entry is not valid yet.", **common)
     touch_last_used(entry.entry_id, now)
+    trusted.entry, trusted.cacheable = entry, pinned
     return Outcome(
         None,
         auth=CertificateAuth(identity=identity, certificate=info, entry_id=entry.entry_id),
-        certificate=info,
         revocation_warning=trusted.result.revocation_warning,
-        **ident,
-        **base,
+        **common,
     )
 
 
@@ -294,8 +366,17 @@ def record_fail_open(request: HttpRequest, outcome: Outcome) -> None:
     )
 
 
-def record_refusal(request: HttpRequest, outcome: Outcome, *, reason: Reason | None = None, detail: str = "") -> None:
-    """Audit, log and signal a refusal once per request."""
+def record_refusal(
+    request: HttpRequest,
+    outcome: Outcome,
+    *,
+    reason: Reason | None = None,
+    detail: str = "",
+    path: str | None = None,
+    method: str | None = None,
+) -> None:
+    """Audit, log and signal a refusal once per request.  ``path`` and ``method`` replace the request's in
+    the audit row (the request line the client sent, when the proxy rewrote it)."""
     if outcome.recorded:
         return
     outcome.recorded = True
@@ -310,8 +391,8 @@ def record_refusal(request: HttpRequest, outcome: Outcome, *, reason: Reason | N
         identity_name=outcome.identity_name,
         client_ip=outcome.client_ip,
         proxy_ip=outcome.proxy_ip,
-        method=request.method or "",
-        path=request.path,
+        method=(request.method or "") if method is None else method,
+        path=request.path if path is None else path,
         user_agent=request.META.get("HTTP_USER_AGENT", ""),
     )
     audit.record(event)
@@ -327,6 +408,7 @@ def record_refusal(request: HttpRequest, outcome: Outcome, *, reason: Reason | N
 
 
 def _send(signal: Any, **kwargs: Any) -> None:
+    # No has_listeners() check first: it costs more than send() itself, which returns at once without receivers.
     try:
         signal.send(sender=Outcome, **kwargs)
     except Exception:
@@ -338,3 +420,16 @@ def www_authenticate(reason: Reason | None = None) -> str:
     if reason is not None and reason is not Reason.MISSING_CERTIFICATE:
         value += f', error="{reason}"'
     return value
+
+
+def refusal_after_authentication(outcome: Outcome, reason: Reason, detail: str) -> Outcome:
+    """A refusal of an authenticated request (scope, cross-site), carrying who it was for the audit."""
+    return Outcome(
+        reason,
+        detail,
+        certificate=outcome.certificate,
+        identity_id=outcome.identity_id,
+        identity_name=outcome.identity_name,
+        client_ip=outcome.client_ip,
+        proxy_ip=outcome.proxy_ip,
+    )

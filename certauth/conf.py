@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     # Entries in each per-worker cache (parsed certificates, registry lookups).
     "CACHE_SIZE": 2048,
     # Optional Django cache alias shared by several hosts (e.g. a Redis cache); None = per worker only.
+    # It holds the registry generation, so checking it costs no database query (docs/performance.md).
     "SHARED_CACHE_ALIAS": None,
     # last_used_at is written at most this often per certificate entry.
     "LAST_USED_RESOLUTION_SECONDS": 60,

@@ -18,13 +18,17 @@ class BoundedCache(Generic[K, V]):
         self._lock = threading.Lock()
 
     def get(self, key: K, default: object = _MISSING) -> V | object:
-        with self._lock:
-            try:
-                value = self._data[key]
-            except KeyError:
-                return default
+        # No lock: each OrderedDict operation is atomic under the GIL, and an entry evicted between the two
+        # steps only means it is not marked recently used.  Writers (set, pop, clear) take the lock.
+        try:
+            value = self._data[key]
+        except KeyError:
+            return default
+        try:
             self._data.move_to_end(key)
-            return value
+        except KeyError:
+            pass
+        return value
 
     def set(self, key: K, value: V) -> None:
         with self._lock:

@@ -9,6 +9,8 @@ from functools import lru_cache
 from .reasons import Reason
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Header values up to this length are memoised (addresses, short X-Forwarded-For lists).
+MEMOISED_LENGTH = 256
 
 
 def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
@@ -23,6 +25,7 @@ class ProxyAllowList:
     def __init__(self, entries: Iterable[str]) -> None:
         self.networks = parse_networks(entries)
         self._contains = lru_cache(maxsize=4096)(self._lookup)
+        self._client_address = lru_cache(maxsize=4096)(self._read_client_address)
 
     def _lookup(self, address: str) -> bool:
         try:
@@ -42,6 +45,16 @@ class ProxyAllowList:
     @property
     def loopback_only(self) -> bool:
         return all(net.is_loopback for net in self.networks)
+
+    def client_address(self, header_value: str | None) -> str | None:
+        """``client_address(header_value, self)``, memoised by the exact header value (bounded: at most
+        4096 values of up to ``MEMOISED_LENGTH`` characters each; longer values are computed each time)."""
+        if header_value is not None and len(header_value) > MEMOISED_LENGTH:
+            return client_address(header_value, self)
+        return self._client_address(header_value)
+
+    def _read_client_address(self, header_value: str | None) -> str | None:
+        return client_address(header_value, self)
 
 
 def reason_for_proxy_verdict(verdict: str) -> Reason | None:
@@ -68,6 +81,21 @@ def reason_for_proxy_verdict(verdict: str) -> Reason | None:
     return Reason.PROXY_VERIFICATION_FAILED
 
 
+def canonical_ip(value: str | None) -> str | None:
+    """``value`` as a canonical IP address string, or None.  Memoised (bounded), as it runs per request."""
+    if not value or len(value) > MEMOISED_LENGTH:
+        return None  # no IP address, not even IPv6 with a zone, is that long
+    return _canonical_ip(value)
+
+
+@lru_cache(maxsize=4096)
+def _canonical_ip(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
 def _address(entry: str) -> str | None:
     """One forwarded address: ``203.0.113.7``, ``2001:db8::1``, or with a port (``203.0.113.7:5678``,
     ``[2001:db8::1]:443``, as some load balancers write it).  None when it is not an address."""
@@ -76,10 +104,7 @@ def _address(entry: str) -> str | None:
         entry = entry[1 : entry.index("]")]
     elif entry.count(":") == 1:
         entry = entry.split(":", 1)[0]
-    try:
-        return str(ipaddress.ip_address(entry))
-    except ValueError:
-        return None
+    return canonical_ip(entry)
 
 
 def client_address(header_value: str | None, trusted: ProxyAllowList) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from django.db import connections, router
@@ -50,8 +51,8 @@ class CompiledLookup:
                 compiled = self._compiled[key] = _Compiled(self._build(PLACEHOLDER), alias)
         return compiled
 
-    def first(self, value: Any = None) -> dict[str, Any] | None:
-        alias = router.db_for_read(self._model())
+    def first(self, value: Any = None, *, using: str | None = None) -> dict[str, Any] | None:
+        alias = using or router.db_for_read(self._model())
         compiled = self._for(alias)
         params = compiled.params
         if compiled.slot is not None:
@@ -79,13 +80,7 @@ def update_where_not_after(
     ``filter(pk=pk).exclude(field__gt=threshold).update(field=value)`` without compiling a query."""
     alias = using or router.db_for_write(model)
     connection = connections[alias]
-    field: Field[Any, Any] = model._meta.get_field(field_name)  # type: ignore[assignment]
-    quote = connection.ops.quote_name
-    column = quote(field.column)
-    sql = (
-        f"UPDATE {quote(model._meta.db_table)} SET {column} = %s "  # noqa: S608 (names from model metadata)
-        f"WHERE {quote(model._meta.pk.column)} = %s AND ({column} IS NULL OR {column} <= %s)"
-    )
+    sql, field = _update_sql(model, field_name, connection.vendor, alias)
     params: Sequence[Any] = (
         field.get_db_prep_save(value, connection),
         model._meta.pk.get_db_prep_value(pk, connection),
@@ -94,3 +89,16 @@ def update_where_not_after(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
+
+
+@lru_cache(maxsize=64)
+def _update_sql(model: type[Model], field_name: str, vendor: str, alias: str) -> tuple[str, Field[Any, Any]]:
+    connection = connections[alias]
+    field: Field[Any, Any] = model._meta.get_field(field_name)  # type: ignore[assignment]
+    quote = connection.ops.quote_name
+    column = quote(field.column)
+    sql = (
+        f"UPDATE {quote(model._meta.db_table)} SET {column} = %s "  # noqa: S608 (names from model metadata)
+        f"WHERE {quote(model._meta.pk.column)} = %s AND ({column} IS NULL OR {column} <= %s)"
+    )
+    return sql, field

@@ -5,24 +5,35 @@ active, which scopes does it have) is cached per worker and keyed by the certifi
 single shared counter, ``RegistryState.generation``, is bumped in the same transaction as every
 registry change; a worker re-reads it at most every ``REGISTRY_MAX_STALENESS_SECONDS`` (0 = on every
 request) and drops its cache when it moved.  The worker that makes a change drops its cache at once.
+
+With ``SHARED_CACHE_ALIAS`` the counter is also kept in that Django cache (e.g. Redis shared by several
+hosts): written through after every committed change and read from the cache first, so checking it costs
+no database query.  The database stays the truth: any cache error or miss falls back to it, and every
+worker still reads it at least every ``SHARED_CACHE_DATABASE_CHECK_SECONDS`` (10) and repairs the cache when
+the two disagree (which bounds staleness even if the cache lost a write).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connections, router, transaction
 from django.db.models import F
 from django.db.models.signals import post_delete, post_save
 
 from .conf import settings
 from .lru import MISSING, BoundedCache
 from .queries import CompiledLookup, update_where_not_after
+
+logger = logging.getLogger("certauth")
 
 
 class RegistryUnavailable(Exception):
@@ -70,8 +81,12 @@ class Registry:
         self._generation: int | None = None
         self._checked_at = 0.0
         self._settings_generation = settings.generation
+        self._staleness = float(settings.REGISTRY_MAX_STALENESS_SECONDS)
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
+        #: Bumped every time this worker drops its registry cache: a decision derived from the registry may
+        #: be reused only while the epoch it was computed in is still current.
+        self.epoch = 0
 
     def on_invalidate(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever this worker drops its registry cache (generation moved, settings
@@ -81,6 +96,7 @@ class Registry:
             self._listeners.append(callback)
 
     def _notify(self) -> None:
+        self.epoch += 1
         for callback in self._listeners:
             callback()
 
@@ -95,11 +111,13 @@ class Registry:
     def ensure_fresh(self) -> None:
         if self._settings_generation != settings.generation:
             self._settings_generation = settings.generation
+            self._staleness = float(settings.REGISTRY_MAX_STALENESS_SECONDS)
             self._entries = BoundedCache(settings.CACHE_SIZE)
             self._generation = None
+            shared_generation.reset()
             self._notify()
         now = time.monotonic()
-        if self._generation is not None and now - self._checked_at < settings.REGISTRY_MAX_STALENESS_SECONDS:
+        if self._generation is not None and now - self._checked_at < self._staleness:
             return
         generation = read_generation()
         with self._lock:
@@ -116,14 +134,24 @@ class Registry:
         cached = self._entries.get(thumbprint)
         if cached is not MISSING:
             return cached  # type: ignore[return-value]
+        epoch = self.epoch
         snapshot = load_entry(thumbprint)
-        self._entries.set(thumbprint, snapshot)
+        if self.epoch == epoch:  # not if the cache was dropped meanwhile: the row may predate the change
+            self._entries.set(thumbprint, snapshot)
         return snapshot
 
 
 def read_generation() -> int:
+    """The registry generation: from the shared cache when one is configured and answers, else from the
+    database.  Raises ``RegistryUnavailable`` when the database is needed and cannot be read."""
+    if settings.SHARED_CACHE_ALIAS:
+        return shared_generation.read(settings.SHARED_CACHE_ALIAS)
+    return read_database_generation()
+
+
+def read_database_generation(using: str | None = None) -> int:
     try:
-        row = _GENERATION_QUERY.first()
+        row = _GENERATION_QUERY.first(using=using)
     except DatabaseError as exc:
         raise RegistryUnavailable(str(exc)) from exc
     return int(row["generation"] or 0) if row else 0
@@ -145,6 +173,7 @@ def load_entry(thumbprint: str) -> EntrySnapshot | None:
         scopes=frozenset(parse_scopes(row["identity__scopes"])),
         user_id=row["identity__user_id"],
     )
+    _remember_last_used(row["id"], row["last_used_at"])
     return EntrySnapshot(
         entry_id=row["id"],
         identity=identity,
@@ -167,6 +196,7 @@ def _entry_queryset(thumbprint: str) -> Any:
         "not_before",
         "not_after",
         "source",
+        "last_used_at",
         "identity_id",
         "identity__name",
         "identity__is_active",
@@ -205,6 +235,112 @@ def registry_changed(using: str | None = None) -> None:
         RegistryState.objects.using(using).get_or_create(pk=1, defaults={"generation": 1})
     registry.invalidate()
     transaction.on_commit(registry.invalidate, using=using)
+    if settings.SHARED_CACHE_ALIAS:
+        alias = settings.SHARED_CACHE_ALIAS
+        transaction.on_commit(lambda: shared_generation.publish(alias, using), using=using)
+
+
+# --- the generation in a shared cache ----------------------------------------------------------------
+#: With a shared cache, each worker still compares it with the database at least this often and repairs it:
+#: the bound on staleness should the cache ever lose a change (an outage during a change, an eviction).
+SHARED_CACHE_DATABASE_CHECK_SECONDS = 10.0
+#: After a shared-cache error, the cache is left alone (database only) for this long: a cache that is down
+#: or unreachable costs one failed call per worker per period, never one per request.
+SHARED_CACHE_RETRY_SECONDS = 5.0
+
+
+class SharedGeneration:
+    """The registry generation in a Django cache shared by workers and hosts (``SHARED_CACHE_ALIAS``).
+
+    * ``publish`` (after a committed change): the committed generation is written to the cache.
+    * ``read``: the cache's value; on a miss, an error, or when this worker has not compared the cache with
+      the database for ``SHARED_CACHE_DATABASE_CHECK_SECONDS``, the database's value, written back to the
+      cache when the two differ.  Errors are logged and never raised; after one, the cache is skipped for
+      ``SHARED_CACHE_RETRY_SECONDS`` (set socket timeouts on the cache too, see docs/performance.md).
+    """
+
+    def __init__(self) -> None:
+        self._skip_until = 0.0
+        self._checked_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def read(self, alias: str) -> int:
+        now = time.monotonic()
+        if now < self._skip_until:
+            return read_database_generation()
+        key = generation_key()
+        try:
+            cached = _cache(alias).get(key)
+        except Exception as exc:  # any backend error (connection refused, timeout, bad alias): database only
+            self._failed(alias, "read", exc)
+            return read_database_generation()
+        if isinstance(cached, int) and now - self._checked_at < SHARED_CACHE_DATABASE_CHECK_SECONDS:
+            return cached
+        # Read after the cache (not before): a change committed in between then shows as a difference and
+        # is written to the cache, rather than an older value being written over it.
+        generation = read_database_generation()
+        self._checked_at = now
+        if cached != generation:
+            self._write(alias, key, generation)
+        return generation
+
+    def publish(self, alias: str, using: str | None = None) -> None:
+        """Write the committed generation through to the cache (``registry_changed``, on commit)."""
+        try:
+            generation = read_database_generation(using)
+        except RegistryUnavailable:
+            return  # the next reader that reaches the database repairs the cache
+        self._write(alias, generation_key(using), generation)
+
+    def reset(self) -> None:
+        """Forget the error back-off and the last database comparison (tests, settings changes)."""
+        self._skip_until = 0.0
+        self._checked_at = -float("inf")
+
+    def _write(self, alias: str, key: str, generation: int) -> None:
+        try:
+            _cache(alias).set(key, generation, timeout=None)
+        except Exception as exc:
+            self._failed(alias, "write", exc)
+
+    def _failed(self, alias: str, action: str, exc: Exception) -> None:
+        with self._lock:
+            first = time.monotonic() >= self._skip_until
+            self._skip_until = time.monotonic() + SHARED_CACHE_RETRY_SECONDS
+            # Back from an outage, compare with the database at once: a change made meanwhile may be missing.
+            self._checked_at = -float("inf")
+        if first:
+            logger.warning(
+                "certauth shared cache %r failed (%s: %s); using the database for %.0f s",
+                alias,
+                action,
+                exc.__class__.__name__,
+                SHARED_CACHE_RETRY_SECONDS,
+            )
+
+
+def _cache(alias: str) -> Any:
+    from django.core.cache import caches
+
+    return caches[alias]
+
+
+def generation_key(using: str | None = None) -> str:
+    """The cache key of the generation: one per database (by name), so test databases or two registries
+    sharing a Redis never read each other's counter.  Deployments sharing a Redis and a database name
+    should also set distinct ``KEY_PREFIX`` es on the cache."""
+    from .models import RegistryState
+
+    alias = using or router.db_for_read(RegistryState)
+    return _generation_key(str(connections[alias].settings_dict.get("NAME")))
+
+
+@lru_cache(maxsize=16)
+def _generation_key(database_name: str) -> str:
+    return "certauth:registry-generation:" + hashlib.sha256(database_name.encode()).hexdigest()[:16]
+
+
+shared_generation = SharedGeneration()
 
 
 # --- last used -------------------------------------------------------------------------------------
@@ -215,13 +351,13 @@ def touch_last_used(entry_id: int, now: dt.datetime) -> None:
     """Record use of an entry at most once per ``LAST_USED_RESOLUTION_SECONDS`` per worker; the
     conditional UPDATE keeps it at most once per period across all workers and hosts too.  Never bumps
     the registry generation (it does not change any decision)."""
-    from .models import RegisteredCertificate
-
     resolution = settings.LAST_USED_RESOLUTION_SECONDS
     mono = time.monotonic()
     last = _last_touched.get(entry_id)
     if last is not MISSING and mono - last < resolution:  # type: ignore[operator]
         return
+    from .models import RegisteredCertificate
+
     _last_touched.set(entry_id, mono)
     threshold = now - dt.timedelta(seconds=resolution)
     try:
@@ -233,6 +369,16 @@ def touch_last_used(entry_id: int, now: dt.datetime) -> None:
 
 def reset_last_used_memory() -> None:
     _last_touched.clear()
+
+
+def _remember_last_used(entry_id: int, last_used_at: dt.datetime | None) -> None:
+    """Seed the rate limit from the row just read: an entry another worker touched recently is not
+    written again by this one (the conditional UPDATE would change nothing anyway)."""
+    if last_used_at is None or last_used_at.tzinfo is None:
+        return
+    age = (dt.datetime.now(dt.UTC) - last_used_at).total_seconds()
+    if 0 <= age < settings.LAST_USED_RESOLUTION_SECONDS:
+        _last_touched.set(entry_id, time.monotonic() - age)
 
 
 # --- automatic change tracking -----------------------------------------------------------------------

@@ -257,6 +257,9 @@ class TrustResult:
     chain: tuple[str, ...] = ()
     anchor: Authority | None = None
     revocation_warning: str = ""
+    # This answer holds until then (earliest not_after of the checked chain, earliest nextUpdate of the CRLs
+    # consulted), for this trust store; callers that cache it must not serve it at or after that instant.
+    valid_until: dt.datetime | None = field(default=None, compare=False)
 
     def reaches(self, authority_thumbprint: str) -> bool:
         return authority_thumbprint in self.chain
@@ -271,6 +274,16 @@ class _Verified:
     valid_until: dt.datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """A cached answer of ``evaluate``: the result or the refusal, served only within [checked_at, until)."""
+
+    result: TrustResult | None
+    refused: CertificateRefused | None
+    checked_at: dt.datetime
+    until: dt.datetime
+
+
 class TrustStore:
     """The enabled authorities and the policy, with a bounded cache of chain verifications.  Built once
     per registry generation (``certauth.authorities.current_trust_store``); immutable afterwards."""
@@ -280,9 +293,12 @@ class TrustStore:
         self.authorities: tuple[Authority, ...] = tuple(authorities)
         self.by_thumbprint: dict[str, Authority] = {a.thumbprint_sha256: a for a in self.authorities}
         self._anchors = [a.certificate for a in self.authorities]
+        self._anchor_thumbprints: dict[x509.Certificate, str] = {
+            a.certificate: a.thumbprint_sha256 for a in self.authorities
+        }
         self._store = Store(self._anchors) if self._anchors else None
         self._ee_policy = _ee_policy(policy)
-        self._verified: BoundedCache[tuple[str, ...], _Verified] = BoundedCache(cache_size)
+        self._decided: BoundedCache[tuple[str, ...], _Decided] = BoundedCache(cache_size)
         self._issued_by: BoundedCache[tuple[str, tuple[str, ...], str], bool] = BoundedCache(cache_size)
 
     def __len__(self) -> int:
@@ -290,17 +306,58 @@ class TrustStore:
 
     # --- the decision ------------------------------------------------------------------------------
     def evaluate(
-        self, leaf: x509.Certificate, forwarded: Sequence[x509.Certificate], now: dt.datetime
+        self,
+        leaf: x509.Certificate,
+        forwarded: Sequence[x509.Certificate],
+        now: dt.datetime,
+        *,
+        thumbprints: tuple[str, ...] | None = None,
     ) -> TrustResult:
-        """Apply the allowed types, chain validation and (when enabled) CRLs.  Raises ``CertificateRefused``."""
-        verified = self._verify_cached(leaf, forwarded, now)
+        """Apply the allowed types, chain validation and (when enabled) CRLs.  Raises ``CertificateRefused``.
+
+        ``thumbprints`` (the SHA-256 thumbprints of ``leaf`` and ``forwarded``, when the caller already has
+        them) spare hashing the certificates again.  Answers are cached per store by those thumbprints and
+        served only until ``TrustResult.valid_until`` (refusals: ``FAILURE_CACHE_SECONDS`` at most)."""
+        key = thumbprints if thumbprints is not None else (thumbprint_of(leaf), *(thumbprint_of(c) for c in forwarded))
+        decided = self._decided.get(key)
+        if not (isinstance(decided, _Decided) and decided.checked_at <= now < decided.until):
+            decided = self._decide(leaf, forwarded, key, now)
+            self._decided.set(key, decided)
+        if decided.refused is not None:
+            # A fresh exception each time: re-raising one cached instance would grow its traceback.
+            raise CertificateRefused(decided.refused.reason, decided.refused.detail)
+        assert decided.result is not None
+        return decided.result
+
+    def _decide(
+        self, leaf: x509.Certificate, forwarded: Sequence[x509.Certificate], key: tuple[str, ...], now: dt.datetime
+    ) -> _Decided:
+        verified = self._verify(leaf, forwarded, key, now)
+        until = verified.valid_until or now + dt.timedelta(seconds=FAILURE_CACHE_SECONDS)
         if verified.refused is not None:
-            raise verified.refused
+            return _Decided(None, verified.refused, now, until)
         if verified.kind == "self_signed":
-            return TrustResult("self_signed")
+            return _Decided(TrustResult("self_signed", valid_until=until), None, now, until)
         anchor = self.by_thumbprint.get(verified.thumbprints[-1])
-        warning = self._check_revocation(verified, now) if self.policy.check_crl else ""
-        return TrustResult("chained", verified.thumbprints, anchor, warning)
+        if self.policy.check_crl:
+            # A CRL that is still fresh can only turn stale later: the answer holds until its nextUpdate.
+            until = min([until, *self._crl_deadlines(verified, now)])
+            try:
+                warning = self._check_revocation(verified, now)
+            except CertificateRefused as refused:
+                return _Decided(None, refused, now, until)
+        else:
+            warning = ""
+        return _Decided(TrustResult("chained", verified.thumbprints, anchor, warning, until), None, now, until)
+
+    def _crl_deadlines(self, verified: _Verified, now: dt.datetime) -> list[dt.datetime]:
+        deadlines = []
+        for thumbprint in verified.thumbprints[1:]:
+            issuer = self.by_thumbprint.get(thumbprint)
+            if issuer is not None and issuer.crl is not None and issuer.crl.next_update is not None:
+                if now < issuer.crl.next_update:
+                    deadlines.append(issuer.crl.next_update)
+        return deadlines
 
     def issued_by(
         self, leaf: x509.Certificate, forwarded: Sequence[x509.Certificate], authority_thumbprint: str, now: dt.datetime
@@ -327,18 +384,9 @@ class TrustStore:
         return result
 
     # --- internals ---------------------------------------------------------------------------------
-    def _verify_cached(
-        self, leaf: x509.Certificate, forwarded: Sequence[x509.Certificate], now: dt.datetime
+    def _verify(
+        self, leaf: x509.Certificate, forwarded: Sequence[x509.Certificate], key: tuple[str, ...], now: dt.datetime
     ) -> _Verified:
-        key = (thumbprint_of(leaf), *(thumbprint_of(c) for c in forwarded))
-        cached = self._verified.get(key)
-        if isinstance(cached, _Verified) and cached.valid_until is not None and now < cached.valid_until:
-            return cached
-        verified = self._verify(leaf, forwarded, now)
-        self._verified.set(key, verified)
-        return verified
-
-    def _verify(self, leaf: x509.Certificate, forwarded: Sequence[x509.Certificate], now: dt.datetime) -> _Verified:
         retry_at = now + dt.timedelta(seconds=FAILURE_CACHE_SECONDS)
         try:
             if is_ca(leaf):
@@ -358,7 +406,7 @@ class TrustStore:
                 result = self._verifier(self._store, self._verification_time(leaf, now)).verify(leaf, list(forwarded))
             except VerificationError as exc:
                 reason, detail = map_verification_error(str(exc))
-                logger.info("certauth chain verification failed (%s): %s", reason, exc)
+                logger.info("certauth chain verification failed (%s): %r", reason, str(exc))  # repr: no forged lines
                 raise CertificateRefused(reason, detail) from None
         except CertificateRefused as refused:
             return _Verified("chained", refused=refused, valid_until=retry_at)
@@ -369,7 +417,10 @@ class TrustStore:
         chain = tuple(result.chain)
         checked = chain if self.policy.validate_validity_period else chain[1:]
         valid_until = min((c.not_valid_after_utc for c in checked), default=None)
-        return _Verified("chained", chain, tuple(thumbprint_of(c) for c in chain), valid_until=valid_until or retry_at)
+        # Thumbprints already known (the leaf's, the forwarded ones', the anchors') are not hashed again.
+        known = {**dict(zip((leaf, *forwarded), key, strict=False)), **self._anchor_thumbprints}
+        thumbprints = tuple(known.get(c) or thumbprint_of(c) for c in chain)
+        return _Verified("chained", chain, thumbprints, valid_until=valid_until or retry_at)
 
     def _verification_time(self, leaf: x509.Certificate, now: dt.datetime) -> dt.datetime:
         if self.policy.validate_validity_period:
@@ -395,16 +446,18 @@ class TrustStore:
         for index in range(len(verified.chain) - 1):
             certificate = verified.chain[index]
             issuer = self.by_thumbprint.get(verified.thumbprints[index + 1])
-            issuer_name = _common_name(verified.chain[index + 1])
             if issuer is None or issuer.crl is None:
                 why = issuer.crl_problem if issuer is not None and issuer.crl_problem else "no CRL is loaded"
+                issuer_name = _common_name(verified.chain[index + 1])
                 problems.append(f"No usable CRL for issuer {issuer_name!r} ({why}).")
                 continue
             if issuer.crl.is_revoked(certificate.serial_number):
+                issuer_name = _common_name(verified.chain[index + 1])
                 what = "The client certificate" if index == 0 else f"The intermediate {_common_name(certificate)!r}"
                 raise CertificateRefused(Reason.CRL_REVOKED, f"{what} is listed in the CRL of {issuer_name!r}.")
             if issuer.crl.is_stale(now):
                 assert issuer.crl.next_update is not None
+                issuer_name = _common_name(verified.chain[index + 1])
                 problems.append(
                     f"The CRL of {issuer_name!r} is stale (nextUpdate {issuer.crl.next_update.isoformat()} has passed)."
                 )

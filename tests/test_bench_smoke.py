@@ -51,3 +51,24 @@ def test_ab_output_parsing(tmp_path: Any, monkeypatch: Any) -> None:
     result = endtoend.ab("https://127.0.0.1:1/", tmp_path / "b.pem", requests=100, concurrency=1,
                          csv_path=csv_path, timeout=5)  # fmt: skip
     assert (result.rps, result.p50_ms, result.p99_ms, result.keep_alive, result.non_2xx) == (1234.56, 1.25, 7.5, 100, 0)
+
+
+def test_open_whoami_twin_answers_exactly_what_whoami_answers(
+    api, pki, register, settings, tmp_path, monkeypatch
+) -> None:
+    """The end-to-end baseline differs from /api/whoami/ only by authentication: same view code, same bytes."""
+    from bench import views
+
+    settings.ROOT_URLCONF = "bench.urls"
+    register(pki.client, scopes="orders:read orders:write")
+    pem = tmp_path / "client.pem"
+    pem.write_bytes(pki.client.cert_pem())
+    monkeypatch.setenv(views.WHOAMI_CERTIFICATE_ENV, str(pem))
+    views._whoami_auth.cache_clear()
+    try:
+        whoami = api.get("/api/whoami/", pki.client)
+        twin = api.get("/bench/open-whoami/")  # no certificate at all
+    finally:
+        views._whoami_auth.cache_clear()
+    assert whoami.status_code == twin.status_code == 200
+    assert twin.content == whoami.content

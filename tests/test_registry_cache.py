@@ -5,7 +5,11 @@ that made them; nothing is served past the certificate's not_after; the caches s
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import socket
 import types
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -136,3 +140,219 @@ def test_bounded_cache_never_exceeds_its_size_and_keeps_the_latest(maxsize: int,
     recent = list(dict.fromkeys(reversed(keys)))[:maxsize]
     assert all(cache.get(key) == key * 2 for key in recent)
     assert all(cache.get(key) is MISSING for key in set(keys) - set(recent))
+
+
+# --- the remembered acceptance (warm path) ---------------------------------------------------------------
+
+
+def test_a_remembered_acceptance_is_not_served_when_the_proxy_verdict_changes(api, pki, register) -> None:
+    register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    assert api.get("/api/whoami/", pki.client).status_code == 200  # served from the remembered acceptance
+    refused = api.get("/api/whoami/", pki.client, verify="FAILED:certificate revoked")
+    assert reason(refused) == "crl_revoked"
+
+
+def test_a_remembered_acceptance_is_keyed_by_the_exact_header_value(api, pki, register) -> None:
+    from tests.conftest import escaped
+
+    register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    # The same certificate spelled differently is a different key: parsed and decided again, same answer.
+    respelled = escaped(pki.client).replace("%0A", "%0a")
+    assert respelled != escaped(pki.client)
+    assert api.get("/api/whoami/", respelled).json()["thumbprint"] == pki.client.thumbprint
+    # Another certificate never rides on the first one's decision.
+    assert reason(api.get("/api/whoami/", pki.client2)) == "unknown_certificate"
+
+
+def test_a_remembered_acceptance_is_not_served_past_the_crl_next_update(
+    api, pki, register, trusted_root, settings, monkeypatch
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from certauth import devpki
+    from certauth.authorities import apply_crl
+
+    staleness(settings, 3600, REVOCATION_MODE="crl")
+    next_update = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=1)
+    crl = devpki.make_crl(pki.root, [], next_update=next_update)
+    apply_crl(trusted_root, crl.public_bytes(serialization.Encoding.DER))
+    trusted_root.save()
+    register(pki.client)
+    frozen = [next_update - dt.timedelta(seconds=1)]
+    monkeypatch.setattr(authenticator.timezone, "now", lambda: frozen[0])
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+
+    frozen[0] = next_update  # the CRL is stale from now on: fail closed, cached acceptance or not
+    assert reason(api.get("/api/whoami/", pki.client)) == "crl_unavailable"
+
+
+def test_a_new_crl_revoking_a_remembered_certificate_is_seen_at_once_by_this_worker(
+    api, pki, register, trusted_root, settings
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from certauth import devpki
+    from certauth.authorities import apply_crl
+
+    staleness(settings, 3600, REVOCATION_MODE="crl")
+    apply_crl(trusted_root, devpki.make_crl(pki.root, []).public_bytes(serialization.Encoding.DER))
+    trusted_root.save()
+    register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+
+    revoking = devpki.make_crl(pki.root, [pki.client.serial_number])
+    apply_crl(trusted_root, revoking.public_bytes(serialization.Encoding.DER))
+    trusted_root.save()
+    assert reason(api.get("/api/whoami/", pki.client)) == "crl_revoked"
+
+
+def test_a_scope_change_is_seen_at_once_by_the_worker_that_made_it(api, pki, register, settings) -> None:
+    staleness(settings, 3600)
+    entry = register(pki.client, scopes="orders:read")
+    assert api.get("/api/whoami/", pki.client).json()["scopes"] == ["orders:read"]
+    identity = entry.identity
+    identity.scopes = "orders:read orders:write"
+    identity.save()
+    assert api.get("/api/whoami/", pki.client).json()["scopes"] == ["orders:read", "orders:write"]
+
+
+@given(st.text(max_size=80))
+def test_memoised_client_address_agrees_with_the_plain_function(header: str) -> None:
+    from certauth.proxies import ProxyAllowList, client_address
+
+    trusted = ProxyAllowList(["127.0.0.1", "10.0.0.0/8"])
+    assert trusted.client_address(header) == client_address(header, trusted)
+    assert trusted.client_address(header) == client_address(header, trusted)  # the memoised answer too
+
+
+# --- the generation in a shared cache (SHARED_CACHE_ALIAS) ----------------------------------------------
+
+REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 11
+#: Short socket timeouts: a cache that does not answer must never hold a request for long.
+REDIS_OPTIONS = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
+
+
+def _port_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed again on exit: nothing listens there
+
+
+def use_shared_cache(settings: Any, location: str, staleness_seconds: float = 0) -> Any:
+    from django.core.cache import caches
+
+    settings.CACHES = {
+        **settings.CACHES,
+        "shared": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": location,
+            "KEY_PREFIX": f"certauth-test-{uuid.uuid4().hex}",
+            "OPTIONS": REDIS_OPTIONS,
+        },
+    }
+    staleness(settings, staleness_seconds, SHARED_CACHE_ALIAS="shared")
+    return caches["shared"]
+
+
+@pytest.fixture
+def redis_cache(settings: Any) -> Iterator[Any]:
+    if not _port_answers(REDIS_HOST, REDIS_PORT):
+        pytest.skip(f"Redis does not answer on {REDIS_HOST}:{REDIS_PORT}: the shared-cache tests need a real one")
+    cache = use_shared_cache(settings, f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}")
+    yield cache
+    cache.delete(registry_module.generation_key())
+
+
+def _generation_queries(captured: Any) -> list[str]:
+    return [query["sql"] for query in captured if "registrystate" in query["sql"].lower()]
+
+
+def test_strict_mode_with_a_shared_cache_reads_the_generation_from_it(api, pki, register, redis_cache, clock) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200  # first read: cache filled from the database
+    assert redis_cache.get(registry_module.generation_key()) == registry_module.read_database_generation()
+    with CaptureQueriesContext(connection) as captured:
+        for _ in range(3):
+            assert api.get("/api/whoami/", pki.client).status_code == 200
+    assert _generation_queries(captured.captured_queries) == []
+
+
+def test_a_change_written_through_the_shared_cache_is_seen_on_the_next_request(
+    api, pki, register, redis_cache, clock
+) -> None:
+    entry = register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    revoke_from_another_worker(entry.pk)
+    # That worker's registry_changed() publishes the committed generation after its commit:
+    registry_module.shared_generation.publish("shared")
+    assert redis_cache.get(registry_module.generation_key()) == registry_module.read_database_generation()
+    assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
+
+
+def test_registry_changed_writes_the_generation_through_on_commit(
+    pki, register, redis_cache, django_capture_on_commit_callbacks
+) -> None:
+    entry = register(pki.client)
+    with django_capture_on_commit_callbacks(execute=True):
+        entry.revoke()
+    assert redis_cache.get(registry_module.generation_key()) == registry_module.read_database_generation()
+
+
+def test_a_change_the_shared_cache_missed_is_repaired_from_the_database(
+    api, pki, register, redis_cache, clock
+) -> None:
+    entry = register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    revoke_from_another_worker(entry.pk)  # ...and its write-through is lost (cache down at that moment)
+    assert api.get("/api/whoami/", pki.client).status_code == 200  # the cache still says "unchanged"
+
+    clock[0] += registry_module.SHARED_CACHE_DATABASE_CHECK_SECONDS  # the periodic database comparison
+    assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
+    assert redis_cache.get(registry_module.generation_key()) == registry_module.read_database_generation()
+
+
+def test_shared_cache_down_falls_back_to_the_database(
+    api, pki, register, settings, clock, caplog, django_capture_on_commit_callbacks
+) -> None:
+    cache = use_shared_cache(settings, f"redis://127.0.0.1:{_closed_port()}/0")
+    calls = []
+    real_get = cache.get
+
+    def counting_get(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real_get(*args, **kwargs)
+
+    cache.get = counting_get  # a spy on Django's cache object, to see how often the dead cache is tried
+    entry = register(pki.client)
+    other = register(pki.client2, identity="other")
+    with caplog.at_level(logging.WARNING, logger="certauth"):
+        for _ in range(5):
+            assert api.get("/api/whoami/", pki.client).status_code == 200
+            assert api.get("/api/whoami/", pki.client2).status_code == 200
+    assert len(calls) == 1  # tried once, then left alone for SHARED_CACHE_RETRY_SECONDS: no wait per request
+    assert sum("shared cache" in record.getMessage() for record in caplog.records) == 1
+
+    revoke_from_another_worker(entry.pk)  # strict mode: seen on the very next request, from the database
+    assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
+    with django_capture_on_commit_callbacks(execute=True):
+        other.revoke()  # the write-through fails quietly; the change itself stands
+    assert reason(api.get("/api/whoami/", pki.client2)) == "certificate_revoked"
+
+    clock[0] += registry_module.SHARED_CACHE_RETRY_SECONDS  # tried again after the back-off, still down
+    assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
+    assert len(calls) == 2
