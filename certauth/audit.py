@@ -34,6 +34,7 @@ from django.db import connections, router, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
+from . import alerts
 from .certificates import CertificateInfo, normalize_thumbprint
 from .conf import settings
 from .reasons import Reason
@@ -159,16 +160,20 @@ class DatabaseAuditHandler(AuditHandler):
 
         alias = router.db_for_write(AuthenticationFailure)
         if connections[alias].in_atomic_block:
-            self._defer(event)
+            self._defer(event, alias)
             return
         self.write(event, alias)
 
-    def _defer(self, event: RefusalEvent) -> None:
+    def _defer(self, event: RefusalEvent, alias: str) -> None:
         # Aggregated in memory as well, so even a loop of refusals inside one transaction holds one
         # entry per key, not one per refusal.
         pending: dict[tuple[str, dt.datetime], _Pending] | None = getattr(self._pending, "events", None)
         if pending is None:
             pending = self._pending.events = {}
+        if not pending:
+            # Written as soon as the transaction commits; if it rolls back (DRF's set_rollback), at
+            # request_finished.
+            transaction.on_commit(self.flush_pending, using=alias, robust=True)
         slot = (event.aggregation_key(), window_start(event.at, settings.AUDIT_WINDOW_SECONDS))
         waiting = pending.get(slot)
         if waiting is None:
@@ -189,6 +194,10 @@ class DatabaseAuditHandler(AuditHandler):
         alias = router.db_for_write(AuthenticationFailure)
         for waiting in pending.values():
             self.write(waiting.latest, alias, count=waiting.count, first_seen=waiting.first_at)
+
+    def discard_pending(self) -> None:
+        """Forget deferred refusals of this thread (tests: a test transaction is never committed)."""
+        self._pending.events = {}
 
     def write(self, event: RefusalEvent, alias: str, *, count: int = 1, first_seen: dt.datetime | None = None) -> None:
         try:
@@ -293,8 +302,6 @@ def get_handler() -> AuditHandler:
 
 def record(event: RefusalEvent) -> None:
     """Log, store and (when configured) alert on one refusal.  Never raises."""
-    from . import alerts
-
     log_refusal(event)
     try:
         get_handler().record(event)
@@ -314,6 +321,13 @@ def flush_pending(**kwargs: Any) -> None:
 
 
 request_finished.connect(flush_pending, dispatch_uid="certauth-audit-flush")
+
+
+def discard_pending() -> None:
+    """Drop refusals deferred by this thread and not yet written (for test isolation)."""
+    discard = getattr(get_handler(), "discard_pending", None)
+    if discard is not None:
+        discard()
 
 
 def now() -> dt.datetime:
@@ -338,13 +352,14 @@ def reason_counts(since: dt.datetime, queryset: QuerySet[AuthenticationFailure] 
     ``[{"reason": "unknown_certificate", "refusals": 10000, "rows": 2}, ...]``.  A row counts whole, so
     the figure can include refusals up to one audit window older than ``since``."""
     queryset = failures() if queryset is None else queryset
-    return list(
+    rows = (
         queryset.filter(last_seen__gte=since)
         .order_by()
         .values("reason")
         .annotate(refusals=Sum("count"), rows=Count("pk"))
         .order_by("-refusals", "reason")
     )
+    return [dict(row) for row in rows]
 
 
 def search_filter(term: str) -> Q | None:

@@ -123,14 +123,23 @@ def _name_attr(name: x509.Name, oid: x509.ObjectIdentifier) -> list[str]:
     values = []
     for attribute in name.get_attributes_for_oid(oid):
         value = attribute.value
-        values.append(value if isinstance(value, str) else value.decode("utf-8", "replace"))
+        values.append(printable(value if isinstance(value, str) else value.decode("utf-8", "replace")))
     return values
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """A certificate's text as it may be stored, logged and shown: control characters (NUL above all, which
+    PostgreSQL text columns refuse; newlines, which forge log lines) escaped as ``\\xNN``."""
+    return _CONTROL_CHARACTERS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def _rfc4514(name: x509.Name) -> str:
     try:
-        return name.rfc4514_string()
-    except Exception:
+        return printable(name.rfc4514_string())
+    except Exception:  # an odd attribute must not make the whole certificate unreadable
         return "<unprintable name>"
 
 
@@ -148,9 +157,9 @@ def describe(certificate: x509.Certificate) -> CertificateInfo:
         except x509.ExtensionNotFound:
             pass
         else:
-            dns = san.get_values_for_type(x509.DNSName)
-            uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-            emails = san.get_values_for_type(x509.RFC822Name)
+            dns = [printable(value) for value in san.get_values_for_type(x509.DNSName)]
+            uris = [printable(value) for value in san.get_values_for_type(x509.UniformResourceIdentifier)]
+            emails = [printable(value) for value in san.get_values_for_type(x509.RFC822Name)]
             ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
         ekus: tuple[str, ...] | None
         try:
@@ -222,7 +231,7 @@ def _public_key_facts(certificate: x509.Certificate) -> tuple[str, int]:
 def _signature_hash(certificate: x509.Certificate) -> str:
     try:
         algorithm = certificate.signature_hash_algorithm
-    except Exception:  # noqa: BLE001 - e.g. MD5/SHA-1 variants the library declines to name
+    except Exception:  # e.g. MD5/SHA-1 variants the library declines to name
         return "unknown"
     return algorithm.name if algorithm is not None else ""
 

@@ -88,8 +88,12 @@ def _fresh_certauth_state() -> Any:
     from certauth import authenticator
     from certauth.registry import registry, reset_last_used_memory
 
+    from certauth import audit
+
     registry.invalidate()
     reset_last_used_memory()
+    # A refusal recorded outside a request in a previous test's transaction must not land in this one.
+    audit.discard_pending()
     authenticator._config = None
     yield
     registry.invalidate()

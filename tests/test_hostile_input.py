@@ -208,3 +208,19 @@ def test_empty_or_blank_header_is_a_missing_certificate(value: str, api) -> None
     assert response.status_code == 401
     assert response.json()["reason"] == "missing_certificate"
     assert AuthenticationFailure.objects.filter(reason="missing_certificate").count() == 1
+
+
+def nul_in_names(pki: FixturePKI, cache: dict[str, Any]) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "evil\x00attacker\nforged-line")])
+    return esc(pem_of(_sign(_builder(pki.root, key.public_key(), subject), pki.root)))
+
+
+def test_control_characters_in_names_are_audited_escaped(api, pki, register) -> None:
+    """A NUL in a certificate name must not suppress the audit row (PostgreSQL text refuses NUL) nor forge
+    log lines: names are stored and logged with control characters escaped."""
+    response = api.get("/api/whoami/", nul_in_names(pki, {}))
+    assert response.status_code == 401 and response.json()["reason"] == "unknown_certificate"
+    [row] = AuthenticationFailure.objects.filter(reason="unknown_certificate")
+    assert row.subject_cn == "evil\\x00attacker\\x0aforged-line"
+    assert "\x00" not in row.subject and "\n" not in row.subject

@@ -20,6 +20,25 @@ from ..models import AuthenticationFailure, RegisteredCertificate
 from ..reasons import Reason
 
 SUMMARY_HOURS = 24
+DETAIL_FIELDS = (
+    "reason",
+    "detail",
+    "count",
+    "first_seen",
+    "last_seen",
+    "identity",
+    "thumbprint_sha256",
+    "subject",
+    "issuer",
+    "serial_number",
+    "not_after",
+    "client_ip",
+    "proxy_ip",
+    "method",
+    "path",
+    "user_agent",
+    "certificate_pem",
+)
 
 
 class ReasonFilter(admin.SimpleListFilter):
@@ -61,26 +80,8 @@ class AuthenticationFailureAdmin(admin.ModelAdmin):
     search_help_text = _("A thumbprint in any spelling (or 8+ hex digits of one), an IP address, or part of a subject.")
     show_full_result_count = False
     actions = ["register_certificate"]
-    fields = [
-        "reason",
-        "detail",
-        "count",
-        "first_seen",
-        "last_seen",
-        "identity",
-        "thumbprint_sha256",
-        "subject",
-        "issuer",
-        "serial_number",
-        "not_after",
-        "client_ip",
-        "proxy_ip",
-        "method",
-        "path",
-        "user_agent",
-        "certificate_pem",
-    ]
-    readonly_fields = fields
+    fields = DETAIL_FIELDS
+    readonly_fields = DETAIL_FIELDS
 
     # --- read-only ------------------------------------------------------------------------------------
 
@@ -100,10 +101,11 @@ class AuthenticationFailureAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("identity"), ordering="identity__name")
     def identity_link(self, obj: AuthenticationFailure) -> str:
-        if obj.identity_id is None:
+        identity = obj.identity
+        if identity is None:
             return "-"
-        url = reverse("admin:certauth_certificateidentity_change", args=[obj.identity_id])
-        return format_html('<a href="{}">{}</a>', url, obj.identity.name)
+        url = reverse("admin:certauth_certificateidentity_change", args=[identity.pk])
+        return format_html('<a href="{}">{}</a>', url, identity.name)
 
     @admin.display(description=_("thumbprint"), ordering="thumbprint_sha256")
     def short_thumbprint(self, obj: AuthenticationFailure) -> str:
