@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from .certificates import CertificateInfo
 from .reasons import CertificateRefused, Reason
 
-
 #: Below these a certificate is refused as ``weak_certificate`` whatever else is configured.
 MINIMUM_KEY_BITS = {"rsa": 2048, "dsa": 2048, "ec": 256, "ed25519": 256, "ed448": 448}
 WEAK_SIGNATURE_HASHES = frozenset({"md5", "sha1", "md2", "md4", "unknown"})
@@ -44,7 +43,8 @@ def check_certificate(info: CertificateInfo, now: dt.datetime, options: PolicyOp
     if minimum is None or info.public_key_bits < minimum:
         raise CertificateRefused(
             Reason.WEAK_CERTIFICATE,
-            f"The certificate's {info.public_key_algorithm or 'unknown'} key of {info.public_key_bits} bits is too weak.",
+            f"The certificate's {info.public_key_algorithm or 'unknown'} key of {info.public_key_bits} bits "
+            "is too weak.",
         )
     if info.signature_hash in WEAK_SIGNATURE_HASHES:
         raise CertificateRefused(Reason.WEAK_CERTIFICATE, f"The certificate is signed with {info.signature_hash}.")
@@ -65,4 +65,6 @@ def check_certificate(info: CertificateInfo, now: dt.datetime, options: PolicyOp
         if info.is_ca:
             raise CertificateRefused(Reason.WRONG_USAGE, "A CA certificate cannot authenticate a client.")
         if info.key_usage_allows_signing is False:
-            raise CertificateRefused(Reason.WRONG_USAGE, "The certificate's key usage does not allow digital signatures.")
+            raise CertificateRefused(
+                Reason.WRONG_USAGE, "The certificate's key usage does not allow digital signatures."
+            )

@@ -59,7 +59,7 @@ _MESSAGES: dict[Reason, str] = {
     Reason.CERTIFICATE_NOT_YET_VALID: "The client certificate is not valid yet.",
     Reason.WRONG_USAGE: "The client certificate is not allowed for client authentication.",
     Reason.WEAK_CERTIFICATE: "The client certificate uses a key or signature that is too weak.",
-    Reason.UNSUPPORTED_CERTIFICATE: "The client certificate uses a version or critical extension that is not supported.",
+    Reason.UNSUPPORTED_CERTIFICATE: "The client certificate's version or a critical extension is not supported.",
     Reason.UNTRUSTED_ISSUER: "The client certificate was not issued by a trusted authority.",
     Reason.CHAIN_INVALID: "The client certificate chain is not valid.",
     Reason.SELF_SIGNED_NOT_ALLOWED: "Self-signed client certificates are not allowed.",

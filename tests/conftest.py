@@ -85,10 +85,8 @@ def pki() -> FixturePKI:
 @pytest.fixture(autouse=True)
 def _fresh_certauth_state() -> Any:
     """Each test starts with empty per-worker caches (they are process-wide by design)."""
-    from certauth import authenticator
+    from certauth import audit, authenticator
     from certauth.registry import registry, reset_last_used_memory
-
-    from certauth import audit
 
     registry.invalidate()
     reset_last_used_memory()

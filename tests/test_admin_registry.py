@@ -616,7 +616,12 @@ def test_identity_autocomplete_matches_names_only_with_the_exact_name_first(admi
     services.register_certificate(other, pki.issue("demo-client-next").certificate)
     response = admin_client.get(
         "/admin/autocomplete/",
-        {"term": "demo-client", "app_label": "certauth", "model_name": "registeredcertificate", "field_name": "identity"},
+        {
+            "term": "demo-client",
+            "app_label": "certauth",
+            "model_name": "registeredcertificate",
+            "field_name": "identity",
+        },
     )
     assert response.status_code == 200, response.content
     names = [item["text"] for item in response.json()["results"]]

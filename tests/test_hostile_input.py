@@ -143,25 +143,54 @@ def b64_der(pki: FixturePKI) -> str:
 
 CASES = [
     Case("truncated PEM", lambda p, c: esc(client_pem(p)[:300]), "malformed_certificate"),
-    Case("PEM body cut short", lambda p, c: esc(client_pem(p)[:200] + "\n-----END CERTIFICATE-----\n"), "malformed_certificate"),
+    Case(
+        "PEM body cut short",
+        lambda p, c: esc(client_pem(p)[:200] + "\n-----END CERTIFICATE-----\n"),
+        "malformed_certificate",
+    ),
     Case("PEM with junk before", lambda p, c: esc("hello\n" + client_pem(p)), "malformed_certificate"),
     Case("PEM with junk after", lambda p, c: esc(client_pem(p) + "trailing junk"), "malformed_certificate"),
     Case("two certificates", lambda p, c: esc(client_pem(p) + p.root.cert_pem().decode()), "malformed_certificate"),
     Case("a private key", lambda p, c: esc(p.client.key_pem()), "malformed_certificate"),
-    Case("a private key after the certificate", lambda p, c: esc(client_pem(p) + p.client.key_pem().decode()), "malformed_certificate"),
+    Case(
+        "a private key after the certificate",
+        lambda p, c: esc(client_pem(p) + p.client.key_pem().decode()),
+        "malformed_certificate",
+    ),
     Case("a CSR", csr, "malformed_certificate"),
     Case("a CRL", crl, "malformed_certificate"),
-    Case("DER garbage as base64", lambda p, c: base64.b64encode(b"\x30\x82\x01\x00" + b"\x00" * 50).decode(), "malformed_certificate", "base64_der"),
+    Case(
+        "DER garbage as base64",
+        lambda p, c: base64.b64encode(b"\x30\x82\x01\x00" + b"\x00" * 50).decode(),
+        "malformed_certificate",
+        "base64_der",
+    ),
     Case("wrong base64 padding", lambda p, c: b64_der(p).rstrip("=") + "===", "malformed_certificate", "base64_der"),
     Case("base64 with invalid characters", lambda p, c: "!!" + b64_der(p), "malformed_certificate", "base64_der"),
-    Case("broken URL escape", lambda p, c: escaped(p.client)[:40] + "%G1" + escaped(p.client)[40:], "malformed_certificate"),
+    Case(
+        "broken URL escape",
+        lambda p, c: escaped(p.client)[:40] + "%G1" + escaped(p.client)[40:],
+        "malformed_certificate",
+    ),
     Case("dangling URL escape", lambda p, c: escaped(p.client) + "%2", "malformed_certificate"),
-    Case("escaped NUL byte", lambda p, c: escaped(p.client)[:60] + "%00" + escaped(p.client)[60:], "malformed_certificate"),
-    Case("raw NUL byte", lambda p, c: escaped(p.client)[:60] + "\x00" + escaped(p.client)[60:], "malformed_certificate"),
+    Case(
+        "escaped NUL byte",
+        lambda p, c: escaped(p.client)[:60] + "%00" + escaped(p.client)[60:],
+        "malformed_certificate",
+    ),
+    Case(
+        "raw NUL byte", lambda p, c: escaped(p.client)[:60] + "\x00" + escaped(p.client)[60:], "malformed_certificate"
+    ),
     Case("non-ASCII", lambda p, c: escaped(p.client)[:60] + "é" + escaped(p.client)[60:], "malformed_certificate"),
-    Case("escaped non-ASCII bytes", lambda p, c: escaped(p.client)[:60] + "%C3%A9" + escaped(p.client)[60:], "malformed_certificate"),
+    Case(
+        "escaped non-ASCII bytes",
+        lambda p, c: escaped(p.client)[:60] + "%C3%A9" + escaped(p.client)[60:],
+        "malformed_certificate",
+    ),
     Case("1 MB value", lambda p, c: "A" * (1024 * 1024), "malformed_certificate"),
-    Case("wrong PEM label", lambda p, c: esc(client_pem(p).replace("CERTIFICATE", "X509 CRL")), "malformed_certificate"),
+    Case(
+        "wrong PEM label", lambda p, c: esc(client_pem(p).replace("CERTIFICATE", "X509 CRL")), "malformed_certificate"
+    ),
     Case("a certificate with no subject", no_subject, "unknown_certificate"),
     Case("a negative serial", lambda p, c: resigned(c, transform=set_serial(-12345)), "malformed_certificate"),
     Case("a zero serial", lambda p, c: resigned(c, transform=set_serial(0)), "malformed_certificate"),
@@ -171,12 +200,19 @@ CASES = [
     Case("a SHA-1-signed certificate", lambda p, c: resigned(c, digest="sha1"), "weak_certificate"),
     Case("a 512-bit RSA key", weak_rsa_512, "weak_certificate"),
     Case("a critical unknown extension", critical_unknown_extension, "unsupported_certificate"),
-    Case("a v1 certificate", lambda p, c: resigned(c, transform=drop_version_and_extensions), "unsupported_certificate"),
+    Case(
+        "a v1 certificate", lambda p, c: resigned(c, transform=drop_version_and_extensions), "unsupported_certificate"
+    ),
     Case("a CA certificate as client", ca_as_client, "wrong_usage"),
     Case("serverAuth-only EKU", lambda p, c: escaped(p.server_usage), "wrong_usage"),
     Case("RFC 9440 without colons", lambda p, c: b64_der(p), "malformed_certificate", "rfc9440"),
     Case("RFC 9440 with a list", lambda p, c: f":{b64_der(p)}:, :{b64_der(p)}:", "malformed_certificate", "rfc9440"),
-    Case("nginx legacy with garbage", lambda p, c: "-----BEGIN CERTIFICATE-----\n\tAAA\n-----END CERTIFICATE-----", "malformed_certificate", "nginx_legacy"),
+    Case(
+        "nginx legacy with garbage",
+        lambda p, c: "-----BEGIN CERTIFICATE-----\n\tAAA\n-----END CERTIFICATE-----",
+        "malformed_certificate",
+        "nginx_legacy",
+    ),
 ]
 
 

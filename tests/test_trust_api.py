@@ -199,7 +199,9 @@ def test_a_disabled_authority_binds_no_rule_even_through_a_forwarded_chain(api, 
     authority = intermediate_authority()
     rule_identity("by-intermediate", authority, "subject_cn", "via-*")
     chain = quote(pki.intermediate.cert_pem().decode(), safe="")
-    assert api.get("/api/whoami/", pki.via_intermediate, **{CHAIN_HEADER: chain}).json()["identity"] == "by-intermediate"
+    assert (
+        api.get("/api/whoami/", pki.via_intermediate, **{CHAIN_HEADER: chain}).json()["identity"] == "by-intermediate"
+    )
     authority.is_enabled = False
     authority.save()
     RegisteredCertificate.objects.all().delete()  # forget what the rule recorded: only the rule is on trial

@@ -32,7 +32,8 @@ def _find_by_prefix(entries: Any, text: str) -> RegisteredCertificate:
     prefix = re.sub(r"[\s:\-]", "", text).lower()
     if len(prefix) < MIN_PREFIX_HEX_DIGITS or not re.fullmatch(r"[0-9a-f]+", prefix):
         raise CommandError(
-            f"{text!r} is neither a SHA-256 thumbprint (64 hex digits) nor its first {MIN_PREFIX_HEX_DIGITS}+ hex digits."
+            f"{text!r} is neither a SHA-256 thumbprint (64 hex digits) "
+            f"nor its first {MIN_PREFIX_HEX_DIGITS}+ hex digits."
         )
     matches = list(entries.filter(thumbprint_sha256__startswith=prefix)[:5])
     if len(matches) > 1:
