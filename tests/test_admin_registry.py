@@ -641,3 +641,23 @@ def test_only_a_superuser_may_delete_a_revoked_entry(client, admin_client, regis
     assert client.post(entry_url(live, "delete"), {"post": "yes"}).status_code == 302  # a live one: allowed
     assert admin_client.post(entry_url(entry, "delete"), {"post": "yes"}).status_code == 302
     assert not RegisteredCertificate.objects.filter(pk=entry.pk).exists()
+
+
+def test_an_identity_cannot_act_as_a_staff_user(django_user_model) -> None:
+    """Linking a certificate to a staff or superuser account would open the admin without a password."""
+    staff = django_user_model.objects.create_user("ops", is_staff=True)
+    identity = CertificateIdentity(name="svc", user=staff)
+    with pytest.raises(ValidationError) as excinfo:
+        identity.full_clean()
+    assert "user" in excinfo.value.message_dict
+    service_user = django_user_model.objects.create_user("svc-bot")
+    identity.user = service_user
+    identity.full_clean()
+
+
+def test_only_a_superuser_chooses_the_linked_user(client, admin_client, django_user_model) -> None:
+    identity = CertificateIdentity.objects.create(name="svc")
+    change = reverse("admin:certauth_certificateidentity_change", args=[identity.pk])
+    client.force_login(_staff("view_certificateidentity", "change_certificateidentity"))
+    assert 'name="user"' not in client.get(change).content.decode()
+    assert 'name="user"' in admin_client.get(change).content.decode()
