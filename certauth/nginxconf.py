@@ -12,11 +12,17 @@ Facts the templates rely on, checked against nginx 1.22 (Debian 12, OpenSSL 3.0)
 * nginx refuses some certificates itself before any ``location`` runs: 495 for a verification error
   (expired, not yet valid, unknown CA, revoked by ``ssl_crl``) -- in ``optional_no_ca`` too, for
   expired and not-yet-valid ones -- and 496 when ``ssl_verify_client on`` and no certificate came.
-  ``error_page 495 496 = @certauth_refused`` hands those requests to Django, so the client gets
-  certauth's JSON 401 with a reason and the refusal lands in the audit.
-* Inside that error page location ``$ssl_client_escaped_cert`` still holds the refused certificate and
+  ``error_page 495 496 = @certauth_refused`` hands those requests to certauth's refusal view, so the
+  client gets certauth's JSON 401 with a reason and the refusal lands in the audit.
+* That location never forwards the refused request itself (it would reach the view it asked for, with
+  its method and body: ``on`` would behave like ``optional``).  It sends ``GET /-/certauth/refused``
+  without a body; the original method and URI travel in ``X-Certauth-Original-Method`` and
+  ``X-Certauth-Original-URI`` for the audit.
+* Inside that location ``$ssl_client_escaped_cert`` still holds the refused certificate and
   ``$ssl_client_verify`` says ``FAILED:<openssl reason>`` (``NONE`` for 496), so certauth can name the
   reason and record the thumbprint.
+* A ``proxy_set_header`` in a location drops every server-level one there (nginx inheritance), so the
+  refusal location, which needs ``Content-Length ""``, repeats all of them (``UPSTREAM_HEADERS``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,62 @@ MODES: tuple[str, ...] = ("on", "optional", "optional_no_ca")
 
 UPSTREAM_NAME = "certauth_django"
 ERROR_LOCATION = "@certauth_refused"
+#: Where the refusal location sends nginx's own certificate refusals (``certauth.urls``).
+REFUSED_PATH = "/-/certauth/refused"
+#: Headers carrying the client's request line to the refusal view (set on every request).
+ORIGINAL_URI_HEADER = "X-Certauth-Original-URI"
+ORIGINAL_METHOD_HEADER = "X-Certauth-Original-Method"
+
+#: Certificate headers of other proxies' dialects (docs/proxies.md).  This nginx never sets them, so it
+#: clears them: with CERTIFICATE_HEADER or CHAIN_HEADER pointed at one of them, a client could otherwise
+#: send its own certificate through.
+FOREIGN_CERTIFICATE_HEADERS: tuple[str, ...] = (
+    "Client-Cert",
+    "Client-Cert-Chain",
+    "X-Forwarded-Client-Cert",
+    "X-Forwarded-Tls-Client-Cert",
+    "X-Amzn-Mtls-Clientcert",
+    "X-Amzn-Mtls-Clientcert-Leaf",
+    "X-ARR-ClientCert",
+)
+
+#: Every header nginx sets towards Django, as ``(comment lines, name, value)``.  ``proxy_set_header``
+#: replaces a client-sent header of the same name and sends none for an empty value (``""``).
+UPSTREAM_HEADERS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    ((), "X-SSL-Client-Cert", "$ssl_client_escaped_cert"),
+    ((), "X-SSL-Client-Verify", "$ssl_client_verify"),
+    (
+        (
+            "The request line as the client sent it, for the audit of a refusal (location",
+            f"{ERROR_LOCATION} rewrites it).  Set on every request, so no client can send its own.",
+        ),
+        ORIGINAL_URI_HEADER,
+        "$request_uri",
+    ),
+    ((), ORIGINAL_METHOD_HEADER, "$request_method"),
+    (
+        (
+            "Other proxies' certificate headers: cleared, so CERTIFICATE_HEADER/CHAIN_HEADER pointed at",
+            "one of them cannot be fed by the client through this nginx.",
+        ),
+        FOREIGN_CERTIFICATE_HEADERS[0],
+        '""',
+    ),
+    *(((), name, '""') for name in FOREIGN_CERTIFICATE_HEADERS[1:]),
+    ((), "X-Real-IP", "$remote_addr"),
+    (
+        ("Overwritten, not appended: nginx is the edge, anything the client claims is not evidence.",),
+        "X-Forwarded-For",
+        "$remote_addr",
+    ),
+    ((), "X-Forwarded-Proto", "https"),
+    (
+        ("With the port, so Django's absolute URLs and CSRF origin check match what the browser used.",),
+        "Host",
+        "$host:$server_port",
+    ),
+    (("Keepalive to the upstream (with proxy_http_version 1.1).",), "Connection", '""'),
+)
 
 StrPath = str | PathLike[str]
 
@@ -52,7 +114,8 @@ _MODE_COMMENTS = {
     "on": (
         "# on: a certificate is required and nginx verifies it against ssl_client_certificate (and the\n"
         "# CRL). Django additionally requires X-SSL-Client-Verify: SUCCESS\n"
-        "# (CERTAUTH_PROXY_VERIFIES_CERTIFICATE=true)."
+        "# (CERTAUTH_PROXY_VERIFIES_CERTIFICATE=true). Without a certificate nothing reaches a view, the\n"
+        '# admin and /healthz included: use "optional" (or another server block) for password-only browsers.'
     ),
     "optional": (
         "# optional: nginx asks for a certificate and verifies one if it comes; requests without one\n"
@@ -226,43 +289,60 @@ server {{
 
     # --- what Django receives ------------------------------------------------------------------
     # proxy_set_header replaces any client-sent header of the same name (an empty value sends none),
-    # so these cannot be forged through nginx.  Only directives at this level: a proxy_set_header
-    # inside a location would silently drop all of these there.
-    proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;
-    proxy_set_header X-SSL-Client-Verify $ssl_client_verify;
-    proxy_set_header X-Real-IP $remote_addr;
-    # Overwritten, not appended: nginx is the edge, anything the client claims is not evidence.
-    proxy_set_header X-Forwarded-For $remote_addr;
-    proxy_set_header X-Forwarded-Proto https;
-    # With the port, so Django's absolute URLs and CSRF origin check match what the browser used.
-    proxy_set_header Host $host:$server_port;
+    # so these cannot be forged through nginx.  A proxy_set_header inside a location silently drops
+    # all of these there: only location {ERROR_LOCATION} has its own, and it repeats every one.
+{_indent(_header_lines(comments=True), 4)}
     proxy_http_version 1.1;
-    proxy_set_header Connection "";
     # Response headers from Django (and the forwarded certificate, about 2-3 KB escaped) fit.
     proxy_buffer_size 16k;
     proxy_buffers 8 16k;
 
     # nginx's own certificate refusals (495 verification failed, 496 none with "on") would be a
-    # bare HTML 400.  Hand them to certauth with the original method and URI instead.
+    # bare HTML 400.  Hand them to certauth's refusal view instead (location {ERROR_LOCATION}).
     error_page 495 496 = {ERROR_LOCATION};
 
     location / {{
         proxy_pass http://{UPSTREAM_NAME};
     }}
 
-    # Open health check for load balancers and the test-suite.
+    # Health check for load balancers and the test-suite; needs no certificate in "optional" and
+    # "optional_no_ca".  With "on" nothing reaches Django without one, this included: probe with a
+    # client certificate, or from a separate listener.
     location = /healthz {{
         proxy_pass http://{UPSTREAM_NAME};
     }}
+
+    # Only nginx's refusals below go there; a client asking for it directly gets a plain 404.
+    location = {REFUSED_PATH} {{
+        return 404;
+    }}
 {static}
-    # Here $ssl_client_escaped_cert is still the refused certificate (empty for 496, so Django sees
-    # no certificate header and answers missing_certificate) and $ssl_client_verify is
-    # "FAILED:<reason>" ("NONE" for 496): certauth names the reason and audits the thumbprint.
+    # Never the refused request itself: its view would run (with its method and body), and "on"
+    # would behave like "optional".  certauth's refusal view gets GET {REFUSED_PATH}
+    # without a body and answers 401 with the reason; it audits the original method and URI.
+    # $ssl_client_escaped_cert is still the refused certificate (empty for 496, so certauth sees none
+    # and answers missing_certificate) and $ssl_client_verify is "FAILED:<reason>" ("NONE" for 496).
     location {ERROR_LOCATION} {{
-{static_rescue}        proxy_pass http://{UPSTREAM_NAME};
+{static_rescue}        # "?": without the client's query string.  "break": proxy_pass sends the rewritten URI.
+        rewrite ^ {REFUSED_PATH}? break;
+        proxy_method GET;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+        # A proxy_set_header here drops the server-level ones, so all of them again:
+{_indent(_header_lines(comments=False), 8)}
+        proxy_pass http://{UPSTREAM_NAME};
     }}
 }}
 """
+
+
+def _header_lines(*, comments: bool) -> str:
+    lines = []
+    for comment, name, value in UPSTREAM_HEADERS:
+        if comments:
+            lines += [f"# {line}" for line in comment]
+        lines.append(f"proxy_set_header {name} {value};")
+    return "\n".join(lines)
 
 
 def _standalone(server: str, *, prefix: str, mode: str) -> str:
@@ -317,4 +397,14 @@ http {{
 """
 
 
-__all__ = ["MODES", "UPSTREAM_NAME", "Mode", "render"]
+__all__ = [
+    "FOREIGN_CERTIFICATE_HEADERS",
+    "MODES",
+    "ORIGINAL_METHOD_HEADER",
+    "ORIGINAL_URI_HEADER",
+    "REFUSED_PATH",
+    "UPSTREAM_HEADERS",
+    "UPSTREAM_NAME",
+    "Mode",
+    "render",
+]

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import AllowAny
 
@@ -7,6 +7,8 @@ from project.api import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # certauth's refusal view (/-/certauth/refused), where nginx sends the certificates it refused.
+    path("", include("certauth.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("api/whoami/", views.WhoAmIView.as_view(), name="whoami"),
     path("api/orders/", views.OrdersView.as_view(), name="orders"),

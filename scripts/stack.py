@@ -208,7 +208,9 @@ class Stack:
         nginx = find_nginx()
         if nginx is None:
             raise StackError("nginx is not installed: run scripts/install-system-deps.sh (as root) or `make run`")
-        for name in ("server.pem", "server.key", "ca.pem"):
+        # With "on", the health check presents the dev client certificate.
+        probe = ("client.pem", "client.key") if self.mode == "on" else ()
+        for name in ("server.pem", "server.key", "ca.pem", *probe):
             if not (self.pki_dir / name).is_file():
                 raise StackError(
                     f"{self.pki_dir / name} is missing: run `manage.py certauth devpki --out {self.pki_dir}`"
@@ -345,6 +347,10 @@ class Stack:
 
     def _wait_until_healthy(self) -> None:
         context = ssl.create_default_context(cafile=str(self.ca_file))
+        if self.mode == "on":
+            # nginx lets nothing through without a client certificate, /healthz included: probe with the
+            # dev PKI's client (nginx checks only its chain; /healthz needs no registered identity).
+            context.load_cert_chain(self.pki_dir / "client.pem", self.pki_dir / "client.key")
         deadline = time.monotonic() + self.startup_timeout
         last_error = "no answer yet"
         while time.monotonic() < deadline:
@@ -484,6 +490,25 @@ def _admin_password(var_dir: Path) -> tuple[str, str]:
     return password, f"generated, kept in {path}"
 
 
+def _demo_certificate_warning(env: Mapping[str, str], pki_dir: Path) -> str:
+    """A note when the demo client's entry no longer authenticates (e.g. retired in a rotation try-out)."""
+    import json
+
+    from certauth.devpki import DevPKI
+
+    listing = _manage(env, "certauth", "list", "--identity", "demo-client", "--format", "json", capture=True)
+    thumbprint = DevPKI.load(pki_dir).thumbprint("client")
+    for identity in json.loads(listing.stdout or "[]"):
+        for entry in identity["certificates"]:
+            if entry["thumbprint"] == thumbprint and entry["status"] not in {"valid", "expiring"}:
+                return (
+                    f"\n\nNote: the demo certificate {pki_dir.name}/client.pem is {entry['status']} in the registry "
+                    "(you retired or revoked it), so the first curl above answers 401. Use the certificate you "
+                    "registered as its successor, or start afresh with `make clean && make run`."
+                )
+    return ""
+
+
 def _display(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))
@@ -500,7 +525,7 @@ def run(arguments: argparse.Namespace) -> int:
     if not port_is_free(arguments.host, arguments.port):
         raise StackError(
             f"port {arguments.port} on {arguments.host} is already in use (another `make run`?). "
-            f"Stop that process or choose another port: python -m scripts.stack run --port N"
+            f"Stop that process or choose another port: make run PORT=8444"
         )
     print(f"== preparing {var_dir}", flush=True)
     _manage(env, "migrate", "--noinput", "--verbosity", "0")
@@ -514,6 +539,7 @@ def run(arguments: argparse.Namespace) -> int:
     )  # fmt: skip
     for line in [*trust_dev_authorities(env, pki_dir).splitlines(), *registered.stdout.strip().splitlines()]:
         print(f"   {line}", flush=True)
+    demo_warning = _demo_certificate_warning(env, pki_dir)
     password, origin = _admin_password(var_dir)
     created = _manage(
         {**env, "CERTAUTH_ADMIN_PASSWORD": password}, "shell", "--no-imports", "-c", _ADMIN_SCRIPT, capture=True
@@ -542,25 +568,34 @@ def run(arguments: argparse.Namespace) -> int:
         # The server certificate names localhost too; that is what people type.
         url = f"https://localhost:{stack.port}" if arguments.host == "127.0.0.1" else stack.base_url
         pki = _display(pki_dir)
-        admin_note = "" if created == "created" else "  (existing user: password unchanged)"
+        if created == "created":
+            login = f"admin / {password}   ({origin})"
+        else:
+            # Never print a password that may no longer be the user's: it may have been changed since.
+            login = "admin (existing user, password unchanged; reset: .venv/bin/python manage.py changepassword admin)"
+        if arguments.mode == "on":
+            # nginx lets nothing through without a certificate, the admin and /healthz included.
+            browser_certificate = f"the admin needs a client certificate too: import {pki}/client.p12"
+        else:
+            browser_certificate = f"no client certificate needed; for the API import {pki}/client.p12"
         print(
             f"""
 certauth is running: nginx (ssl_verify_client {arguments.mode}) on {stack.base_url}
                      -> gunicorn on 127.0.0.1:{stack.gunicorn_port}
   API     {url}/api/whoami/   {url}/api/orders/
-  Admin   {url}/admin/   login: admin / {password}   ({origin}){admin_note}
+  Admin   {url}/admin/   login: {login}
           browsers: trust {pki}/ca.pem (or accept the warning);
-          client certificate {pki}/client.p12, password dev-password
+          {browser_certificate} (password dev-password)
   Logs    {_display(stack.log_dir)}/
 
 Try it:
   curl --cacert {pki}/ca.pem --cert {pki}/client.pem --key {pki}/client.key {url}/api/whoami/
-  # no certificate: 401 missing_certificate
+  # no certificate: 401 missing_certificate (with --mode on nginx refuses it; certauth still answers)
   curl --cacert {pki}/ca.pem {url}/api/whoami/
   # a valid certificate nobody registered: 401 unknown_certificate
   curl --cacert {pki}/ca.pem --cert {pki}/unregistered.pem --key {pki}/unregistered.key {url}/api/whoami/
 
-Ctrl-C stops nginx and gunicorn.""",
+Ctrl-C stops nginx and gunicorn.{demo_warning}""",
             flush=True,
         )
         while stack.running:
@@ -586,7 +621,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run_parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"nginx port (default {DEFAULT_PORT})")
     run_parser.add_argument("--host", default="127.0.0.1", help="loopback address for nginx (default 127.0.0.1)")
-    run_parser.add_argument("--mode", choices=nginxconf.MODES, default="on", help="ssl_verify_client (default on)")
+    run_parser.add_argument(
+        "--mode",
+        choices=nginxconf.MODES,
+        default="optional",
+        help="ssl_verify_client (default optional: nginx verifies a certificate when one comes, the admin "
+        "works without one; 'on' requires a certificate for every URL, the admin included)",
+    )
     run_parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     run_parser.add_argument("--var-dir", help="state directory (default $CERTAUTH_VAR_DIR or ./var)")
     arguments = parser.parse_args(argv)

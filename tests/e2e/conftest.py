@@ -58,10 +58,11 @@ class E2EStack:
         return requests_session(cert=self.pki.path(name), key=self.pki.path(name, "key"), ca=ca)
 
 
-@pytest.fixture(scope="session", params=["on", "optional_no_ca"])
+@pytest.fixture(scope="session", params=["on", "optional", "optional_no_ca"])
 def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
-    """The stack in each shipped nginx mode: ``on`` (nginx verifies against the CA bundle) and
-    ``optional_no_ca`` (certauth verifies the chain; CERTAUTH_PROXY_VERIFIES_CERTIFICATE=false)."""
+    """The stack in each nginx mode: ``on`` (nginx verifies against the CA bundle and lets nothing through
+    without a certificate), ``optional`` (what ``make run`` uses: nginx verifies a certificate when one
+    comes) and ``optional_no_ca`` (certauth verifies the chain; CERTAUTH_PROXY_VERIFIES_CERTIFICATE=false)."""
     if find_nginx() is None:
         pytest.skip("nginx is not installed: `make test` installs it (scripts/install-system-deps.sh)")
     mode = request.param

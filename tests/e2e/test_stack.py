@@ -1,9 +1,10 @@
-"""End to end through real TLS: nginx (the shipped template, in modes ``on`` and ``optional_no_ca``) ->
-gunicorn with two workers -> certauth, with certificates from the project's own dev PKI.  Every test runs
-once per mode (the ``e2e`` fixture is parametrized)."""
+"""End to end through real TLS: nginx (the shipped template, in modes ``on``, ``optional`` and
+``optional_no_ca``) -> gunicorn with two workers -> certauth, with certificates from the project's own dev
+PKI.  Every test runs once per mode (the ``e2e`` fixture is parametrized)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -37,8 +38,8 @@ def test_registered_client_gets_its_identity(e2e: E2EStack) -> None:
 
 
 def test_no_certificate_is_missing_certificate(e2e: E2EStack) -> None:
-    # "on": nginx's 496 is routed to certauth, which sees no certificate header; "optional_no_ca": the
-    # request reaches certauth without one.
+    # "on": nginx's 496 goes to certauth's refusal view, which sees no certificate header; "optional" and
+    # "optional_no_ca": the request reaches the API view without one.
     assert _refusal(e2e.session(None).get(e2e.url("/api/whoami/"), timeout=10)) == "missing_certificate"
 
 
@@ -86,8 +87,81 @@ def test_forged_header_cannot_replace_the_presented_certificate(e2e: E2EStack) -
     assert _refusal(response) == "unknown_certificate"
 
 
-def test_healthz_needs_no_certificate(e2e: E2EStack) -> None:
-    assert e2e.session(None).get(e2e.url("/healthz"), timeout=10).status_code == 200
+def test_healthz_needs_no_certificate_except_with_on(e2e: E2EStack) -> None:
+    response = e2e.session(None).get(e2e.url("/healthz"), timeout=10)
+    if e2e.stack.mode == "on":
+        assert _refusal(response) == "missing_certificate"
+    else:
+        assert response.status_code == 200
+    # Any certificate nginx accepts will do with "on" (Stack's own health check uses the demo client's).
+    assert e2e.session("unregistered").get(e2e.url("/healthz"), timeout=10).status_code == 200
+
+
+def _last_refusal(e2e: E2EStack, reason: str, thumbprint: str = "") -> dict[str, str]:
+    """The method and path of the latest audit row for ``reason`` (and ``thumbprint``), read from the database."""
+    script = (
+        "import json; from certauth.models import AuthenticationFailure as F; "
+        f"row = F.objects.filter(reason={reason!r}, thumbprint_sha256={thumbprint!r}).latest('last_seen'); "
+        "print(json.dumps({'method': row.method, 'path': row.path}))"
+    )
+    return dict(json.loads(e2e.manage("shell", "-c", script).stdout.strip().splitlines()[-1]))
+
+
+_REFUSAL_LINE = '"GET /-/certauth/refused HTTP/1.1" 401'
+
+
+def _access_log_after(e2e: E2EStack, before: int, refusals: int) -> list[str]:
+    """gunicorn's access log after its first ``before`` lines, once it holds ``refusals`` more answers of the
+    refusal view (a worker writes its line after the response has gone out; waits up to 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = e2e.stack.access_log.read_text().splitlines()[before:]
+        if sum(_REFUSAL_LINE in line for line in lines) >= refusals or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_on_lets_nothing_through_without_a_certificate(e2e: E2EStack) -> None:
+    """With ``on``, a request without a certificate never reaches its view (the admin login, the schema,
+    open API views, the health check): certauth's refusal view answers it, and audits the original line."""
+    if e2e.stack.mode != "on":
+        pytest.skip("optional modes let requests without a certificate through, by design")
+    before = len(e2e.stack.access_log.read_text().splitlines())
+    marker = f"probe-{uuid.uuid4().hex[:8]}"  # in each query string: in gunicorn's log only if a view ran
+    session = e2e.session(None)
+    for path in ["/api/ping/", "/api/schema/", "/healthz", "/admin/"]:
+        response = session.get(e2e.url(f"{path}?{marker}"), timeout=10)
+        assert _refusal(response) == "missing_certificate", path
+        assert not response.cookies, (path, response.cookies)
+    response = session.post(
+        e2e.url(f"/admin/login/?next=/admin/&{marker}"), data={"username": "admin", "password": "guess"}, timeout=10
+    )
+    assert _refusal(response) == "missing_certificate"
+    assert not response.cookies  # no csrftoken, no sessionid: the login view never ran
+    # What gunicorn served for them: the refusal view, as a GET, five times; never the URL asked for.
+    lines = _access_log_after(e2e, before, refusals=5)
+    assert sum(_REFUSAL_LINE in line for line in lines) >= 5, lines
+    assert not [line for line in lines if marker in line]
+    assert _last_refusal(e2e, "missing_certificate") == {"method": "POST", "path": "/admin/login/"}
+
+
+def test_optional_modes_serve_the_admin_without_a_certificate(e2e: E2EStack) -> None:
+    if e2e.stack.mode == "on":
+        pytest.skip("with on, the admin needs a client certificate too")
+    response = e2e.session(None).get(e2e.url("/admin/login/"), timeout=10)
+    assert response.status_code == 200 and "csrftoken" in response.cookies
+    assert e2e.session(None).get(e2e.url("/api/ping/"), timeout=10).json()["ok"] is True
+
+
+def test_refused_certificate_is_audited_under_the_original_path(e2e: E2EStack) -> None:
+    # nginx refuses an expired certificate itself in every mode (495); the audit names what was asked for.
+    path = f"/api/orders/probe-{uuid.uuid4().hex[:8]}/"
+    before = len(e2e.stack.access_log.read_text().splitlines())
+    response = e2e.session("expired").post(e2e.url(path + "?q=1"), json={"item": "x"}, timeout=10)
+    assert _refusal(response) == "certificate_expired"
+    assert _last_refusal(e2e, "certificate_expired", e2e.pki.thumbprint("expired")) == {"method": "POST", "path": path}
+    lines = _access_log_after(e2e, before, refusals=1)
+    assert any(_REFUSAL_LINE in line for line in lines) and not [line for line in lines if path in line]
 
 
 def _access_log_pids(e2e: E2EStack, marker: str) -> set[str]:

@@ -1,0 +1,10 @@
+"""certauth's URLs.  Include at the site root (``path("", include("certauth.urls"))``): the shipped nginx
+config sends its certificate refusals to ``/-/certauth/refused`` (``certauth.nginxconf.REFUSED_PATH``)."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("-/certauth/refused", views.refused, name="certauth-refused"),
+]

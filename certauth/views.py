@@ -1,0 +1,68 @@
+"""The view nginx hands its own certificate refusals to (``error_page 495 496``, see certauth.nginxconf).
+
+nginx refused the TLS client certificate (495) or got none although ``ssl_verify_client on`` wants one
+(496).  It does not forward the refused request: it sends ``GET /-/certauth/refused`` without a body and
+the client's request line in ``X-Certauth-Original-Method`` / ``X-Certauth-Original-URI``.  This view
+answers certauth's JSON 401 with the reason and records the refusal, once, under the path the client
+asked for.  It never answers 200: nginx has already refused.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from .authenticator import Outcome, config, evaluate, meta_key, record_refusal
+from .decorators import refusal_response
+from .nginxconf import ORIGINAL_METHOD_HEADER, ORIGINAL_URI_HEADER
+from .reasons import Reason
+
+_ORIGINAL_URI_KEY = meta_key(ORIGINAL_URI_HEADER)
+_ORIGINAL_METHOD_KEY = meta_key(ORIGINAL_METHOD_HEADER)
+_METHOD = re.compile(r"[A-Za-z]{1,16}")
+
+
+def original_request_line(request: HttpRequest) -> tuple[str, str]:
+    """``(method, path)`` the client sent, from the proxy's headers when the request comes from a trusted
+    proxy (anyone else could write them); otherwise this request's own.  The path is decoded like
+    ``request.path`` and has no query string."""
+    meta = request.META
+    method, path = request.method or "", request.path
+    if meta.get("REMOTE_ADDR") not in config().proxies:
+        return method, path
+    raw_method = meta.get(_ORIGINAL_METHOD_KEY, "")
+    if _METHOD.fullmatch(raw_method):
+        method = raw_method.upper()
+    raw_uri = meta.get(_ORIGINAL_URI_KEY, "")
+    if raw_uri:
+        # WSGI hands header values over as latin-1; nginx passes the URI's bytes through as sent.
+        encoded = raw_uri.split("?", 1)[0].encode("latin-1", "replace")
+        path = unquote_to_bytes(encoded).decode("utf-8", "replace")
+    return method, path
+
+
+@csrf_exempt
+def refused(request: HttpRequest) -> HttpResponse:
+    """Answer a request nginx refused: certauth's reason (JSON 401, or 503 ``registry_unavailable`` while
+    the database is down) and one audit row with the original method and path.  When certauth itself
+    would accept the certificate, the answer is ``proxy_verification_failed``: the proxy's refusal
+    stands.  Any method; no CSRF check; never touches the session."""
+    method, path = original_request_line(request)
+    outcome = evaluate(request, path=path, method=method)
+    if outcome.ok:
+        verdict = request.META.get(config().verify_key, "").strip() or "no verdict"
+        outcome = Outcome(
+            Reason.PROXY_VERIFICATION_FAILED,
+            f"The TLS proxy refused the certificate ({verdict[:200]}).",
+            certificate=outcome.certificate,
+            identity_id=outcome.identity_id,
+            identity_name=outcome.identity_name,
+            client_ip=outcome.client_ip,
+            proxy_ip=outcome.proxy_ip,
+        )
+    # A no-op when evaluate() has recorded it already (every reason but missing_certificate).
+    record_refusal(request, outcome, path=path, method=method)
+    return refusal_response(outcome)
