@@ -9,7 +9,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from .authenticator import Outcome, evaluate, record_refusal, refusal_after_authentication, www_authenticate
-from .csrf import is_cross_site
+from .csrf import SAFE_METHODS, is_cross_site
 from .reasons import Reason
 
 
@@ -42,7 +42,8 @@ class ClientCertificateAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
         outcome = evaluate(request._request)
         if outcome.ok:
-            if is_cross_site(request.method or "GET", request.META, request._request.get_host()):
+            method = request.method or "GET"
+            if method not in SAFE_METHODS and is_cross_site(method, request.META, request._request.get_host()):
                 refusal = refusal_after_authentication(
                     outcome, Reason.CROSS_SITE_REQUEST, Reason.CROSS_SITE_REQUEST.message
                 )

@@ -205,9 +205,10 @@ def _decide(request: HttpRequest) -> Outcome:
     info: CertificateInfo | None = None
     try:
         accepted = cfg.accepted.get(key)
-        if accepted is not MISSING and _still_accepted(cfg, meta, accepted, now):  # type: ignore[arg-type]
-            auth = accepted.auth  # type: ignore[union-attr]
-            touch_last_used(auth.entry_id, now)  # type: ignore[arg-type]
+        if isinstance(accepted, _Accepted) and _still_accepted(cfg, meta, accepted, now):
+            auth = accepted.auth
+            if auth.entry_id is not None:  # always set for a pinned entry
+                touch_last_used(auth.entry_id, now)
             return Outcome(
                 None,
                 auth=auth,
@@ -216,7 +217,7 @@ def _decide(request: HttpRequest) -> Outcome:
                 identity_name=auth.identity.name,
                 client_ip=client_ip,
                 proxy_ip=proxy_ip,
-                revocation_warning=accepted.revocation_warning,  # type: ignore[union-attr]
+                revocation_warning=accepted.revocation_warning,
             )
         try:
             presented = parse_cached(cfg, raw, key[1])
@@ -320,7 +321,7 @@ def _match_registry(
 
         entry = rules.resolve(info, trusted.forwarded, trusted.result, trusted.store, entry, now)
     identity = entry.identity
-    common = {
+    common: dict[str, Any] = {
         "certificate": info,
         "identity_id": identity.id,
         "identity_name": identity.name,

@@ -96,9 +96,9 @@ def _update_sql(model: type[Model], field_name: str, vendor: str, alias: str) ->
     connection = connections[alias]
     field: Field[Any, Any] = model._meta.get_field(field_name)  # type: ignore[assignment]
     quote = connection.ops.quote_name
-    column = quote(field.column)
+    column = quote(str(field.column))
     sql = (
         f"UPDATE {quote(model._meta.db_table)} SET {column} = %s "  # noqa: S608 (names from model metadata)
-        f"WHERE {quote(model._meta.pk.column)} = %s AND ({column} IS NULL OR {column} <= %s)"
+        f"WHERE {quote(str(model._meta.pk.column))} = %s AND ({column} IS NULL OR {column} <= %s)"
     )
     return sql, field
