@@ -77,12 +77,18 @@ class Outcome:
                 self._user = CertificatePrincipal(identity)
             else:
                 user_id = identity.user_id
-                self._user = SimpleLazyObject(lambda: get_user_model()._default_manager.get(pk=user_id))
+                self._user = SimpleLazyObject(lambda: _linked_user(user_id, identity))
         return self._user
 
     def body(self) -> dict[str, Any]:
         assert self.reason is not None
         return {"reason": str(self.reason), "detail": self.detail or self.reason.message}
+
+
+def _linked_user(user_id: int, identity: Any) -> Any:
+    """The linked user; a lightweight principal should it have vanished since the registry was read."""
+    user = get_user_model()._default_manager.filter(pk=user_id).first()
+    return user if user is not None else CertificatePrincipal(identity)
 
 
 class _Config:
@@ -132,6 +138,9 @@ class Presented:
 
 _LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
 
+#: Forwarded values longer than this (a certificate and its chain are a few KiB) are parsed but not cached.
+MAX_CACHED_VALUE_LENGTH = 16 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class _Accepted:
@@ -158,7 +167,10 @@ def parse_cached(cfg: _Config, raw: str, chain_raw: str | None) -> Presented:
         chain += parse_chain_header(chain_raw, cfg.format)
     info = describe(forwarded.leaf)
     presented = Presented(info, chain, (info.thumbprint_sha256, *(thumbprint_of(c) for c in chain)))
-    cfg.parsed.set(key, presented)
+    if len(raw) + len(chain_raw or "") <= MAX_CACHED_VALUE_LENGTH:
+        # The key holds the whole value: only certificate-sized ones are kept, so a flood of distinct
+        # near-64-KiB values cannot pin CACHE_SIZE x 64 KiB of memory per worker.
+        cfg.parsed.set(key, presented)
     return presented
 
 
@@ -262,6 +274,8 @@ def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trust
     it could answer otherwise; from ``now`` only (were the clock to step back, the full path runs again)."""
     auth = outcome.auth
     assert auth is not None and trusted.entry is not None
+    if len(key[0]) + len(key[1] or "") > MAX_CACHED_VALUE_LENGTH:
+        return
     valid_until = min(trusted.entry.not_after, trusted.result.valid_until or _LATEST)
     if cfg.policy.validate_validity_period:
         valid_until = min(valid_until, auth.certificate.not_after)
@@ -333,6 +347,9 @@ def _match_registry(
         return Outcome(Reason.CERTIFICATE_REVOKED, f"The certificate was revoked{reason}.", **common)
     if not identity.is_active:
         return Outcome(Reason.IDENTITY_DISABLED, **common)
+    if not identity.user_usable:
+        detail = "The identity's linked user is inactive or a staff account, which a certificate may not act as."
+        return Outcome(Reason.IDENTITY_DISABLED, detail, **common)
     if entry.not_after <= now:
         return Outcome(Reason.CERTIFICATE_EXPIRED, "The registered entry has expired.", **common)
     if entry.not_before is not None and entry.not_before > now:
@@ -410,10 +427,10 @@ def record_refusal(
 
 def _send(signal: Any, **kwargs: Any) -> None:
     # No has_listeners() check first: it costs more than send() itself, which returns at once without receivers.
-    try:
-        signal.send(sender=Outcome, **kwargs)
-    except Exception:
-        logger.exception("certauth signal receiver failed")
+    # send_robust: a raising receiver neither stops the ones after it nor reaches the request.
+    for receiver, result in signal.send_robust(sender=Outcome, **kwargs):
+        if isinstance(result, Exception):
+            logger.error("certauth signal receiver %r failed", receiver, exc_info=result)
 
 
 def www_authenticate(reason: Reason | None = None) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from .authenticator import Outcome, evaluate, record_refusal, www_authenticate
+from .authenticator import Outcome, evaluate, record_refusal, refusal_after_authentication, www_authenticate
+from .csrf import SAFE_METHODS, is_cross_site
 from .reasons import Reason
 
 
@@ -18,6 +19,12 @@ def refusal_response(outcome: Outcome) -> JsonResponse:
     if outcome.reason.status_code == 401:
         response["WWW-Authenticate"] = www_authenticate(outcome.reason)
     return response
+
+
+def _refuse(request: HttpRequest, outcome: Outcome, reason: Reason, detail: str) -> JsonResponse:
+    denied = refusal_after_authentication(outcome, reason, detail)
+    record_refusal(request, denied)
+    return refusal_response(denied)
 
 
 def certificate_required(view: Callable[..., HttpResponse] | None = None, *, scopes: Iterable[str] = ()) -> Any:
@@ -33,20 +40,12 @@ def certificate_required(view: Callable[..., HttpResponse] | None = None, *, sco
                 record_refusal(request, outcome)
                 return refusal_response(outcome)
             assert outcome.auth is not None
+            method = request.method or "GET"
+            if method not in SAFE_METHODS and is_cross_site(method, request.META, request.get_host()):
+                return _refuse(request, outcome, Reason.CROSS_SITE_REQUEST, Reason.CROSS_SITE_REQUEST.message)
             missing = [scope for scope in required if not outcome.auth.has_scope(scope)]
             if missing:
-                denied = Outcome(
-                    Reason.INSUFFICIENT_SCOPE,
-                    f"Missing scope: {', '.join(missing)}.",
-                    certificate=outcome.certificate,
-                    identity_id=outcome.identity_id,
-                    identity_name=outcome.identity_name,
-                    client_ip=outcome.client_ip,
-                    proxy_ip=outcome.proxy_ip,
-                )
-                record_refusal(request, denied)
-                response = refusal_response(denied)
-                return response
+                return _refuse(request, outcome, Reason.INSUFFICIENT_SCOPE, f"Missing scope: {', '.join(missing)}.")
             request.certificate_auth = outcome.auth  # type: ignore[attr-defined]
             return function(request, *args, **kwargs)
 

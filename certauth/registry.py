@@ -47,6 +47,9 @@ class IdentitySnapshot:
     is_active: bool
     scopes: frozenset[str]
     user_id: int | None
+    # False when the linked Django user is inactive, staff or superuser: a certificate must never act as
+    # an account that could not log in, or as one that opens the admin without a password.
+    user_usable: bool = True
 
     def has_scope(self, scope: str) -> bool:
         return scope_granted(self.scopes, scope)
@@ -172,6 +175,12 @@ def load_entry(thumbprint: str) -> EntrySnapshot | None:
         is_active=row["identity__is_active"],
         scopes=frozenset(parse_scopes(row["identity__scopes"])),
         user_id=row["identity__user_id"],
+        user_usable=row["identity__user_id"] is None
+        or (
+            row.get("identity__user__is_active", True) is not False
+            and not row.get("identity__user__is_staff", False)
+            and not row.get("identity__user__is_superuser", False)
+        ),
     )
     _remember_last_used(row["id"], row["last_used_at"])
     return EntrySnapshot(
@@ -202,7 +211,16 @@ def _entry_queryset(thumbprint: str) -> Any:
         "identity__is_active",
         "identity__scopes",
         "identity__user_id",
+        *_user_flag_lookups(),
     )
+
+
+def _user_flag_lookups() -> list[str]:
+    """The linked user's is_active/is_staff/is_superuser, where the user model has them as fields."""
+    from django.contrib.auth import get_user_model
+
+    names = {field.name for field in get_user_model()._meta.concrete_fields}
+    return [f"identity__user__{flag}" for flag in ("is_active", "is_staff", "is_superuser") if flag in names]
 
 
 def _model(name: str) -> Any:
@@ -388,8 +406,28 @@ def _on_registry_model_change(sender: Any, using: str | None = None, update_fiel
     registry_changed(using)
 
 
+def _on_linked_user_change(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
+    """A linked user deactivated, promoted to staff or deleted changes decisions: bump the generation.
+    (``last_login`` updates on every admin login and changes nothing: skipped.)"""
+    from .models import CertificateIdentity
+
+    update_fields = kwargs.get("update_fields")
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return
+    if CertificateIdentity.objects.using(using).filter(user_id=instance.pk).exists():
+        registry_changed(using)
+
+
 def connect_signals() -> None:
+    from django.contrib.auth import get_user_model
+    from django.db.models.signals import pre_delete
+
     from .models import CertificateIdentity, RegisteredCertificate, TrustedAuthority
+
+    user_model = get_user_model()
+    post_save.connect(_on_linked_user_change, sender=user_model, dispatch_uid="certauth-linked-user-save")
+    # pre_delete: afterwards on_delete=SET_NULL has already unlinked the identity (with no signal of its own).
+    pre_delete.connect(_on_linked_user_change, sender=user_model, dispatch_uid="certauth-linked-user-delete")
 
     for model in (CertificateIdentity, RegisteredCertificate, TrustedAuthority):
         post_save.connect(

@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/whoami/", views.WhoAmIView.as_view(), name="whoami"),
     path("api/orders/", views.OrdersView.as_view(), name="orders"),
     path("api/ping/", views.OpenPingView.as_view(), name="ping"),
+    path("plain/orders/", views.plain_orders, name="plain-orders"),
     path(
         "api/schema/",
         SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]),

@@ -239,3 +239,27 @@ def test_machine_clients_and_same_origin_requests_are_not_cross_site(api, pki, r
     assert api.post("/api/orders/", pki.client, data={"item": "widget", "quantity": 1}, **headers).status_code == 201
     # Safe methods are never refused for it (they change nothing).
     assert api.get("/api/orders/", pki.client, HTTP_ORIGIN="https://evil.example").status_code == 200
+
+
+def test_a_certificate_never_acts_as_an_inactive_or_staff_user(api, pki, register, django_user_model) -> None:
+    """The linked user is checked on every decision: deactivating it, or promoting it to staff (which would
+    open the admin with a certificate alone), refuses the certificate from the next request on."""
+    entry = register(pki.client)
+    bot = django_user_model.objects.create_user("billing-bot")
+    CertificateIdentity.objects.filter(pk=entry.identity_id).update(user=bot)
+    from certauth.registry import registry_changed
+
+    registry_changed()
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    bot.is_active = False
+    bot.save()
+    assert_refused(api.get("/api/whoami/", pki.client), Reason.IDENTITY_DISABLED)
+    bot.is_active, bot.is_staff = True, True
+    bot.save()
+    response = api.get("/api/whoami/", pki.client)
+    assert_refused(response, Reason.IDENTITY_DISABLED)
+    assert "staff" in response.json()["detail"]
+    # ... and the admin never sees it as a logged-in staff user.
+    assert api.get("/admin/", pki.client).status_code == 302
+    bot.delete()  # SET_NULL unlinks the identity: a plain principal again, never a 500
+    assert api.get("/api/whoami/", pki.client).status_code == 200

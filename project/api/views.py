@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from certauth.decorators import certificate_required
 from certauth.permissions import HasCertificateScope, IsCertificateAuthenticated
 
 from .serializers import OrderListSerializer, OrderSerializer, PingSerializer, WhoAmISerializer
@@ -72,3 +73,11 @@ class OpenPingView(APIView):
 
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
+
+
+@certificate_required(scopes=["orders:read"])
+def plain_orders(request: HttpRequest) -> JsonResponse:
+    """A plain Django view (no DRF) protected by ``certificate_required``; ``request.user`` comes from the
+    middleware, ``request.certificate_auth`` from the decorator."""
+    auth = request.certificate_auth  # type: ignore[attr-defined]
+    return JsonResponse({"identity": auth.identity.name, "user": request.user.get_username(), "orders": ORDERS})
