@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.utils.module_loading import import_string
 
 SUBCOMMANDS = [
@@ -29,7 +29,7 @@ class Subcommand:
     name: str = ""
     help: str = ""
 
-    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+    def __init__(self, stdout: OutputWrapper | TextIO, stderr: OutputWrapper | TextIO) -> None:
         self.stdout = stdout
         self.stderr = stderr
 

@@ -26,7 +26,7 @@ class List(Subcommand):
         )
         if options.get("identity"):
             identities = identities.filter(name=options["identity"])
-        data = [
+        data: list[dict[str, Any]] = [
             {
                 "identity": identity.name,
                 "active": identity.is_active,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import extend_schema
@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from certauth.decorators import certificate_required
 from certauth.permissions import HasCertificateScope, IsCertificateAuthenticated
+from certauth.principal import CertificateAuth
 
 from .serializers import OrderListSerializer, OrderSerializer, PingSerializer, WhoAmISerializer
 
@@ -28,7 +29,7 @@ class WhoAmIView(APIView):
 
     @extend_schema(responses=WhoAmISerializer, summary="Who am I: the identity and certificate of this request")
     def get(self, request: Request) -> Response:
-        auth = request.auth
+        auth = cast(CertificateAuth, request.auth)  # IsCertificateAuthenticated guarantees it
         return Response(
             {
                 "identity": auth.identity.name,
