@@ -123,7 +123,8 @@ def test_sound_configurations_raise_none_of_the_deployment_checks(case: dict[str
 
 def production_env(tmp_path: Path) -> dict[str, str]:
     """The production settings documented in docs/deployment.md ("Production settings")."""
-    env = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "REDIS_URL"}}
+    test_only = {"DATABASE_URL", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {key: value for key, value in os.environ.items() if key not in test_only}
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "project.settings",
