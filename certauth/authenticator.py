@@ -364,24 +364,29 @@ def _match_registry(
     )
 
 
+def _event(
+    request: HttpRequest, outcome: Outcome, reason: Reason, detail: str, path: str | None, method: str | None
+) -> audit.RefusalEvent:
+    return audit.RefusalEvent(
+        reason=reason,
+        detail=detail,
+        at=timezone.now(),
+        certificate=outcome.certificate,
+        identity_id=outcome.identity_id,
+        identity_name=outcome.identity_name,
+        client_ip=outcome.client_ip,
+        proxy_ip=outcome.proxy_ip,
+        method=(request.method or "") if method is None else method,
+        path=request.path if path is None else path,
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+    )
+
+
 def record_fail_open(request: HttpRequest, outcome: Outcome) -> None:
     """Audit an acceptance without a usable CRL (``REVOCATION_FAIL_OPEN``): a ``crl_unavailable`` row whose
     detail starts with "Accepted" and that names the identity.  No ``certificate_rejected`` signal."""
-    audit.record(
-        audit.RefusalEvent(
-            reason=Reason.CRL_UNAVAILABLE,
-            detail=f"Accepted (REVOCATION_FAIL_OPEN): {outcome.revocation_warning}",
-            at=timezone.now(),
-            certificate=outcome.certificate,
-            identity_id=outcome.identity_id,
-            identity_name=outcome.identity_name,
-            client_ip=outcome.client_ip,
-            proxy_ip=outcome.proxy_ip,
-            method=request.method or "",
-            path=request.path,
-            user_agent=request.META.get("HTTP_USER_AGENT", ""),
-        )
-    )
+    detail = f"Accepted (REVOCATION_FAIL_OPEN): {outcome.revocation_warning}"
+    audit.record(_event(request, outcome, Reason.CRL_UNAVAILABLE, detail, None, None))
 
 
 def record_refusal(
@@ -400,19 +405,7 @@ def record_refusal(
     outcome.recorded = True
     reason = reason or outcome.reason
     assert reason is not None
-    event = audit.RefusalEvent(
-        reason=reason,
-        detail=detail or outcome.detail or reason.message,
-        at=timezone.now(),
-        certificate=outcome.certificate,
-        identity_id=outcome.identity_id,
-        identity_name=outcome.identity_name,
-        client_ip=outcome.client_ip,
-        proxy_ip=outcome.proxy_ip,
-        method=(request.method or "") if method is None else method,
-        path=request.path if path is None else path,
-        user_agent=request.META.get("HTTP_USER_AGENT", ""),
-    )
+    event = _event(request, outcome, reason, detail or outcome.detail or reason.message, path, method)
     audit.record(event)
     _send(
         signals.certificate_rejected,
