@@ -42,8 +42,10 @@ class ClientCertificateAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
         outcome = evaluate(request._request)
         if outcome.ok:
-            method = request.method or "GET"
-            if method not in SAFE_METHODS and is_cross_site(method, request.META, request._request.get_host()):
+            method, django_request = request.method or "GET", request._request
+            if method not in SAFE_METHODS and is_cross_site(
+                method, request.META, django_request.get_host(), django_request.scheme
+            ):
                 refusal = refusal_after_authentication(
                     outcome, Reason.CROSS_SITE_REQUEST, Reason.CROSS_SITE_REQUEST.message
                 )

@@ -26,9 +26,9 @@ from typing import Any
 
 from cryptography import x509
 from django.contrib.auth import get_user_model
+from django.db import DatabaseError
 from django.http import HttpRequest
 from django.utils import timezone
-from django.utils.functional import SimpleLazyObject
 
 from . import audit, signals
 from .certificates import CertificateInfo, describe, thumbprint_of
@@ -70,25 +70,14 @@ class Outcome:
 
     @property
     def user(self) -> Any:
-        """The identity's linked Django user (loaded lazily) or a ``CertificatePrincipal``."""
+        """The identity's linked Django user (checked by ``_with_linked_user``) or a ``CertificatePrincipal``."""
         if self._user is None and self.auth is not None:
-            identity = self.auth.identity
-            if identity.user_id is None:
-                self._user = CertificatePrincipal(identity)
-            else:
-                user_id = identity.user_id
-                self._user = SimpleLazyObject(lambda: _linked_user(user_id, identity))
+            self._user = CertificatePrincipal(self.auth.identity)
         return self._user
 
     def body(self) -> dict[str, Any]:
         assert self.reason is not None
         return {"reason": str(self.reason), "detail": self.detail or self.reason.message}
-
-
-def _linked_user(user_id: int, identity: Any) -> Any:
-    """The linked user; a lightweight principal should it have vanished since the registry was read."""
-    user = get_user_model()._default_manager.filter(pk=user_id).first()
-    return user if user is not None else CertificatePrincipal(identity)
 
 
 class _Config:
@@ -191,6 +180,31 @@ def evaluate(request: HttpRequest, *, path: str | None = None, method: str | Non
 
 
 def _decide(request: HttpRequest) -> Outcome:
+    outcome = _decide_certificate(request)
+    if outcome.ok and outcome.auth is not None and outcome.auth.identity.user_id is not None:
+        return _with_linked_user(outcome, outcome.auth.identity.user_id)
+    return outcome
+
+
+def _with_linked_user(outcome: Outcome, user_id: int) -> Outcome:
+    """Load the identity's linked Django user on every decision (one primary-key query, only for identities
+    that have one): a certificate never acts as an inactive, staff or superuser account, whatever changed
+    the user and however (admin, ``update()``, another host) — no cache stands in between."""
+    try:
+        user = get_user_model()._default_manager.filter(pk=user_id).first()
+    except DatabaseError:
+        logger.error("certauth registry unavailable (linked user)", exc_info=True)
+        return refusal_after_authentication(outcome, Reason.REGISTRY_UNAVAILABLE, Reason.REGISTRY_UNAVAILABLE.message)
+    if user is None:  # deleted since the registry was read (on_delete=SET_NULL unlinks it): a plain principal
+        return outcome
+    if not getattr(user, "is_active", True) or getattr(user, "is_staff", False) or getattr(user, "is_superuser", False):
+        detail = "The identity's linked user is inactive or a staff account, which a certificate may not act as."
+        return refusal_after_authentication(outcome, Reason.IDENTITY_DISABLED, detail)
+    outcome._user = user
+    return outcome
+
+
+def _decide_certificate(request: HttpRequest) -> Outcome:
     cfg = config()
     meta = request.META
     remote = meta.get("REMOTE_ADDR") or ""
@@ -347,9 +361,6 @@ def _match_registry(
         return Outcome(Reason.CERTIFICATE_REVOKED, f"The certificate was revoked{reason}.", **common)
     if not identity.is_active:
         return Outcome(Reason.IDENTITY_DISABLED, **common)
-    if not identity.user_usable:
-        detail = "The identity's linked user is inactive or a staff account, which a certificate may not act as."
-        return Outcome(Reason.IDENTITY_DISABLED, detail, **common)
     if entry.not_after <= now:
         return Outcome(Reason.CERTIFICATE_EXPIRED, "The registered entry has expired.", **common)
     if entry.not_before is not None and entry.not_before > now:

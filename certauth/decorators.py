@@ -41,7 +41,7 @@ def certificate_required(view: Callable[..., HttpResponse] | None = None, *, sco
                 return refusal_response(outcome)
             assert outcome.auth is not None
             method = request.method or "GET"
-            if method not in SAFE_METHODS and is_cross_site(method, request.META, request.get_host()):
+            if method not in SAFE_METHODS and is_cross_site(method, request.META, request.get_host(), request.scheme):
                 return _refuse(request, outcome, Reason.CROSS_SITE_REQUEST, Reason.CROSS_SITE_REQUEST.message)
             missing = [scope for scope in required if not outcome.auth.has_scope(scope)]
             if missing:

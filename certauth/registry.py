@@ -20,7 +20,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -47,9 +47,6 @@ class IdentitySnapshot:
     is_active: bool
     scopes: frozenset[str]
     user_id: int | None
-    # False when the linked Django user is inactive, staff or superuser: a certificate must never act as
-    # an account that could not log in, or as one that opens the admin without a password.
-    user_usable: bool = True
 
     def has_scope(self, scope: str) -> bool:
         return scope_granted(self.scopes, scope)
@@ -81,11 +78,13 @@ class EntrySnapshot:
 class Registry:
     def __init__(self) -> None:
         self._entries: BoundedCache[str, EntrySnapshot | None] = BoundedCache(settings.CACHE_SIZE)
-        self._generation: int | None = None
+        self._generation: Hashable | None = None
         self._checked_at = 0.0
         self._settings_generation = settings.generation
         self._staleness = float(settings.REGISTRY_MAX_STALENESS_SECONDS)
-        self._lock = threading.Lock()
+        # One lock orders "bump the epoch, then drop the rows" against "compare the epoch, then store a row":
+        # a row read before a change can never be filed after the cache was dropped for that change.
+        self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
         #: Bumped every time this worker drops its registry cache: a decision derived from the registry may
         #: be reused only while the epoch it was computed in is still current.
@@ -106,28 +105,30 @@ class Registry:
     # --- freshness ---------------------------------------------------------------------------------
     def invalidate(self) -> None:
         """Forget everything; the next lookup re-reads the generation and the rows."""
-        self._entries.clear()
-        self._generation = None
-        self._checked_at = 0.0
-        self._notify()
+        with self._lock:
+            self._notify()
+            self._entries.clear()
+            self._generation = None
+            self._checked_at = 0.0
 
     def ensure_fresh(self) -> None:
         if self._settings_generation != settings.generation:
-            self._settings_generation = settings.generation
-            self._staleness = float(settings.REGISTRY_MAX_STALENESS_SECONDS)
-            self._entries = BoundedCache(settings.CACHE_SIZE)
-            self._generation = None
-            shared_generation.reset()
-            self._notify()
+            with self._lock:
+                self._notify()
+                self._settings_generation = settings.generation
+                self._staleness = float(settings.REGISTRY_MAX_STALENESS_SECONDS)
+                self._entries = BoundedCache(settings.CACHE_SIZE)
+                self._generation = None
+                shared_generation.reset()
         now = time.monotonic()
         if self._generation is not None and now - self._checked_at < self._staleness:
             return
         generation = read_generation()
         with self._lock:
             if generation != self._generation:
+                self._notify()
                 self._entries.clear()
                 self._generation = generation
-                self._notify()
             self._checked_at = now
 
     # --- lookups -----------------------------------------------------------------------------------
@@ -139,14 +140,16 @@ class Registry:
             return cached  # type: ignore[return-value]
         epoch = self.epoch
         snapshot = load_entry(thumbprint)
-        if self.epoch == epoch:  # not if the cache was dropped meanwhile: the row may predate the change
-            self._entries.set(thumbprint, snapshot)
+        with self._lock:
+            if self.epoch == epoch:  # not if the cache was dropped meanwhile: the row may predate the change
+                self._entries.set(thumbprint, snapshot)
         return snapshot
 
 
-def read_generation() -> int:
-    """The registry generation: from the shared cache when one is configured and answers, else from the
-    database.  Raises ``RegistryUnavailable`` when the database is needed and cannot be read."""
+def read_generation() -> Hashable:
+    """A token that changes whenever the registry does: the database generation, or with a shared cache
+    the token of ``SharedGeneration.read``.  Raises ``RegistryUnavailable`` when the database is needed and
+    cannot be read."""
     if settings.SHARED_CACHE_ALIAS:
         return shared_generation.read(settings.SHARED_CACHE_ALIAS)
     return read_database_generation()
@@ -175,12 +178,6 @@ def load_entry(thumbprint: str) -> EntrySnapshot | None:
         is_active=row["identity__is_active"],
         scopes=frozenset(parse_scopes(row["identity__scopes"])),
         user_id=row["identity__user_id"],
-        user_usable=row["identity__user_id"] is None
-        or (
-            row.get("identity__user__is_active", True) is not False
-            and not row.get("identity__user__is_staff", False)
-            and not row.get("identity__user__is_superuser", False)
-        ),
     )
     _remember_last_used(row["id"], row["last_used_at"])
     return EntrySnapshot(
@@ -211,16 +208,7 @@ def _entry_queryset(thumbprint: str) -> Any:
         "identity__is_active",
         "identity__scopes",
         "identity__user_id",
-        *_user_flag_lookups(),
     )
-
-
-def _user_flag_lookups() -> list[str]:
-    """The linked user's is_active/is_staff/is_superuser, where the user model has them as fields."""
-    from django.contrib.auth import get_user_model
-
-    names = {field.name for field in get_user_model()._meta.concrete_fields}
-    return [f"identity__user__{flag}" for flag in ("is_active", "is_staff", "is_superuser") if flag in names]
 
 
 def _model(name: str) -> Any:
@@ -268,58 +256,60 @@ SHARED_CACHE_RETRY_SECONDS = 5.0
 
 
 class SharedGeneration:
-    """The registry generation in a Django cache shared by workers and hosts (``SHARED_CACHE_ALIAS``).
+    """A change counter in a Django cache shared by workers and hosts (``SHARED_CACHE_ALIAS``).
 
-    * ``publish`` (after a committed change): the committed generation is written to the cache.
-    * ``read``: the cache's value; on a miss, an error, or when this worker has not compared the cache with
-      the database for ``SHARED_CACHE_DATABASE_CHECK_SECONDS``, the database's value, written back to the
-      cache when the two differ.  Errors are logged and never raised; after one, the cache is skipped for
-      ``SHARED_CACHE_RETRY_SECONDS`` (set socket timeouts on the cache too, see docs/performance.md).
+    * ``publish`` (after a committed change): ``incr`` — atomic in Redis, so the counter only ever moves
+      forward and no race between two publishers can roll it back to a value a worker already holds.
+    * ``read``: the token ``(counter, database generation)``.  The database part is re-read at least every
+      ``SHARED_CACHE_DATABASE_CHECK_SECONDS``: a change whose publish was lost (cache down at that moment,
+      key evicted) is seen within that bound.  Any difference in the token drops the worker's cache.
+    * Errors are logged and never raised; after one, the cache is skipped for ``SHARED_CACHE_RETRY_SECONDS``
+      (the database alone answers; set socket timeouts on the cache too, see docs/performance.md).
     """
 
     def __init__(self) -> None:
         self._skip_until = 0.0
         self._checked_at = -float("inf")
+        self._database: int | None = None
         self._lock = threading.Lock()
 
-    def read(self, alias: str) -> int:
+    def read(self, alias: str) -> Hashable:
         now = time.monotonic()
         if now < self._skip_until:
-            return read_database_generation()
+            return ("database", read_database_generation())
         key = generation_key()
         try:
-            cached = _cache(alias).get(key)
+            cache = _cache(alias)
+            counter = cache.get(key)
+            if counter is None:
+                cache.add(key, 1, timeout=None)  # start (or restart after an eviction); never overwrites
+                counter = cache.get(key)
         except Exception as exc:  # any backend error (connection refused, timeout, bad alias): database only
             self._failed(alias, "read", exc)
-            return read_database_generation()
-        if isinstance(cached, int) and now - self._checked_at < SHARED_CACHE_DATABASE_CHECK_SECONDS:
-            return cached
-        # Read after the cache (not before): a change committed in between then shows as a difference and
-        # is written to the cache, rather than an older value being written over it.
-        generation = read_database_generation()
-        self._checked_at = now
-        if cached != generation:
-            self._write(alias, key, generation)
-        return generation
+            return ("database", read_database_generation())
+        if self._database is None or now - self._checked_at >= SHARED_CACHE_DATABASE_CHECK_SECONDS:
+            self._database = read_database_generation()
+            self._checked_at = now
+        return (counter, self._database)
 
     def publish(self, alias: str, using: str | None = None) -> None:
-        """Write the committed generation through to the cache (``registry_changed``, on commit)."""
+        """Move the shared counter forward (``registry_changed``, on commit)."""
+        key = generation_key(using)
         try:
-            generation = read_database_generation(using)
-        except RegistryUnavailable:
-            return  # the next reader that reaches the database repairs the cache
-        self._write(alias, generation_key(using), generation)
+            cache = _cache(alias)
+            try:
+                cache.incr(key)
+            except ValueError:  # no counter yet (or evicted): start one, or count on the one just started
+                if not cache.add(key, 1, timeout=None):
+                    cache.incr(key)
+        except Exception as exc:
+            self._failed(alias, "write", exc)
 
     def reset(self) -> None:
         """Forget the error back-off and the last database comparison (tests, settings changes)."""
         self._skip_until = 0.0
         self._checked_at = -float("inf")
-
-    def _write(self, alias: str, key: str, generation: int) -> None:
-        try:
-            _cache(alias).set(key, generation, timeout=None)
-        except Exception as exc:
-            self._failed(alias, "write", exc)
+        self._database = None
 
     def _failed(self, alias: str, action: str, exc: Exception) -> None:
         with self._lock:
@@ -406,28 +396,8 @@ def _on_registry_model_change(sender: Any, using: str | None = None, update_fiel
     registry_changed(using)
 
 
-def _on_linked_user_change(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
-    """A linked user deactivated, promoted to staff or deleted changes decisions: bump the generation.
-    (``last_login`` updates on every admin login and changes nothing: skipped.)"""
-    from .models import CertificateIdentity
-
-    update_fields = kwargs.get("update_fields")
-    if update_fields is not None and set(update_fields) <= {"last_login"}:
-        return
-    if CertificateIdentity.objects.using(using).filter(user_id=instance.pk).exists():
-        registry_changed(using)
-
-
 def connect_signals() -> None:
-    from django.contrib.auth import get_user_model
-    from django.db.models.signals import pre_delete
-
     from .models import CertificateIdentity, RegisteredCertificate, TrustedAuthority
-
-    user_model = get_user_model()
-    post_save.connect(_on_linked_user_change, sender=user_model, dispatch_uid="certauth-linked-user-save")
-    # pre_delete: afterwards on_delete=SET_NULL has already unlinked the identity (with no signal of its own).
-    pre_delete.connect(_on_linked_user_change, sender=user_model, dispatch_uid="certauth-linked-user-delete")
 
     for model in (CertificateIdentity, RegisteredCertificate, TrustedAuthority):
         post_save.connect(

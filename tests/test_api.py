@@ -261,5 +261,26 @@ def test_a_certificate_never_acts_as_an_inactive_or_staff_user(api, pki, registe
     assert "staff" in response.json()["detail"]
     # ... and the admin never sees it as a logged-in staff user.
     assert api.get("/admin/", pki.client).status_code == 302
+    # A change that sends no signal (a queryset update, another app, another host) is seen at once too:
+    # the linked user is read on every decision, no cache stands in between.
+    django_user_model.objects.filter(pk=bot.pk).update(is_staff=False)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    django_user_model.objects.filter(pk=bot.pk).update(is_superuser=True)
+    assert_refused(api.get("/api/whoami/", pki.client), Reason.IDENTITY_DISABLED)
+    assert api.get("/admin/auth/user/", pki.client).status_code == 302
+    django_user_model.objects.filter(pk=bot.pk).update(is_superuser=False)
     bot.delete()  # SET_NULL unlinks the identity: a plain principal again, never a 500
     assert api.get("/api/whoami/", pki.client).status_code == 200
+
+
+def test_cross_site_origin_comparison_understands_default_ports_and_schemes() -> None:
+    from certauth.csrf import is_cross_site
+
+    meta = {"HTTP_ORIGIN": "https://api.example.com"}
+    assert not is_cross_site("POST", meta, "api.example.com:443", "https")  # nginx sends Host with the port
+    assert not is_cross_site("POST", meta, "API.example.com", "https")
+    assert is_cross_site("POST", meta, "api.example.com:8443", "https")
+    assert is_cross_site("POST", {"HTTP_ORIGIN": "http://api.example.com"}, "api.example.com", "https")
+    assert is_cross_site("POST", {"HTTP_ORIGIN": "https://api.example.com:99999"}, "api.example.com", "https")
+    assert not is_cross_site("POST", {"HTTP_SEC_FETCH_SITE": "same-origin", **meta}, "other:1", "https")
+    assert is_cross_site("POST", {"HTTP_SEC_FETCH_SITE": "same-site"}, "api.example.com", "https")

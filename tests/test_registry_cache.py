@@ -284,8 +284,8 @@ def test_strict_mode_with_a_shared_cache_reads_the_generation_from_it(api, pki, 
     from django.test.utils import CaptureQueriesContext
 
     register(pki.client)
-    assert api.get("/api/whoami/", pki.client).status_code == 200  # first read: cache filled from the database
-    assert redis_cache.get(registry_module.generation_key()) == registry_module.read_database_generation()
+    assert api.get("/api/whoami/", pki.client).status_code == 200  # first read: the counter is started
+    assert redis_cache.get(registry_module.generation_key()) == 1
     with CaptureQueriesContext(connection) as captured:
         for _ in range(3):
             assert api.get("/api/whoami/", pki.client).status_code == 200
@@ -297,10 +297,11 @@ def test_a_change_written_through_the_shared_cache_is_seen_on_the_next_request(
 ) -> None:
     entry = register(pki.client)
     assert api.get("/api/whoami/", pki.client).status_code == 200
+    counter = redis_cache.get(registry_module.generation_key())
     revoke_from_another_worker(entry.pk)
-    # That worker's registry_changed() publishes the committed generation after its commit:
+    # That worker's registry_changed() moves the shared counter after its commit:
     registry_module.shared_generation.publish("shared")
-    assert redis_cache.get(registry_module.generation_key()) == registry_module.read_database_generation()
+    assert redis_cache.get(registry_module.generation_key()) == counter + 1
     assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
 
 
@@ -308,9 +309,10 @@ def test_registry_changed_writes_the_generation_through_on_commit(
     pki, register, redis_cache, django_capture_on_commit_callbacks
 ) -> None:
     entry = register(pki.client)
+    redis_cache.set(registry_module.generation_key(), 41, timeout=None)
     with django_capture_on_commit_callbacks(execute=True):
         entry.revoke()
-    assert redis_cache.get(registry_module.generation_key()) == registry_module.read_database_generation()
+    assert redis_cache.get(registry_module.generation_key()) == 42
 
 
 def test_a_change_the_shared_cache_missed_is_repaired_from_the_database(
@@ -323,7 +325,6 @@ def test_a_change_the_shared_cache_missed_is_repaired_from_the_database(
 
     clock[0] += registry_module.SHARED_CACHE_DATABASE_CHECK_SECONDS  # the periodic database comparison
     assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
-    assert redis_cache.get(registry_module.generation_key()) == registry_module.read_database_generation()
 
 
 def test_shared_cache_down_falls_back_to_the_database(
@@ -356,3 +357,35 @@ def test_shared_cache_down_falls_back_to_the_database(
     clock[0] += registry_module.SHARED_CACHE_RETRY_SECONDS  # tried again after the back-off, still down
     assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
     assert len(calls) == 2
+
+
+def test_the_shared_counter_only_moves_forward(redis_cache) -> None:
+    """Two publishers can never roll the counter back to a value a worker already holds (it is an INCR)."""
+    key = registry_module.generation_key()
+    redis_cache.delete(key)
+    registry_module.shared_generation.publish("shared")  # no counter yet: started
+    values = [redis_cache.get(key)]
+    for _ in range(5):
+        registry_module.shared_generation.publish("shared")
+        values.append(redis_cache.get(key))
+    assert values == sorted(set(values)) and len(values) == 6
+
+
+def test_a_row_read_before_a_change_is_never_cached_after_it(pki, register, monkeypatch) -> None:
+    """The lookup race: a row read before a revocation must not be filed after the cache was dropped for it."""
+    from certauth.registry import registry
+
+    entry = register(pki.client)
+    registry.invalidate()
+    real_load = registry_module.load_entry
+
+    def load_then_change(thumbprint: str) -> Any:
+        row = real_load(thumbprint)  # read before the revocation commits...
+        entry.revoke("key_compromise")  # ...which drops this worker's cache (epoch moves)
+        return row
+
+    monkeypatch.setattr(registry_module, "load_entry", load_then_change)
+    stale = registry.lookup(pki.client.thumbprint)
+    assert not stale.revoked  # what was read
+    monkeypatch.setattr(registry_module, "load_entry", real_load)
+    assert registry.lookup(pki.client.thumbprint).revoked  # never served from the cache afterwards
