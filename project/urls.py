@@ -5,6 +5,11 @@ from rest_framework.permissions import AllowAny
 
 from project.api import views
 
+# The reference project has no public site: no "View site" link into a 404.
+admin.site.site_url = None
+admin.site.site_header = "certauth administration"
+admin.site.site_title = "certauth"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     # certauth's refusal view (/-/certauth/refused), where nginx sends the certificates it refused.
