@@ -252,13 +252,13 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
             if cfg.proxy_verifies:
                 verdict_reason = reason_for_proxy_verdict(meta.get(cfg.verify_key, "NONE"))
                 if verdict_reason is not None:
-                    raise CertificateRefused(verdict_reason, _proxy_detail(meta.get(cfg.verify_key, ""))) from None
+                    raise CertificateRefused(verdict_reason, proxy_detail(meta.get(cfg.verify_key, ""))) from None
             raise
         if cfg.proxy_verifies:
             verdict = meta.get(cfg.verify_key, "NONE")
             verdict_reason = reason_for_proxy_verdict(verdict)
             if verdict_reason is not None:
-                raise CertificateRefused(verdict_reason, _proxy_detail(verdict))
+                raise CertificateRefused(verdict_reason, proxy_detail(verdict))
         check_certificate(info, now, cfg.policy)
         trusted = _check_trust(presented, now)
         outcome = _match_registry(info, now, trusted, client_ip, proxy_ip)
@@ -298,7 +298,7 @@ def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trust
     )
 
 
-def _proxy_detail(verdict: str) -> str:
+def proxy_detail(verdict: str) -> str:
     # nginx's verdict is OpenSSL's short text (e.g. "FAILED:certificate has expired"); keep it short and printable.
     text = "".join(ch for ch in verdict if ch.isprintable())[:200]
     return f"The TLS proxy refused the certificate ({text or 'no verdict'})."

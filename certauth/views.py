@@ -15,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from .authenticator import Outcome, config, evaluate, meta_key, record_refusal
+from .authenticator import config, evaluate, meta_key, proxy_detail, record_refusal, refusal_after_authentication
 from .decorators import refusal_response
 from .nginxconf import ORIGINAL_METHOD_HEADER, ORIGINAL_URI_HEADER
 from .reasons import Reason
@@ -53,16 +53,8 @@ def refused(request: HttpRequest) -> HttpResponse:
     method, path = original_request_line(request)
     outcome = evaluate(request, path=path, method=method)
     if outcome.ok:
-        verdict = request.META.get(config().verify_key, "").strip() or "no verdict"
-        outcome = Outcome(
-            Reason.PROXY_VERIFICATION_FAILED,
-            f"The TLS proxy refused the certificate ({verdict[:200]}).",
-            certificate=outcome.certificate,
-            identity_id=outcome.identity_id,
-            identity_name=outcome.identity_name,
-            client_ip=outcome.client_ip,
-            proxy_ip=outcome.proxy_ip,
-        )
+        detail = proxy_detail(request.META.get(config().verify_key, ""))
+        outcome = refusal_after_authentication(outcome, Reason.PROXY_VERIFICATION_FAILED, detail)
     # A no-op when evaluate() has recorded it already (every reason but missing_certificate).
     record_refusal(request, outcome, path=path, method=method)
     return refusal_response(outcome)
