@@ -363,6 +363,23 @@ def issue_client(
     Without explicit SANs a SPIFFE URI and a DNS name derived from the CN are added, unless
     ``include_san`` is False.  DEVELOPMENT only.
     """
+    return _client_leaf(issuer, common_name, not_before, not_after, dns_names, uris, emails, eku, serial,
+                        key_type, include_san)  # fmt: skip
+
+
+def _client_leaf(
+    issuer: Issued | None,
+    common_name: str,
+    not_before: dt.datetime | None,
+    not_after: dt.datetime | None,
+    dns_names: Iterable[str],
+    uris: Iterable[str],
+    emails: Iterable[str],
+    eku: Iterable[str | x509.ObjectIdentifier] | None,
+    serial: int | None,
+    key_type: KeyType,
+    include_san: bool,
+) -> Issued:
     key = _new_key(key_type)
     start, end = _validity(not_before, not_after, days=365)
     san = _client_san(common_name, dns_names, uris, emails) if include_san else None
@@ -392,19 +409,8 @@ def self_signed_client(
     include_san: bool = True,
 ) -> Issued:
     """A self-signed leaf (CA:FALSE) for client authentication.  DEVELOPMENT only."""
-    key = _new_key(key_type)
-    start, end = _validity(not_before, not_after, days=365)
-    san = _client_san(common_name, dns_names, uris, emails) if include_san else None
-    return _leaf(
-        issuer=None,
-        common_name=common_name,
-        key=key,
-        start=start,
-        end=end,
-        san=san,
-        eku=_eku(eku),
-        serial=serial,
-    )
+    return _client_leaf(None, common_name, not_before, not_after, dns_names, uris, emails, eku, serial,
+                        key_type, include_san)  # fmt: skip
 
 
 def issue_server(
