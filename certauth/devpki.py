@@ -452,9 +452,15 @@ def make_crl(
     last_update: dt.datetime | None = None,
     next_update: dt.datetime | None = None,
 ) -> x509.CertificateRevocationList:
-    """A CRL signed by ``issuer`` listing ``revoked_serials`` (default next_update: now+7d)."""
+    """A CRL signed by ``issuer`` listing ``revoked_serials`` (default next_update: now+7d; default
+    last_update: 5 minutes ago, or a day before an explicit next_update that is already past)."""
     now = _utcnow()
-    last = last_update if last_update is not None else now - dt.timedelta(minutes=5)
+    if last_update is not None:
+        last = last_update
+    elif next_update is not None and next_update <= now - dt.timedelta(minutes=5):
+        last = next_update - dt.timedelta(days=1)  # a stale CRL still has thisUpdate before nextUpdate
+    else:
+        last = now - dt.timedelta(minutes=5)
     nxt = next_update if next_update is not None else now + dt.timedelta(days=7)
     signer = _issuer_key(issuer.private_key)
     builder = (

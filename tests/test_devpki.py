@@ -449,3 +449,11 @@ def test_module_does_not_import_django() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_stale_crl_keeps_this_update_before_next_update() -> None:
+    # Only next_update given, already past: thisUpdate must still come first, however long ago "now" was read.
+    root = devpki.make_ca("stale crl root")
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
+    crl = devpki.make_crl(root, [7], next_update=past)
+    assert crl.last_update_utc < crl.next_update_utc == past.replace(microsecond=0)

@@ -34,7 +34,11 @@ from certauth.trust import (
     parse_crl,
 )
 
-NOW = dt.datetime.now(dt.UTC)
+
+def now() -> dt.datetime:
+    """The current time, read where it is used: a value captured at import would be minutes old by the time a
+    later test compares it with certificates and CRLs stamped with the real clock (a slow machine)."""
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -60,8 +64,8 @@ def chain() -> Chain:
     expired_intermediate = devpki.make_ca(
         "expired intermediate",
         issuer=root,
-        not_before=NOW - dt.timedelta(days=60),
-        not_after=NOW - dt.timedelta(days=1),
+        not_before=now() - dt.timedelta(days=60),
+        not_after=now() - dt.timedelta(days=1),
     )
     return Chain(
         root=root,
@@ -71,7 +75,7 @@ def chain() -> Chain:
         via_intermediate=devpki.issue_client(intermediate, "via-intermediate"),
         self_signed=devpki.self_signed_client("selfie"),
         expired_intermediate=expired_intermediate,
-        via_expired=devpki.issue_client(expired_intermediate, "via-expired", not_before=NOW - dt.timedelta(days=30)),
+        via_expired=devpki.issue_client(expired_intermediate, "via-expired", not_before=now() - dt.timedelta(days=30)),
         server_usage=devpki.issue_client(root, "server-only", eku=("server_auth",)),
         no_san=devpki.issue_client(root, "no-san", include_san=False),
         foreign=devpki.issue_client(other, "foreign"),
@@ -88,14 +92,14 @@ def store(*cas: devpki.Issued, **policy: Any) -> TrustStore:
 
 def refused(store: TrustStore, leaf: devpki.Issued, forwarded: tuple[devpki.Issued, ...] = ()) -> CertificateRefused:
     with pytest.raises(CertificateRefused) as info:
-        store.evaluate(leaf.certificate, [c.certificate for c in forwarded], NOW)
+        store.evaluate(leaf.certificate, [c.certificate for c in forwarded], now())
     assert "Certificate(" not in info.value.detail  # the library's repr never reaches clients
     return info.value
 
 
 # --- chains -----------------------------------------------------------------------------------------------
 def test_leaf_from_a_trusted_root(chain: Chain) -> None:
-    result = store(chain.root).evaluate(chain.leaf.certificate, [], NOW)
+    result = store(chain.root).evaluate(chain.leaf.certificate, [], now())
     assert result.kind == "chained"
     assert result.chain == (chain.leaf.thumbprint, chain.root.thumbprint)
     assert result.anchor is not None and result.anchor.name == "trust root"
@@ -103,12 +107,12 @@ def test_leaf_from_a_trusted_root(chain: Chain) -> None:
 
 
 def test_intermediate_from_the_forwarded_chain(chain: Chain) -> None:
-    result = store(chain.root).evaluate(chain.via_intermediate.certificate, [chain.intermediate.certificate], NOW)
+    result = store(chain.root).evaluate(chain.via_intermediate.certificate, [chain.intermediate.certificate], now())
     assert result.chain == (chain.via_intermediate.thumbprint, chain.intermediate.thumbprint, chain.root.thumbprint)
 
 
 def test_intermediate_registered_as_authority(chain: Chain) -> None:
-    result = store(chain.root, chain.intermediate).evaluate(chain.via_intermediate.certificate, [], NOW)
+    result = store(chain.root, chain.intermediate).evaluate(chain.via_intermediate.certificate, [], now())
     assert result.reaches(chain.intermediate.thumbprint)
 
 
@@ -136,7 +140,7 @@ def test_server_auth_only_is_wrong_usage(chain: Chain) -> None:
     assert refused(store(chain.root), chain.server_usage).reason is Reason.WRONG_USAGE
     # VALIDATE_CERTIFICATE_USE off relaxes the library's EKU check too.
     lenient = store(chain.root, validate_certificate_use=False)
-    assert lenient.evaluate(chain.server_usage.certificate, [], NOW).kind == "chained"
+    assert lenient.evaluate(chain.server_usage.certificate, [], now()).kind == "chained"
 
 
 def test_ca_certificate_is_not_a_client(chain: Chain) -> None:
@@ -144,19 +148,19 @@ def test_ca_certificate_is_not_a_client(chain: Chain) -> None:
 
 
 def test_subject_alternative_name_only_when_required(chain: Chain) -> None:
-    assert store(chain.root).evaluate(chain.no_san.certificate, [], NOW).kind == "chained"
+    assert store(chain.root).evaluate(chain.no_san.certificate, [], now()).kind == "chained"
     strict = refused(store(chain.root, require_subject_alternative_name=True), chain.no_san)
     assert strict.reason is Reason.CHAIN_INVALID and "subjectAltName" in strict.detail
 
 
 def test_validity_period_off_ignores_only_the_leafs_dates(chain: Chain) -> None:
-    old_root = devpki.make_ca("old root", not_before=NOW - dt.timedelta(days=90))
+    old_root = devpki.make_ca("old root", not_before=now() - dt.timedelta(days=90))
     expired_leaf = devpki.issue_client(
-        old_root, "old", not_before=NOW - dt.timedelta(days=30), not_after=NOW - dt.timedelta(days=1)
+        old_root, "old", not_before=now() - dt.timedelta(days=30), not_after=now() - dt.timedelta(days=1)
     )
     assert refused(store(old_root), expired_leaf).reason is Reason.CHAIN_INVALID
     lenient = store(old_root, chain.root, validate_validity_period=False)
-    assert lenient.evaluate(expired_leaf.certificate, [], NOW).kind == "chained"
+    assert lenient.evaluate(expired_leaf.certificate, [], now()).kind == "chained"
     assert refused(lenient, chain.via_expired, (chain.expired_intermediate,)).reason is Reason.CHAIN_INVALID
 
 
@@ -173,7 +177,7 @@ def test_allowed_types(chain: Chain, allowed: str, self_signed: Reason | None, c
     trust = store(chain.root, allowed_types=allowed)
     for leaf, expected, kind in ((chain.self_signed, self_signed, "self_signed"), (chain.leaf, chained, "chained")):
         if expected is None:
-            assert trust.evaluate(leaf.certificate, [], NOW).kind == kind
+            assert trust.evaluate(leaf.certificate, [], now()).kind == kind
         else:
             assert refused(trust, leaf).reason is expected
 
@@ -194,8 +198,8 @@ def test_self_signed_means_its_own_signature_verifies(chain: Chain) -> None:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(hours=1))
-        .not_valid_after(NOW + dt.timedelta(days=1))
+        .not_valid_before(now() - dt.timedelta(hours=1))
+        .not_valid_after(now() + dt.timedelta(days=1))
         .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
     )
     assert not is_self_signed(forged)
@@ -217,7 +221,7 @@ def test_crl_revoked_leaf(chain: Chain) -> None:
     trust = crl_authority_store(chain.root, devpki.make_crl(chain.root, [chain.leaf.serial_number]))
     assert refused(trust, chain.leaf).reason is Reason.CRL_REVOKED
     other_leaf = devpki.issue_client(chain.root, "still-good")
-    assert trust.evaluate(other_leaf.certificate, [], NOW).revocation_warning == ""
+    assert trust.evaluate(other_leaf.certificate, [], now()).revocation_warning == ""
 
 
 def test_crl_revoked_intermediate(chain: Chain) -> None:
@@ -228,11 +232,11 @@ def test_crl_revoked_intermediate(chain: Chain) -> None:
 
 def test_stale_crl_fails_closed_or_open(chain: Chain) -> None:
     stale = devpki.make_crl(
-        chain.root, [], last_update=NOW - dt.timedelta(days=8), next_update=NOW - dt.timedelta(hours=1)
+        chain.root, [], last_update=now() - dt.timedelta(days=8), next_update=now() - dt.timedelta(hours=1)
     )
     assert refused(crl_authority_store(chain.root, stale), chain.leaf).reason is Reason.CRL_UNAVAILABLE
     accepted = crl_authority_store(chain.root, stale, revocation_fail_open=True).evaluate(
-        chain.leaf.certificate, [], NOW
+        chain.leaf.certificate, [], now()
     )
     assert "stale" in accepted.revocation_warning
 
@@ -246,18 +250,18 @@ def test_missing_crl(chain: Chain) -> None:
 
 def test_revoked_even_when_failing_open(chain: Chain) -> None:
     stale_but_listing = devpki.make_crl(
-        chain.root, [chain.leaf.serial_number], next_update=NOW - dt.timedelta(minutes=1)
+        chain.root, [chain.leaf.serial_number], next_update=now() - dt.timedelta(minutes=1)
     )
     trust = crl_authority_store(chain.root, stale_but_listing, revocation_fail_open=True)
     assert refused(trust, chain.leaf).reason is Reason.CRL_REVOKED
 
 
 def forged_crl(issuer_name: x509.Name, signer: devpki.Issued, serials: list[int]) -> x509.CertificateRevocationList:
-    revoked = [x509.RevokedCertificateBuilder().serial_number(s).revocation_date(NOW).build() for s in serials]
+    revoked = [x509.RevokedCertificateBuilder().serial_number(s).revocation_date(now()).build() for s in serials]
     builder = x509.CertificateRevocationListBuilder(
         issuer_name=issuer_name,
-        last_update=NOW - dt.timedelta(minutes=5),
-        next_update=NOW + dt.timedelta(days=1),
+        last_update=now() - dt.timedelta(minutes=5),
+        next_update=now() + dt.timedelta(days=1),
         revoked_certificates=revoked,
     )
     return builder.sign(signer.private_key, hashes.SHA256())  # type: ignore[arg-type]
@@ -284,7 +288,7 @@ def test_crl_with_100000_entries(chain: Chain) -> None:
     listed = devpki.issue_client(chain.root, "listed", serial=10_050_000)
     trust = TrustStore([authority(chain.root, crl=index)], TrustPolicy(check_crl=True))
     assert refused(trust, listed).reason is Reason.CRL_REVOKED
-    assert trust.evaluate(chain.leaf.certificate, [], NOW).kind == "chained"
+    assert trust.evaluate(chain.leaf.certificate, [], now()).kind == "chained"
 
 
 # --- parsing arbitrary bytes: reasons only ----------------------------------------------------------------

@@ -18,7 +18,10 @@ from certauth.reasons import Reason
 from .conftest import failures
 
 pytestmark = pytest.mark.django_db
-NOW = dt.datetime.now(dt.UTC)
+def now() -> dt.datetime:
+    """The current time, read where it is used: a value captured at import would be minutes old by the time a
+    later test compares it with certificates and CRLs stamped with the real clock (a slow machine)."""
+    return dt.datetime.now(dt.UTC)
 CHAIN_HEADER = "HTTP_X_SSL_CLIENT_CHAIN"
 
 
@@ -93,10 +96,10 @@ def test_expired_intermediate(api, pki, register) -> None:
     old_intermediate = devpki.make_ca(
         "expired intermediate",
         issuer=pki.root,
-        not_before=NOW - dt.timedelta(days=60),
-        not_after=NOW - dt.timedelta(days=1),
+        not_before=now() - dt.timedelta(days=60),
+        not_after=now() - dt.timedelta(days=1),
     )
-    leaf = devpki.issue_client(old_intermediate, "under-expired", not_before=NOW - dt.timedelta(days=30))
+    leaf = devpki.issue_client(old_intermediate, "under-expired", not_before=now() - dt.timedelta(days=30))
     register(leaf)
     with override_settings(CERTAUTH={"CHAIN_HEADER": "X-SSL-Client-Chain"}):
         chain = quote(old_intermediate.cert_pem().decode(), safe="")
@@ -138,7 +141,7 @@ def test_missing_crl_fails_closed(api, pki, register) -> None:
 def test_stale_crl_fails_closed_then_open_with_an_audit_row(api, pki, register, trusted_root) -> None:
     register(pki.client)
     stale = devpki.make_crl(
-        pki.root, [], last_update=NOW - dt.timedelta(days=8), next_update=NOW - dt.timedelta(minutes=5)
+        pki.root, [], last_update=now() - dt.timedelta(days=8), next_update=now() - dt.timedelta(minutes=5)
     )
     load_crl(trusted_root, stale)
     with override_settings(CERTAUTH=CRL_MODE):
@@ -156,7 +159,7 @@ def test_stored_crl_with_a_bad_signature(api, pki, register, trusted_root) -> No
     register(pki.client)
     forged = devpki.make_crl(pki.other_ca, [])  # signed by another CA's key...
     trusted_root.crl_der = forged.public_bytes(serialization.Encoding.DER)  # ...slipped into the row directly
-    trusted_root.crl_last_update = NOW
+    trusted_root.crl_last_update = now()
     trusted_root.save()
     body = refused(api.get("/api/whoami/", pki.client), Reason.CRL_UNAVAILABLE)
     assert "different authority" in body["detail"]
