@@ -210,22 +210,15 @@ def index_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> 
                 Reason.CRL_UNAVAILABLE, "The CRL's signature does not verify with the authority's key."
             )
         distribution_points = crl_scope(crl)
-        revoked = []
-        for entry in crl:
-            # An entry extension certauth does not process, marked critical (certificateIssuer, which makes
-            # the CRL indirect: the entries that follow belong to another CA), makes the whole CRL unusable.
-            for extension in entry.extensions:
-                if extension.critical:
-                    raise CertificateRefused(
-                        Reason.CRL_UNAVAILABLE,
-                        f"The CRL's entry for serial {entry.serial_number:x} carries the critical extension "
-                        f"{_extension_name(extension.oid)}, which certauth does not implement (RFC 5280 5.3): "
-                        "the CRL is refused, not applied.",
-                    )
-            revoked.append(entry.serial_number)
+        if b"\x01\x01\xff" not in crl.tbs_certlist_bytes:
+            # A critical flag is DER BOOLEAN TRUE, 01 01 FF (the parser takes DER only): none anywhere, so no
+            # entry's extensions need reading, which halves the parse of a 100,000-entry CRL.
+            revoked_serials = frozenset(entry.serial_number for entry in crl)
+        else:
+            revoked_serials = _revoked_serials_checking_entries(crl)
         return CrlIndex(
             issuer_thumbprint=thumbprint_of(issuer),
-            revoked_serials=frozenset(revoked),
+            revoked_serials=revoked_serials,
             last_update=crl.last_update_utc,
             next_update=crl.next_update_utc,
             number=crl_number(crl),
@@ -235,6 +228,23 @@ def index_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> 
         raise
     except Exception as exc:
         raise CertificateRefused(Reason.CRL_UNAVAILABLE, "The CRL could not be read.") from exc
+
+
+def _revoked_serials_checking_entries(crl: x509.CertificateRevocationList) -> frozenset[int]:
+    revoked = []
+    for entry in crl:
+        # An entry extension certauth does not process, marked critical (certificateIssuer, which makes the
+        # CRL indirect: the entries that follow belong to another CA), makes the whole CRL unusable.
+        for extension in entry.extensions:
+            if extension.critical:
+                raise CertificateRefused(
+                    Reason.CRL_UNAVAILABLE,
+                    f"The CRL's entry for serial {entry.serial_number:x} carries the critical extension "
+                    f"{_extension_name(extension.oid)}, which certauth does not implement (RFC 5280 5.3): "
+                    "the CRL is refused, not applied.",
+                )
+        revoked.append(entry.serial_number)
+    return frozenset(revoked)
 
 
 #: CRL extensions certauth reads or may safely ignore.  Any other extension marked critical makes the CRL
