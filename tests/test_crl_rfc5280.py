@@ -135,7 +135,8 @@ def test_a_critical_entry_extension_refuses_the_crl(ca: devpki.Issued) -> None:
     assert "certificateIssuer" in refused.detail or "2.5.29.29" in refused.detail
     # Non-critical entry extensions (reason code) are fine.
     reason = x509.CRLReason(x509.ReasonFlags.key_compromise)
-    assert parse_crl(der(build_crl(ca, [7], number=5, entry_extensions=[(reason, False)])), ca.certificate).is_revoked(7)
+    with_reason = build_crl(ca, [7], number=5, entry_extensions=[(reason, False)])
+    assert parse_crl(der(with_reason), ca.certificate).is_revoked(7)
 
 
 def client_naming_distribution_point(issuer: devpki.Issued, common_name: str, url: str | None) -> devpki.Issued:
@@ -190,11 +191,12 @@ def test_an_intermediate_registered_as_an_authority_is_still_checked_against_its
     intermediate = devpki.make_ca("chain intermediate", issuer=root)
     leaf = devpki.issue_client(intermediate, "under-revoked")
 
+    def with_crl(id: int, ca: devpki.Issued, revokes: list[int]) -> Authority:
+        index = parse_crl(der(devpki.make_crl(ca, revokes)), ca.certificate)
+        return Authority.from_certificate(id, ca.common_name, ca.certificate, index)
+
     def trust(root_revokes: list[int], **policy: Any) -> TrustStore:
-        authorities = [
-            Authority.from_certificate(1, "root", root.certificate, parse_crl(der(devpki.make_crl(root, root_revokes)), root.certificate)),
-            Authority.from_certificate(2, "intermediate", intermediate.certificate, parse_crl(der(devpki.make_crl(intermediate, [])), intermediate.certificate)),
-        ]  # fmt: skip
+        authorities = [with_crl(1, root, root_revokes), with_crl(2, intermediate, [])]
         return TrustStore(authorities, TrustPolicy(check_crl=True, **policy))
 
     assert trust([]).evaluate(leaf.certificate, [], now()).kind == "chained"

@@ -72,7 +72,8 @@ def refusal(store: TrustStore, leaf: devpki.Issued, forwarded: list[x509.Certifi
 # --- the trust store (pure) ---------------------------------------------------------------------------------
 def test_a_disabled_intermediate_in_the_forwarded_chain_refuses_the_chain(tree: Tree) -> None:
     enabled_root = [authority(tree.root, 1)]
-    assert TrustStore(enabled_root, TrustPolicy()).evaluate(tree.leaf.certificate, [tree.intermediate.certificate], now())
+    chain = [tree.intermediate.certificate]
+    assert TrustStore(enabled_root, TrustPolicy()).evaluate(tree.leaf.certificate, chain, now()).kind == "chained"
     store = TrustStore(enabled_root, TrustPolicy(), disabled=[authority(tree.intermediate, 2)])
     for forwarded in ([tree.intermediate.certificate], []):
         refused = refusal(store, tree.leaf, forwarded)
@@ -171,8 +172,18 @@ def aws_alb(leaf: devpki.Issued, intermediate: devpki.Issued) -> tuple[dict[str,
     return settings, {"HTTP_X_AMZN_MTLS_CLIENTCERT": quote(pem(leaf) + pem(intermediate), safe="+=/")}
 
 
+def traefik(leaf: devpki.Issued, intermediate: devpki.Issued) -> tuple[dict[str, Any], dict[str, str]]:
+    settings = {
+        "CERTIFICATE_HEADER": "X-Forwarded-Tls-Client-Cert",
+        "FORWARDING_FORMAT": "traefik",
+        "PROXY_VERIFIES_CERTIFICATE": False,
+    }
+    value = ",".join(quote(b64(c), safe="") for c in (leaf, intermediate))
+    return settings, {"HTTP_X_FORWARDED_TLS_CLIENT_CERT": value}
+
+
 @pytest.mark.django_db
-@pytest.mark.parametrize("fmt", [nginx_chain, envoy_xfcc, rfc9440, aws_alb], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("fmt", [nginx_chain, envoy_xfcc, rfc9440, aws_alb, traefik], ids=lambda f: f.__name__)
 def test_api_a_disabled_intermediate_is_refused_in_every_forwarding_format(api, pki, register, fmt: Any) -> None:
     from certauth.models import TrustedAuthority
 
