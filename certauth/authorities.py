@@ -227,8 +227,15 @@ def refusal_message(authority: TrustedAuthority, why: str) -> str:
     """What an operator reads when a new CRL for ``authority`` was refused: why, and what stays in force."""
     if authority.crl_last_update is None:
         return f"CRL refused: {why} No CRL is held for this authority (in 'crl' mode: crl_unavailable)."
-    until = authority.crl_next_update.isoformat() if authority.crl_next_update else "no nextUpdate"
-    return f"CRL refused: {why} The previous CRL is kept (nextUpdate {until})."
+    next_update = authority.crl_next_update
+    if next_update is None:
+        return f"CRL refused: {why} The previous CRL is kept (it has no nextUpdate)."
+    if next_update <= timezone.now():
+        return (
+            f"CRL refused: {why} The previous CRL is kept, but its nextUpdate {next_update.isoformat()} has "
+            "passed: in 'crl' mode requests get crl_unavailable (or are accepted with REVOCATION_FAIL_OPEN)."
+        )
+    return f"CRL refused: {why} The previous CRL is kept until its nextUpdate {next_update.isoformat()}."
 
 
 @transaction.atomic

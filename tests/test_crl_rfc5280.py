@@ -289,7 +289,7 @@ def test_crl_refresh_refuses_a_delta_crl_and_keeps_the_full_one(api, pki, regist
     refresh(out, err)
     message = err.getvalue()
     assert "FAILED test root: CRL refused: This is a delta CRL" in message
-    assert "The previous CRL is kept (nextUpdate " in message
+    assert "The previous CRL is kept until its nextUpdate " in message
     row = TrustedAuthority.objects.get(pk=trusted_root.pk)
     assert row.crl_der == der(full) and "delta CRL" in row.crl_error
     response = api.get("/api/whoami/", pki.client)
@@ -407,3 +407,19 @@ def test_api_a_revoked_registered_intermediate_refuses_every_certificate_under_i
         assert "intermediate 'certauth test intermediate'" in body["detail"]
         assert "CRL of 'certauth test root'" in body["detail"]
     assert failures(reason="crl_revoked")
+
+
+@pytest.mark.django_db
+def test_a_refusal_says_when_the_crl_kept_is_already_stale(pki, trusted_root) -> None:
+    from certauth.authorities import refusal_message
+
+    assert "No CRL is held" in refusal_message(trusted_root, "Why.")
+    stale = devpki.make_crl(
+        pki.root, [], last_update=now() - dt.timedelta(days=8), next_update=now() - dt.timedelta(hours=1)
+    )
+    from certauth.authorities import apply_crl
+
+    apply_crl(trusted_root, der(stale))
+    message = refusal_message(trusted_root, "This is a delta CRL.")
+    assert message.startswith("CRL refused: This is a delta CRL. The previous CRL is kept, but its nextUpdate")
+    assert "has passed" in message and "crl_unavailable" in message
