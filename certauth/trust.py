@@ -562,16 +562,16 @@ class TrustStore:
         Verified by the library with that authority as the only anchor, the forwarded chain and every other
         enabled authority as candidate intermediates."""
         authority = self.by_thumbprint.get(authority_thumbprint)
-        if authority is None:
+        if authority is None or (self._disabled_keys and authority_key(authority.certificate) in self._disabled_keys):
             return False
         key = (thumbprint_of(leaf), tuple(thumbprint_of(c) for c in forwarded), authority_thumbprint)
         cached = self._issued_by.get(key)
         if cached is not MISSING:
             return bool(cached)
-        intermediates = [
-            *self._without_disabled(forwarded),
-            *(a.certificate for a in self.authorities if a is not authority),
-        ]
+        # Never through a disabled CA, nor through an enabled certificate of one (same subject and key).
+        intermediates = self._without_disabled(
+            [*forwarded, *(a.certificate for a in self.authorities if a is not authority)]
+        )
         try:
             self._verifier(Store([authority.certificate]), self._verification_time(leaf, now)).verify(
                 leaf, intermediates

@@ -122,6 +122,13 @@ def test_no_rule_binds_through_a_disabled_certificate(tree: Tree) -> None:
     store = TrustStore([authority(tree.root, 1)], TrustPolicy(), disabled=[authority(tree.intermediate, 2)])
     root_thumbprint = store.authorities[0].thumbprint_sha256
     assert not store.issued_by(tree.leaf.certificate, [tree.intermediate.certificate], root_thumbprint, now())
+    # Nor through an enabled certificate of the disabled CA (same subject and key), nor to it.
+    twin = authority(reissued(tree.intermediate, tree.root), 3)
+    store = TrustStore([authority(tree.root, 1), twin], TrustPolicy(), disabled=[authority(tree.intermediate, 2)])
+    assert not store.issued_by(tree.leaf.certificate, [], root_thumbprint, now())
+    assert not store.issued_by(tree.leaf.certificate, [], twin.thumbprint_sha256, now())
+    enabled = TrustStore([authority(tree.root, 1), twin], TrustPolicy())
+    assert enabled.issued_by(tree.leaf.certificate, [], root_thumbprint, now())  # the check can pass
 
 
 # --- through DRF: every forwarding format that carries a chain ------------------------------------------------
