@@ -17,10 +17,17 @@ Decisions the library leaves to us, made here:
   (pinned only), any other certificate must still chain to an enabled authority.
 * Every enabled authority, root or intermediate, is a trust anchor.  The forwarded chain supplies extra
   intermediates; registered intermediates are anchors themselves (nginx forwards only the leaf).
+* Every disabled authority is a blocklist entry, by subject and public key: never a candidate in a built
+  chain, and a chain that contains it or whose anchor it issued is ``untrusted_issuer``.
 * Revocation (``REVOCATION_MODE = "crl"``): every certificate in the verified chain below the anchor is
-  looked up in the CRL of the authority that issued it.  Revoked -> ``crl_revoked`` (always fatal).  No CRL
-  for that issuer, or a CRL whose nextUpdate has passed -> ``crl_unavailable`` unless fail-open, in which
-  case the certificate is accepted and ``TrustResult.revocation_warning`` says why (the caller audits it).
+  looked up in the CRL of the authority that issued it, and so is the anchor when its own issuer is a
+  registered authority (and so on up).  Revoked -> ``crl_revoked`` (always fatal).  No CRL for that
+  issuer, a CRL whose nextUpdate has passed, or one whose distribution point does not cover the certificate
+  -> ``crl_unavailable`` unless fail-open, in which case the certificate is accepted and
+  ``TrustResult.revocation_warning`` says why (the caller audits it).
+* A CRL is used only if it can stand for all of its issuer's revocations (RFC 5280 5.2/5.3): no delta CRL,
+  no IssuingDistributionPoint scope, no unknown critical extension (``crl_scope``); it replaces the CRL
+  held only if it is not older and its CRLNumber does not go back (``check_crl_succession``).
 """
 
 from __future__ import annotations
