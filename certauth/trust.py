@@ -491,10 +491,13 @@ class TrustStore:
             authority_key(a.certificate): a for a in self.disabled
         }
         # subject -> registered authorities (enabled or not) with that subject: who may have issued an anchor
-        self._registered_by_subject: dict[x509.Name, list[tuple[Authority, bool]]] = {}
+        self._registered_by_subject: dict[x509.Name, list[tuple[Authority, bool, tuple[bytes, bytes]]]] = {}
         for registered, enabled in [*((a, True) for a in self.authorities), *((a, False) for a in self.disabled)]:
-            self._registered_by_subject.setdefault(registered.certificate.subject, []).append((registered, enabled))
+            entry = (registered, enabled, authority_key(registered.certificate))
+            self._registered_by_subject.setdefault(registered.certificate.subject, []).append(entry)
         self.by_thumbprint: dict[str, Authority] = {a.thumbprint_sha256: a for a in self.authorities}
+        # anchor -> the registered authorities above it (or why a disabled one refuses it); see _check_not_disabled
+        self._above: dict[x509.Certificate, tuple[tuple[x509.Certificate, Authority], ...] | CertificateRefused] = {}
         self._anchors = [a.certificate for a in self.authorities]
         self._anchor_thumbprints: dict[x509.Certificate, str] = {
             a.certificate: a.thumbprint_sha256 for a in self.authorities
@@ -659,27 +662,37 @@ class TrustStore:
             blocked = self._disabled_keys.get(authority_key(certificate)) if self._disabled_keys else None
             if blocked is not None:
                 raise CertificateRefused(Reason.UNTRUSTED_ISSUER, _disabled_detail(blocked))
+        anchor = chain[-1]
+        cached = self._above.get(anchor)
+        if cached is None:
+            try:
+                cached = self._authorities_above(anchor)
+            except CertificateRefused as refused:
+                cached = refused
+            self._above[anchor] = cached  # one entry per anchor, and anchors are this store's authorities
+        if isinstance(cached, CertificateRefused):
+            raise CertificateRefused(cached.reason, cached.detail)
+        return cached
+
+    def _authorities_above(self, anchor: x509.Certificate) -> tuple[tuple[x509.Certificate, Authority], ...]:
         above: list[tuple[x509.Certificate, Authority]] = []
-        top, seen = chain[-1], {authority_key(chain[-1])}
+        top, seen = anchor, {authority_key(anchor)}
         for _ in range(MAX_AUTHORITY_DEPTH):
-            if is_self_signed(top):
-                break
+            # Candidates are registered CAs named as top's issuer, other than top's own CA (a self-signed root
+            # ends here without a signature check: its only candidate is itself).
             parents = [
-                (a, enabled)
-                for a, enabled in self._registered_by_subject.get(top.issuer, ())
-                if _issued(top, a.certificate)
+                (a, enabled, key)
+                for a, enabled, key in self._registered_by_subject.get(top.issuer, ())
+                if key not in seen and _issued(top, a.certificate)
             ]
-            for parent, enabled in parents:
+            for parent, enabled, _key in parents:
                 if not enabled:
                     raise CertificateRefused(Reason.UNTRUSTED_ISSUER, _disabled_detail(parent))
             if not parents:
                 break
-            parent = parents[0][0]
+            parent, _enabled, key = parents[0]
             above.append((top, parent))
             top = parent.certificate
-            key = authority_key(top)
-            if key in seen:
-                break
             seen.add(key)
         return tuple(above)
 
