@@ -206,7 +206,8 @@ def apply_crl(authority: TrustedAuthority, data: bytes, certificate: x509.Certif
             f"The CRL was issued at {index.last_update.isoformat()}, before the one already held "
             f"({authority.crl_last_update.isoformat()}): refusing to go back in time.",
         )
-    check_crl_succession(held, crl)
+    if held is not None and held.issuer == crl.issuer:  # not when the row now holds another CA's certificate
+        check_crl_succession(held, crl)
     authority.crl_der = crl.public_bytes(serialization.Encoding.DER)
     authority.crl_last_update = index.last_update
     authority.crl_next_update = index.next_update
