@@ -17,6 +17,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from .. import grants
 from ..authorities import apply_crl, fill_authority, refresh_crl
 from ..certificates import format_thumbprint, thumbprint_of
 from ..models import TrustedAuthority
@@ -170,7 +171,30 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
         except CertificateRefused as refused:
             return refused.detail
 
-    @admin.action(description=_("Enable selected authorities"), permissions=["change"])
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not obj.is_enabled and not grants.can_trust(request.user):
+            fields.append("is_enabled")  # re-enabling is trusting the CA anew (certauth.grants)
+        return fields
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and not grants.can_trust(request.user):
+            # Replacing the CA certificate is trusting a new CA; save_model refuses a forged upload too.
+            fieldsets = [fieldset for fieldset in fieldsets if "certificate_file" not in fieldset[1]["fields"]]
+        return fieldsets
+
+    def save_model(self, request: HttpRequest, obj: TrustedAuthority, form: Any, change: bool) -> None:
+        # The form's declared fields (certificate_file, certificate_text) are read from the POST even when the
+        # fieldset hiding them is left out: the permission is checked on what is about to be saved.
+        replaces = change and getattr(form, "new_certificate", None) is not None
+        grants.check_authority_change(obj, replaces_certificate=replaces, by=request.user)
+        super().save_model(request, obj, form, change)
+
+    def has_enable_permission(self, request: HttpRequest) -> bool:
+        return grants.can_trust(request.user)
+
+    @admin.action(description=_("Enable selected authorities"), permissions=["enable"])
     def enable(self, request: HttpRequest, queryset: QuerySet[TrustedAuthority]) -> None:
         self._set_enabled(request, queryset, True)
 
