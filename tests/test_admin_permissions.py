@@ -11,11 +11,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
 from django.urls import reverse
 
 from certauth import devpki, grants
+from certauth.certificates import format_thumbprint
 from certauth.models import CertificateIdentity, RegisteredCertificate, TrustedAuthority
 
 from .conftest import FixturePKI
@@ -77,8 +79,10 @@ def refused_reason(response: Any) -> str:
     return str(response.json()["reason"])
 
 
-def history(identity: CertificateIdentity | TrustedAuthority) -> list[str]:
-    return [entry.get_change_message() for entry in LogEntry.objects.filter(object_id=str(identity.pk))]
+def history(row: CertificateIdentity | TrustedAuthority) -> list[str]:
+    """The change messages of ``row``'s History page in the admin."""
+    entries = LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(row), object_id=str(row.pk))
+    return [entry.get_change_message() for entry in entries]
 
 
 @pytest.fixture
@@ -318,6 +322,7 @@ def test_reenabling_an_authority_needs_the_trust_permission(client, trusted_root
     assert client.post(reverse(AUTHORITIES), selection).status_code == 302
     trusted_root.refresh_from_db()
     assert trusted_root.is_enabled
+    assert "Enabled." in history(trusted_root)
 
 
 def test_disabling_an_authority_needs_only_the_change_permission(client, trusted_root) -> None:
@@ -347,6 +352,8 @@ def test_replacing_an_authority_certificate_needs_the_trust_permission(client, t
     assert authority_post(client, trusted_root, certificate_text=mine).status_code == 302
     trusted_root.refresh_from_db()
     assert trusted_root.thumbprint_sha256 == pki.other_ca.thumbprint
+    replaced = f"certificate: {format_thumbprint(pki.root.thumbprint)} → {format_thumbprint(pki.other_ca.thumbprint)}"
+    assert any(replaced in message for message in history(trusted_root)), history(trusted_root)
 
 
 def test_a_crl_that_unrevokes_needs_the_trust_permission(client, trusted_root, pki: FixturePKI) -> None:
