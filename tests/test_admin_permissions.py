@@ -196,6 +196,12 @@ def test_disabling_an_identity_needs_only_the_disable_permission(client, billing
     assert client.post(identity_url(billing), data).status_code == 302
     billing.refresh_from_db()
     assert not billing.is_active and billing.disabled_by.username == "operator"
+    assert any("active: True → False" in message for message in history(billing))
+    other = CertificateIdentity.objects.create(name="other")
+    selection = {"action": "disable_selected", "_selected_action": [other.pk], "index": 0}
+    assert client.post(reverse(IDENTITIES), selection).status_code == 302
+    other.refresh_from_db()
+    assert not other.is_active and history(other) == ["Disabled (active: True → False)."]
 
 
 def test_a_new_identity_gets_a_rule_or_scopes_only_from_a_granter(client, trusted_root) -> None:

@@ -330,7 +330,10 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Disable selected identities"), permissions=["disable"])
     def disable_selected(self, request: HttpRequest, queryset: QuerySet[CertificateIdentity]) -> None:
+        active = list(queryset.filter(is_active=True))
         changed = services.disable_identities(queryset, by=request.user)
+        for identity in active:  # the same history entry as unticking "is active" in the form
+            self.log_change(request, identity, "Disabled (active: True → False).")
         self.message_user(
             request,
             ngettext(
