@@ -9,7 +9,10 @@
 * ``refresh_crl`` fetches ``crl_url`` through ``certauth.fetch`` (checked redirects, one total deadline);
   ``refresh_due_crls`` is what ``certauth crl-refresh`` runs on a schedule (every ``CRL_REFRESH_SECONDS``
   and at each nextUpdate), downloading the due CRLs concurrently so one slow authority delays no other.
-  The request path never touches the network.
+  With CRLs alone the request path never touches the network.
+* ``ocsp_checker()`` is the worker's ``certauth.ocsp.OcspChecker`` (REVOCATION_MODE ocsp / crl+ocsp): a
+  certificate's first sight asks its responder once (``OCSP_TIMEOUT_SECONDS`` in total); the answer is
+  reused until its nextUpdate, across trust-store rebuilds.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from .certificates import printable, thumbprint_of
 from .conf import settings
 from .fetch import FetchError, fetch
 from .models import TrustedAuthority
+from .ocsp import MAX_RESPONSE_BYTES as MAX_OCSP_RESPONSE_BYTES
+from .ocsp import OcspChecker
 from .reasons import CertificateRefused, Reason
 from .registry import RegistryUnavailable, registry
 from .trust import (
@@ -74,14 +79,56 @@ registry.on_invalidate(_cache.drop)
 
 
 def trust_policy() -> TrustPolicy:
+    mode = settings.REVOCATION_MODE
     return TrustPolicy(
         allowed_types=settings.ALLOWED_CERTIFICATE_TYPES,
         validate_validity_period=bool(settings.VALIDATE_VALIDITY_PERIOD),
         validate_certificate_use=bool(settings.VALIDATE_CERTIFICATE_USE),
         require_subject_alternative_name=bool(settings.REQUIRE_SUBJECT_ALTERNATIVE_NAME),
-        check_crl=settings.REVOCATION_MODE == "crl",
+        check_crl=mode in {"crl", "crl+ocsp"},
+        check_ocsp=mode in {"ocsp", "crl+ocsp"},
         revocation_fail_open=bool(settings.REVOCATION_FAIL_OPEN),
     )
+
+
+class _OcspCheckerHolder:
+    """The worker's OCSP checker: its answers outlive trust-store rebuilds (a registry change does not make
+    every certificate ask its responder again); rebuilt only when the settings change."""
+
+    def __init__(self) -> None:
+        self.checker: OcspChecker | None = None
+        self.settings_generation = -1
+
+
+_ocsp = _OcspCheckerHolder()
+
+
+def ocsp_checker() -> OcspChecker:
+    """This worker's ``OcspChecker``, asking responders through ``certauth.fetch`` (POST, no redirect, one
+    total deadline of ``OCSP_TIMEOUT_SECONDS``)."""
+    checker = _ocsp.checker
+    if checker is None or _ocsp.settings_generation != settings.generation:
+        timeout = float(settings.OCSP_TIMEOUT_SECONDS)
+
+        def post(url: str, request: bytes) -> bytes:
+            return fetch(
+                url,
+                timeout=timeout,
+                max_bytes=MAX_OCSP_RESPONSE_BYTES,
+                data=request,
+                content_type="application/ocsp-request",
+                accept="application/ocsp-response",
+            )
+
+        checker = OcspChecker(
+            post,
+            cache_size=settings.CACHE_SIZE,
+            max_age_seconds=float(settings.OCSP_MAX_AGE_SECONDS),
+            skew_seconds=float(settings.OCSP_CLOCK_SKEW_SECONDS),
+            retry_seconds=float(settings.OCSP_RETRY_SECONDS),
+        )
+        _ocsp.checker, _ocsp.settings_generation = checker, settings.generation
+    return checker
 
 
 def current_trust_store() -> TrustStore:
@@ -91,7 +138,13 @@ def current_trust_store() -> TrustStore:
     if store is not None and _cache.settings_generation == settings.generation:
         return store
     epoch = _cache.epoch
-    store = TrustStore(load_authorities(), trust_policy(), cache_size=settings.CACHE_SIZE)
+    policy = trust_policy()
+    store = TrustStore(
+        load_authorities(),
+        policy,
+        cache_size=settings.CACHE_SIZE,
+        ocsp=ocsp_checker() if policy.check_ocsp else None,
+    )
     with _cache.lock:
         if _cache.epoch == epoch:  # no invalidation raced with the load: safe to keep
             _cache.store = store
@@ -105,7 +158,7 @@ def load_authorities() -> list[Authority]:
         rows = list(
             TrustedAuthority.objects.filter(is_enabled=True)
             .order_by("pk")
-            .values("id", "name", "certificate_pem", "updated_at", "crl_last_update")
+            .values("id", "name", "certificate_pem", "updated_at", "crl_last_update", "ocsp_url")
         )
     except DatabaseError as exc:
         raise RegistryUnavailable(str(exc)) from exc
@@ -124,7 +177,9 @@ def load_authorities() -> list[Authority]:
             if key not in _cache.crls:
                 _cache.crls[key] = _load_stored_crl(row["id"], certificate)
             crl, problem = _cache.crls[key]
-        authorities.append(Authority.from_certificate(row["id"], row["name"], certificate, crl, problem))
+        authorities.append(
+            Authority.from_certificate(row["id"], row["name"], certificate, crl, problem, row["ocsp_url"])
+        )
     for key in set(_cache.crls) - live_keys:  # forget CRLs of changed or removed authorities
         _cache.crls.pop(key, None)
     return authorities
@@ -145,9 +200,10 @@ def _load_stored_crl(authority_id: int, certificate: x509.Certificate) -> tuple[
 
 
 def clear_trust_store() -> None:
-    """Forget the cached trust store and parsed CRLs of this worker (tests, after bulk updates)."""
+    """Forget the cached trust store, parsed CRLs and OCSP answers of this worker (tests, after bulk updates)."""
     _cache.drop()
     _cache.crls.clear()
+    _ocsp.checker = None
 
 
 # --------------------------------------------------------------------------------------------------
