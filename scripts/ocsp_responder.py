@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from cryptography import x509
+
 from certauth import devpki
 
 from .stack import free_port
@@ -30,22 +32,29 @@ def _openssl_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%y%m%d%H%M%SZ")
 
 
-def _serial(certificate: devpki.Issued) -> str:
+Certificate = devpki.Issued | x509.Certificate
+
+
+def _certificate(issued: Certificate) -> x509.Certificate:
+    return issued.certificate if isinstance(issued, devpki.Issued) else issued
+
+
+def _serial(certificate: x509.Certificate) -> str:
     text = format(certificate.serial_number, "X")
     return text if len(text) % 2 == 0 else "0" + text  # OpenSSL's BN_bn2hex: whole bytes
 
 
-def index_line(issued: devpki.Issued, revoked_at: dt.datetime | None = None, reason: str = "") -> str:
+def index_line(issued: Certificate, revoked_at: dt.datetime | None = None, reason: str = "") -> str:
     """One line of OpenSSL's CA database: V(alid) or R(evoked), expiry, revocation time[,reason], serial,
     file name, subject."""
-    certificate = issued.certificate
+    certificate = _certificate(issued)
     revocation = "" if revoked_at is None else _openssl_time(revoked_at) + (f",{reason}" if reason else "")
     subject = "/" + "/".join(
         f"{attribute.rfc4514_attribute_name}={attribute.value!s}" for attribute in certificate.subject
     )
     flag = "V" if revoked_at is None else "R"
     return "\t".join(
-        [flag, _openssl_time(certificate.not_valid_after_utc), revocation, _serial(issued), "unknown", subject]
+        [flag, _openssl_time(certificate.not_valid_after_utc), revocation, _serial(certificate), "unknown", subject]
     )
 
 
@@ -70,7 +79,7 @@ class OcspResponder:
         self.url = f"http://127.0.0.1:{self.port}/"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, good: Iterable[devpki.Issued] = (), revoked: Iterable[devpki.Issued] = ()) -> OcspResponder:
+    def start(self, good: Iterable[Certificate] = (), revoked: Iterable[Certificate] = ()) -> OcspResponder:
         """Write the CA database and start ``openssl ocsp``; returns once it accepts connections."""
         revoked_at = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
         lines = [index_line(issued) for issued in good]
