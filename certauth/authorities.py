@@ -250,12 +250,14 @@ def add_authority(
     notes: str = "",
     crl_data: bytes | None = None,
     crl_url: str = "",
+    ocsp_url: str = "",
     enabled: bool = True,
 ) -> TrustedAuthority:
-    """Register a CA certificate (PEM or DER) as a trusted authority, optionally with a CRL file or URL.
+    """Register a CA certificate (PEM or DER) as a trusted authority, optionally with a CRL file or URL and
+    an OCSP responder URL.
     Raises ``CertificateRefused`` for a non-CA certificate or a CRL that does not verify."""
     certificate = load_authority_certificate(certificate_data)
-    authority = TrustedAuthority(name=name, notes=notes, crl_url=crl_url, is_enabled=enabled)
+    authority = TrustedAuthority(name=name, notes=notes, crl_url=crl_url, ocsp_url=ocsp_url, is_enabled=enabled)
     fill_authority(authority, certificate)
     if crl_data is not None:
         apply_crl(authority, crl_data, certificate)

@@ -342,3 +342,16 @@ def test_revocation_modes_are_checked(settings: Any) -> None:
         settings.CERTAUTH = {"REVOCATION_MODE": mode}
         ids = [message.id for message in check_certauth_settings()]
         assert ("certauth.E005" not in ids) is ok, (mode, ids)
+
+
+@pytest.mark.django_db
+def test_cli_adds_an_authority_with_its_ocsp_responder(ocsp_pki: OcspPki, tmp_path: Path) -> None:
+    from django.core.management import call_command
+
+    from certauth.models import TrustedAuthority
+
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ocsp_pki.ca.cert_pem())
+    call_command("certauth", "authority", "add", "--name", "ocsp CA", "--cert", str(ca_file),
+                 "--ocsp-url", ocsp_pki.responder.url)  # fmt: skip
+    assert TrustedAuthority.objects.get(name="ocsp CA").ocsp_url == ocsp_pki.responder.url
