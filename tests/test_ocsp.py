@@ -5,6 +5,7 @@ pure layer (certauth.ocsp, certauth.trust) first, then the DRF API as nginx call
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,22 @@ def test_a_responder_killed_mid_run_fails_closed_or_open_with_a_warning(ocsp_pki
     opened = evaluate(store(ocsp_pki, OcspChecker(transport), ocsp_url=responder.url, fail_open=True), ocsp_pki.good2)
     assert opened.revocation_warning and opened.revocation_warning_reason is Reason.OCSP_UNAVAILABLE
     assert opened.valid_until is not None and opened.valid_until <= now() + dt.timedelta(seconds=31)
+
+
+def test_a_responder_that_never_answers_is_cut_at_the_deadline(ocsp_pki: OcspPki) -> None:
+    silent = socket.socket()  # accepts connections (the kernel's backlog), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+
+    def post(responder: str, request: bytes) -> bytes:
+        return fetch(responder, timeout=0.5, max_bytes=65536, data=request, content_type="application/ocsp-request")
+
+    try:
+        refused = refusal(store(ocsp_pki, OcspChecker(post), ocsp_url=url), ocsp_pki.good)
+    finally:
+        silent.close()
+    assert refused.reason is Reason.OCSP_UNAVAILABLE and "(timed out)" in refused.detail
 
 
 def test_a_response_signed_by_an_unrelated_key_is_refused(ocsp_pki: OcspPki) -> None:
