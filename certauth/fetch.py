@@ -76,6 +76,15 @@ def _is_public(address: str) -> bool:
         return False
 
 
+def _refuse_non_public(target: _Target) -> None:
+    try:
+        addresses = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise FetchError("name not resolved") from None
+    if any(not _is_public(str(address[4][0])) for address in addresses):
+        raise FetchError("redirect refused")
+
+
 class _Deadline:
     def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
@@ -102,6 +111,10 @@ def fetch(
     target = _target(url)
     first_peer_public: bool | None = None
     for hop in range(MAX_REDIRECTS + 1):
+        if first_peer_public:
+            # Checked before connecting too, so that "connection refused" vs "timed out" cannot map ports
+            # inside our network on a public distribution point's behalf.
+            _refuse_non_public(target)
         status, location, body, peer = _exchange(target, deadline, max_bytes, data, content_type, accept)
         peer_public = _is_public(peer)
         if first_peer_public is None:

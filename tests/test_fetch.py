@@ -264,3 +264,15 @@ def test_a_trickling_distribution_point_is_cut_at_the_deadline_and_delays_no_oth
     assert not slow.ok and slow.message.endswith("timed out")
     assert not state["finished"] and state["sent"] < trickle_bytes
     assert quick.ok, quick.message  # the same run still refreshed the other authority
+
+
+def test_a_public_distribution_point_cannot_redirect_into_our_network() -> None:
+    """After a public first hop, every later hop is resolved and refused before connecting when any of its
+    addresses is loopback, private or link-local (no connect, so no "refused" vs "timed out" port oracle).
+    The tests cannot run a public server; the check itself is exercised on literal addresses."""
+    from certauth import fetch as outbound
+
+    for url in ("http://127.0.0.1:22/", "http://10.1.2.3/", "http://169.254.169.254/latest/", "http://[::1]/"):
+        with pytest.raises(outbound.FetchError, match=r"^redirect refused$"):
+            outbound._refuse_non_public(outbound._target(url))
+    outbound._refuse_non_public(outbound._target("http://8.8.8.8/crl"))  # public: allowed
