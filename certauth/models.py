@@ -392,6 +392,12 @@ class TrustedAuthority(models.Model):
     crl_next_update = models.DateTimeField(null=True, blank=True)
     crl_fetched_at = models.DateTimeField(null=True, blank=True)
     crl_error = models.TextField(blank=True)
+    ocsp_url = models.URLField(
+        _("OCSP responder URL"),
+        blank=True,
+        max_length=1000,
+        help_text=_("Asked about certificates this CA issued (REVOCATION_MODE ocsp); empty: each certificate's AIA."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -52,7 +52,7 @@ class TrustedAuthorityForm(forms.ModelForm):
 
     class Meta:
         model = TrustedAuthority
-        fields = ["name", "is_enabled", "notes", "crl_url"]
+        fields = ["name", "is_enabled", "notes", "crl_url", "ocsp_url"]
         help_texts = {
             "is_enabled": _("Disabled authorities are ignored by chain validation on the next request."),
             "crl_url": _("http(s) URL of this CA's CRL, fetched by `certauth crl-refresh` (cron or --loop)."),
@@ -146,6 +146,7 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        (_("OCSP"), {"fields": ["ocsp_url"]}),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
 
