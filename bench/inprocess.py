@@ -3,13 +3,15 @@
 Rows: no auth (``/api/ping/``), DRF TokenAuthentication, certauth pinned warm, certauth cold (a
 never-seen certificate each request), certauth with chain validation + CRL (warm), strict mode
 (``REGISTRY_MAX_STALENESS_SECONDS = 0``), with the generation read from the database and, when Redis
-answers on 127.0.0.1:6379, from a shared Redis cache (``SHARED_CACHE_ALIAS``).  Settings-dependent rows
+answers on 127.0.0.1:6379, from a shared Redis cache (``SHARED_CACHE_ALIAS``), and with OCSP against a real
+``openssl ocsp`` on loopback (warm, and first sight).  Settings-dependent rows
 run in their own phase with the baseline measured again alongside them, and their ratio is to that
 baseline."""
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import socket
 import uuid
 from collections.abc import Callable
@@ -126,6 +128,7 @@ def run(sizes: Sizes) -> list[Row]:
     ]
     rows += _strict(driver, fixtures, sizes)
     rows += _chain_and_crl(driver, fixtures, sizes)
+    rows += _chain_and_ocsp(driver, fixtures, sizes)
     return rows
 
 
@@ -215,3 +218,47 @@ def _chain_and_crl(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Row
         )
     ratio = stats["chain"].median_us / stats["no auth"].median_us
     return [_row(name, stats["chain"], stats["no auth"], "≤ 1.15x no-auth", ratio_verdict(ratio, 1.15))]
+
+
+def _chain_and_ocsp(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Row]:
+    """OCSP (REVOCATION_MODE "ocsp") against a real ``openssl ocsp`` on loopback: a warm request (the answer
+    is cached until nextUpdate: no network), and first sight (a new certificate each request: chain
+    validation plus one responder round trip)."""
+    name = "certauth chain validation + OCSP, warm"
+    if not trust_available() or shutil.which("openssl") is None:
+        return [Row(SECTION, name, "n/a (no openssl)", target="≤ 1.10x no-auth", verdict="n/a")]
+    from . import trust_setup
+
+    # First sight is dominated by the round trip to a single-process responder: fewer samples suffice.
+    first = Sizes(rounds=max(1, sizes.rounds // 4), per_round=max(1, sizes.per_round // 5), warmup=2)
+    fresh = fixtures.issuer.issue_many("bench-ocsp-first", first.total + first.warmup + 1)
+    certs.register_many("bench-ocsp-first", fresh)
+    fresh_envs = [environ("/bench/certificate/", certificate_headers(certs.escaped(c))) for c in fresh]
+    with trust_setup.chain_and_ocsp(fixtures.root, [fixtures.pinned, *fresh]):
+        warm = interleaved(
+            {"no auth": driver.caller(fixtures.ping_env), "ocsp": driver.caller(fixtures.pinned_env)},
+            rounds=sizes.rounds,
+            per_round=sizes.per_round,
+            warmup=sizes.warmup,
+        )
+        cold = interleaved(
+            {"no auth": driver.caller(fixtures.ping_env), "first": driver.sequence_caller(fresh_envs)},
+            rounds=first.rounds,
+            per_round=first.per_round,
+            warmup=first.warmup,
+        )
+    ratio = warm["ocsp"].median_us / warm["no auth"].median_us
+    extra = cold["first"].median_us - cold["no auth"].median_us
+    return [
+        _row(name, warm["ocsp"], warm["no auth"], "≤ 1.10x no-auth", ratio_verdict(ratio, 1.10)),
+        Row(
+            SECTION,
+            "certauth chain validation + OCSP, first sight (one responder round trip on loopback)",
+            us(cold["first"].median_us),
+            us(cold["first"].p99_us),
+            f"{cold['first'].median_us / cold['no auth'].median_us:.2f}x (+{extra:,.0f} µs)",
+            "",
+            "",
+            "openssl ocsp (one process) on 127.0.0.1; includes chain validation of a never-seen certificate",
+        ),
+    ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certauth import devpki
@@ -47,6 +50,31 @@ def chain_and_crl(root: devpki.Issued, revoked_serials: int) -> Iterator[None]:
     trust_root(root, revoked_serials)
     with certauth_settings(PROXY_VERIFIES_CERTIFICATE=False, REVOCATION_MODE="crl"):
         yield
+
+
+@contextmanager
+def chain_and_ocsp(root: devpki.Issued, good: Sequence[x509.Certificate]) -> Iterator[str]:
+    """certauth verifies the chain itself and asks a real ``openssl ocsp`` responder on loopback (configured
+    on the authority) about each certificate on first sight; ``good`` are the certificates it knows.
+    Yields the responder's URL."""
+    from certauth.authorities import clear_trust_store
+    from certauth.models import TrustedAuthority
+    from scripts.ocsp_responder import OcspResponder
+
+    from .inprocess import certauth_settings
+
+    trust_root(root)
+    with tempfile.TemporaryDirectory(prefix="certauth-bench-ocsp-") as directory:
+        responder = OcspResponder(Path(directory), root, next_minutes=60)
+        TrustedAuthority.objects.filter(name=AUTHORITY_NAME).update(ocsp_url=responder.url)
+        clear_trust_store()
+        try:
+            with responder.start(good=good):
+                with certauth_settings(PROXY_VERIFIES_CERTIFICATE=False, REVOCATION_MODE="ocsp"):
+                    yield responder.url
+        finally:
+            TrustedAuthority.objects.filter(name=AUTHORITY_NAME).update(ocsp_url="")
+            clear_trust_store()
 
 
 def crl_scale_row(section: str, name: str, *, quick: bool) -> Row:

@@ -7,7 +7,7 @@ The Django backend, the middleware, the DRF authentication class and the decorat
 2. When the proxy verifies certificates, its verdict must be ``SUCCESS``.
 3. Parse the certificate (cached by the exact header value) — else ``malformed_certificate``.
 4. Policy: validity period and clientAuth usage; then trust: allowed types, chain to an enabled trusted
-   authority, CRLs (``certauth.trust`` via ``certauth.authorities``).
+   authority, CRLs / OCSP (``certauth.trust`` via ``certauth.authorities``).
 5. Registry: pinned thumbprint, else an identity rule (``certauth.rules``) -> entry, revoked?, identity active?
 
 An acceptance of a pinned certificate is remembered per worker, keyed by the exact header value(s), and
@@ -60,8 +60,10 @@ class Outcome:
     client_ip: str | None = None
     proxy_ip: str | None = None
     recorded: bool = False
-    # Set when a certificate was accepted although its CRL was missing or stale (REVOCATION_FAIL_OPEN).
+    # Set when a certificate was accepted although its CRL was missing or stale, or OCSP gave no usable
+    # answer (REVOCATION_FAIL_OPEN); audited under revocation_warning_reason.
     revocation_warning: str = ""
+    revocation_warning_reason: Reason = Reason.CRL_UNAVAILABLE
     _user: Any = None
 
     @property
@@ -137,6 +139,7 @@ class _Accepted:
 
     auth: CertificateAuth
     revocation_warning: str
+    revocation_warning_reason: Reason
     valid_from: dt.datetime
     valid_until: dt.datetime
     store: TrustStore
@@ -244,6 +247,7 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
                 client_ip=client_ip,
                 proxy_ip=proxy_ip,
                 revocation_warning=accepted.revocation_warning,
+                revocation_warning_reason=accepted.revocation_warning_reason,
             )
         try:
             presented = parse_cached(cfg, raw, key[1])
@@ -294,7 +298,16 @@ def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trust
     if cfg.policy.validate_validity_period:
         valid_until = min(valid_until, auth.certificate.not_after)
     cfg.accepted.set(
-        key, _Accepted(auth, trusted.result.revocation_warning, now, valid_until, trusted.store, trusted.epoch)
+        key,
+        _Accepted(
+            auth,
+            trusted.result.revocation_warning,
+            trusted.result.revocation_warning_reason,
+            now,
+            valid_until,
+            trusted.store,
+            trusted.epoch,
+        ),
     )
 
 
@@ -371,6 +384,7 @@ def _match_registry(
         None,
         auth=CertificateAuth(identity=identity, certificate=info, entry_id=entry.entry_id),
         revocation_warning=trusted.result.revocation_warning,
+        revocation_warning_reason=trusted.result.revocation_warning_reason,
         **common,
     )
 
@@ -394,10 +408,11 @@ def _event(
 
 
 def record_fail_open(request: HttpRequest, outcome: Outcome) -> None:
-    """Audit an acceptance without a usable CRL (``REVOCATION_FAIL_OPEN``): a ``crl_unavailable`` row whose
-    detail starts with "Accepted" and that names the identity.  No ``certificate_rejected`` signal."""
+    """Audit an acceptance without a usable CRL or OCSP answer (``REVOCATION_FAIL_OPEN``): a
+    ``crl_unavailable`` / ``ocsp_unavailable`` row whose detail starts with "Accepted" and that names the
+    identity.  No ``certificate_rejected`` signal."""
     detail = f"Accepted (REVOCATION_FAIL_OPEN): {outcome.revocation_warning}"
-    audit.record(_event(request, outcome, Reason.CRL_UNAVAILABLE, detail, None, None))
+    audit.record(_event(request, outcome, outcome.revocation_warning_reason, detail, None, None))
 
 
 def record_refusal(

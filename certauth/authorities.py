@@ -7,9 +7,13 @@
   generations, keyed by the row's ``updated_at``: a 100,000-entry CRL is parsed and signature-checked once
   per change of the CRL, never per request.
 * ``add_authority`` / ``fill_authority`` / ``store_crl`` are shared by the admin, the CLI and tests.
-* ``refresh_crl`` fetches ``crl_url`` with a bounded timeout; ``refresh_due_crls`` is what
-  ``certauth crl-refresh`` runs on a schedule (every ``CRL_REFRESH_SECONDS`` and at each nextUpdate).
-  The request path never touches the network.
+* ``refresh_crl`` fetches ``crl_url`` through ``certauth.fetch`` (checked redirects, one total deadline);
+  ``refresh_due_crls`` is what ``certauth crl-refresh`` runs on a schedule (every ``CRL_REFRESH_SECONDS``
+  and at each nextUpdate), downloading the due CRLs concurrently so one slow authority delays no other.
+  With CRLs alone the request path never touches the network.
+* ``ocsp_checker()`` is the worker's ``certauth.ocsp.OcspChecker`` (REVOCATION_MODE ocsp / crl+ocsp): a
+  certificate's first sight asks its responder once (``OCSP_TIMEOUT_SECONDS`` in total); the answer is
+  reused until its nextUpdate, across trust-store rebuilds.
 """
 
 from __future__ import annotations
@@ -17,10 +21,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import urllib.error
-import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -28,9 +30,12 @@ from django.db import DatabaseError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from .certificates import thumbprint_of
+from .certificates import printable, thumbprint_of
 from .conf import settings
+from .fetch import FetchError, fetch
 from .models import TrustedAuthority
+from .ocsp import MAX_RESPONSE_BYTES as MAX_OCSP_RESPONSE_BYTES
+from .ocsp import OcspChecker
 from .reasons import CertificateRefused, Reason
 from .registry import RegistryUnavailable, registry
 from .trust import (
@@ -76,14 +81,56 @@ registry.on_invalidate(_cache.drop)
 
 
 def trust_policy() -> TrustPolicy:
+    mode = settings.REVOCATION_MODE
     return TrustPolicy(
         allowed_types=settings.ALLOWED_CERTIFICATE_TYPES,
         validate_validity_period=bool(settings.VALIDATE_VALIDITY_PERIOD),
         validate_certificate_use=bool(settings.VALIDATE_CERTIFICATE_USE),
         require_subject_alternative_name=bool(settings.REQUIRE_SUBJECT_ALTERNATIVE_NAME),
-        check_crl=settings.REVOCATION_MODE == "crl",
+        check_crl=mode in {"crl", "crl+ocsp"},
+        check_ocsp=mode in {"ocsp", "crl+ocsp"},
         revocation_fail_open=bool(settings.REVOCATION_FAIL_OPEN),
     )
+
+
+class _OcspCheckerHolder:
+    """The worker's OCSP checker: its answers outlive trust-store rebuilds (a registry change does not make
+    every certificate ask its responder again); rebuilt only when the settings change."""
+
+    def __init__(self) -> None:
+        self.checker: OcspChecker | None = None
+        self.settings_generation = -1
+
+
+_ocsp = _OcspCheckerHolder()
+
+
+def ocsp_checker() -> OcspChecker:
+    """This worker's ``OcspChecker``, asking responders through ``certauth.fetch`` (POST, no redirect, one
+    total deadline of ``OCSP_TIMEOUT_SECONDS``)."""
+    checker = _ocsp.checker
+    if checker is None or _ocsp.settings_generation != settings.generation:
+        timeout = float(settings.OCSP_TIMEOUT_SECONDS)
+
+        def post(url: str, request: bytes) -> bytes:
+            return fetch(
+                url,
+                timeout=timeout,
+                max_bytes=MAX_OCSP_RESPONSE_BYTES,
+                data=request,
+                content_type="application/ocsp-request",
+                accept="application/ocsp-response",
+            )
+
+        checker = OcspChecker(
+            post,
+            cache_size=settings.CACHE_SIZE,
+            max_age_seconds=float(settings.OCSP_MAX_AGE_SECONDS),
+            skew_seconds=float(settings.OCSP_CLOCK_SKEW_SECONDS),
+            retry_seconds=float(settings.OCSP_RETRY_SECONDS),
+        )
+        _ocsp.checker, _ocsp.settings_generation = checker, settings.generation
+    return checker
 
 
 def current_trust_store() -> TrustStore:
@@ -93,8 +140,13 @@ def current_trust_store() -> TrustStore:
     if store is not None and _cache.settings_generation == settings.generation:
         return store
     epoch = _cache.epoch
+    policy = trust_policy()
     store = TrustStore(
-        load_authorities(), trust_policy(), cache_size=settings.CACHE_SIZE, disabled=load_disabled_authorities()
+        load_authorities(),
+        policy,
+        cache_size=settings.CACHE_SIZE,
+        ocsp=ocsp_checker() if policy.check_ocsp else None,
+        disabled=load_disabled_authorities(),
     )
     with _cache.lock:
         if _cache.epoch == epoch:  # no invalidation raced with the load: safe to keep
@@ -109,7 +161,7 @@ def load_authorities() -> list[Authority]:
         rows = list(
             TrustedAuthority.objects.filter(is_enabled=True)
             .order_by("pk")
-            .values("id", "name", "certificate_pem", "updated_at", "crl_last_update")
+            .values("id", "name", "certificate_pem", "updated_at", "crl_last_update", "ocsp_url")
         )
     except DatabaseError as exc:
         raise RegistryUnavailable(str(exc)) from exc
@@ -128,7 +180,9 @@ def load_authorities() -> list[Authority]:
             if key not in _cache.crls:
                 _cache.crls[key] = _load_stored_crl(row["id"], certificate)
             crl, problem = _cache.crls[key]
-        authorities.append(Authority.from_certificate(row["id"], row["name"], certificate, crl, problem))
+        authorities.append(
+            Authority.from_certificate(row["id"], row["name"], certificate, crl, problem, row["ocsp_url"])
+        )
     for key in set(_cache.crls) - live_keys:  # forget CRLs of changed or removed authorities
         _cache.crls.pop(key, None)
     return authorities
@@ -169,9 +223,10 @@ def _load_stored_crl(authority_id: int, certificate: x509.Certificate) -> tuple[
 
 
 def clear_trust_store() -> None:
-    """Forget the cached trust store and parsed CRLs of this worker (tests, after bulk updates)."""
+    """Forget the cached trust store, parsed CRLs and OCSP answers of this worker (tests, after bulk updates)."""
     _cache.drop()
     _cache.crls.clear()
+    _ocsp.checker = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,12 +302,14 @@ def add_authority(
     notes: str = "",
     crl_data: bytes | None = None,
     crl_url: str = "",
+    ocsp_url: str = "",
     enabled: bool = True,
 ) -> TrustedAuthority:
-    """Register a CA certificate (PEM or DER) as a trusted authority, optionally with a CRL file or URL.
+    """Register a CA certificate (PEM or DER) as a trusted authority, optionally with a CRL file or URL and
+    an OCSP responder URL.
     Raises ``CertificateRefused`` for a non-CA certificate or a CRL that does not verify."""
     certificate = load_authority_certificate(certificate_data)
-    authority = TrustedAuthority(name=name, notes=notes, crl_url=crl_url, is_enabled=enabled)
+    authority = TrustedAuthority(name=name, notes=notes, crl_url=crl_url, ocsp_url=ocsp_url, is_enabled=enabled)
     fill_authority(authority, certificate)
     if crl_data is not None:
         apply_crl(authority, crl_data, certificate)
@@ -265,28 +322,23 @@ def add_authority(
 # --------------------------------------------------------------------------------------------------
 
 
+#: CRLs of this many authorities are downloaded at once by ``refresh_due_crls``.
+CRL_FETCH_CONCURRENCY = 8
+
+
 class CrlFetchError(Exception):
-    """A CRL could not be downloaded; the message is safe to show to operators."""
+    """A CRL could not be downloaded; the message is one of ``certauth.fetch``'s fixed texts."""
 
 
 def fetch_crl(url: str, *, timeout: float | None = None, max_bytes: int | None = None) -> bytes:
-    """Download a CRL over http(s) with a bounded timeout and size.  Raises ``CrlFetchError``."""
-    if urlsplit(url).scheme not in {"http", "https"}:
-        raise CrlFetchError("Only http:// and https:// CRL URLs are fetched.")
+    """Download a CRL (``certauth.fetch``: http(s) only, checked redirects, one total deadline of
+    ``CRL_FETCH_TIMEOUT_SECONDS``, at most ``CRL_MAX_BYTES``).  Raises ``CrlFetchError``."""
     timeout = float(settings.CRL_FETCH_TIMEOUT_SECONDS if timeout is None else timeout)
     limit = int(settings.CRL_MAX_BYTES if max_bytes is None else max_bytes)
-    request = urllib.request.Request(url, headers={"User-Agent": "certauth-crl-fetch"})  # noqa: S310 - scheme checked
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
-            data: bytes = response.read(limit + 1)
-    except urllib.error.HTTPError as exc:
-        raise CrlFetchError(f"HTTP {exc.code} from {url}") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CrlFetchError(f"Could not fetch {url}: {reason}") from exc
-    if len(data) > limit:
-        raise CrlFetchError(f"The CRL at {url} is larger than CRL_MAX_BYTES ({limit}).")
-    return data
+        return fetch(url, timeout=timeout, max_bytes=limit, accept="application/pkix-crl, */*")
+    except FetchError as exc:
+        raise CrlFetchError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -296,17 +348,26 @@ class RefreshResult:
     message: str
 
 
-def refresh_crl(authority: TrustedAuthority, *, now: dt.datetime | None = None) -> RefreshResult:
-    """Fetch and store the authority's CRL from ``crl_url``.  On failure the previous CRL stays (it turns
-    stale at its nextUpdate) and ``crl_error`` says why; that write does not bump the registry generation."""
+def refresh_crl(
+    authority: TrustedAuthority, *, now: dt.datetime | None = None, fetched: bytes | CrlFetchError | None = None
+) -> RefreshResult:
+    """Fetch and store the authority's CRL from ``crl_url`` (or store ``fetched``, what a concurrent fetch
+    got).  On failure the previous CRL stays (it turns stale at its nextUpdate) and ``crl_error`` says why;
+    that write does not bump the registry generation."""
     now = now or timezone.now()
     try:
-        data = fetch_crl(authority.crl_url)
+        data = fetch_crl(authority.crl_url) if fetched is None else fetched
+        if isinstance(data, CrlFetchError):
+            raise data
         index = apply_crl(authority, data)
     except (CrlFetchError, CertificateRefused) as exc:
-        message = refusal_message(authority, exc.detail) if isinstance(exc, CertificateRefused) else str(exc)
+        if isinstance(exc, CertificateRefused):
+            message = refusal_message(authority, exc.detail)
+        else:
+            message = f"Could not fetch the CRL: {exc}"
+        message = printable(message)  # fixed texts today; escaped anyway before a log line or the admin
         TrustedAuthority.objects.filter(pk=authority.pk).update(crl_error=message[:2000], crl_fetched_at=now)
-        logger.warning("certauth CRL refresh failed for %s: %s", authority.name, message)
+        logger.warning("certauth CRL refresh failed for %r: %s", authority.name, message)
         return RefreshResult(authority.name, False, message)
     authority.crl_fetched_at = now
     authority.save(
@@ -335,8 +396,22 @@ def due_for_refresh(now: dt.datetime | None = None) -> QuerySet[TrustedAuthority
 
 def refresh_due_crls(*, force: bool = False, now: dt.datetime | None = None) -> list[RefreshResult]:
     """Refresh every CRL that is due (or every CRL with a URL when ``force``)."""
-    authorities = TrustedAuthority.objects.exclude(crl_url="").order_by("name") if force else due_for_refresh(now)
-    return [refresh_crl(authority, now=now) for authority in authorities]
+    authorities = list(TrustedAuthority.objects.exclude(crl_url="").order_by("name") if force else due_for_refresh(now))
+    if not authorities:
+        return []
+    # The downloads run concurrently, each within its own CRL_FETCH_TIMEOUT_SECONDS: a slow or trickling
+    # distribution point holds one worker thread until its deadline and delays no other authority.  Only the
+    # network runs in threads; verifying and storing stay on this thread (one database connection).
+    with ThreadPoolExecutor(max_workers=min(CRL_FETCH_CONCURRENCY, len(authorities))) as pool:
+        downloads = list(pool.map(_download, [authority.crl_url for authority in authorities]))
+    return [refresh_crl(a, now=now, fetched=data) for a, data in zip(authorities, downloads, strict=True)]
+
+
+def _download(url: str) -> bytes | CrlFetchError:
+    try:
+        return fetch_crl(url)
+    except CrlFetchError as exc:
+        return exc
 
 
 def seconds_until_next_refresh(now: dt.datetime | None = None) -> float:

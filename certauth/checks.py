@@ -10,6 +10,7 @@ from django.core.checks import Error, Tags, Warning, register
 from .conf import DEFAULTS, settings
 from .forwarding import PARSERS
 from .proxies import ProxyAllowList
+from .trust import REVOCATION_MODES
 
 #: Dialects whose proxies forward no verdict header (certauth's own trust policy must do the checking).
 NO_VERDICT_FORMATS = frozenset({"envoy_xfcc", "envoy", "xfcc", "traefik", "aws_alb", "alb", "iis", "arr", "rfc9440"})
@@ -103,9 +104,11 @@ def check_certauth_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
                 id="certauth.W004",
             )
         )
-    if settings.REVOCATION_MODE not in {"registry", "crl"}:
-        messages.append(Error("CERTAUTH['REVOCATION_MODE'] must be registry or crl.", id="certauth.E005"))
-    for name in ("CRL_FETCH_TIMEOUT_SECONDS", "CRL_REFRESH_SECONDS"):
+    if settings.REVOCATION_MODE not in REVOCATION_MODES:
+        messages.append(
+            Error("CERTAUTH['REVOCATION_MODE'] must be registry, crl, ocsp or crl+ocsp.", id="certauth.E005")
+        )
+    for name in ("CRL_FETCH_TIMEOUT_SECONDS", "CRL_REFRESH_SECONDS", "OCSP_TIMEOUT_SECONDS", "OCSP_MAX_AGE_SECONDS"):
         if not getattr(settings, name) > 0:
             messages.append(Error(f"CERTAUTH['{name}'] must be a positive number of seconds.", id="certauth.E007"))
     if settings.REGISTRY_MAX_STALENESS_SECONDS < 0:
@@ -171,12 +174,13 @@ def check_certauth_deployment(app_configs: Any = None, **kwargs: Any) -> list[An
             )
         )
     if not django_settings.DEBUG:
-        if settings.REVOCATION_MODE == "crl" and settings.REVOCATION_FAIL_OPEN:
+        if settings.REVOCATION_MODE != "registry" and settings.REVOCATION_FAIL_OPEN:
             messages.append(
                 Warning(
-                    "CERTAUTH['REVOCATION_FAIL_OPEN'] is True with DEBUG off: a missing or stale CRL accepts "
-                    "certificates that may be revoked.",
-                    hint="Keep CRLs fresh with `certauth crl-refresh` and leave REVOCATION_FAIL_OPEN False.",
+                    "CERTAUTH['REVOCATION_FAIL_OPEN'] is True with DEBUG off: a missing or stale CRL, or an OCSP "
+                    "responder that is down, accepts certificates that may be revoked.",
+                    hint="Keep CRLs fresh with `certauth crl-refresh`, OCSP responders reachable, and leave "
+                    "REVOCATION_FAIL_OPEN False.",
                     id="certauth.W008",
                 )
             )

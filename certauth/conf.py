@@ -37,10 +37,11 @@ DEFAULTS: dict[str, Any] = {
     "ALLOWED_CERTIFICATE_TYPES": None,
     "VALIDATE_VALIDITY_PERIOD": True,
     "VALIDATE_CERTIFICATE_USE": True,
-    # registry | crl
+    # registry | crl | ocsp | crl+ocsp (both checked, each must answer; a revocation in either refuses).
     "REVOCATION_MODE": "registry",
-    # With REVOCATION_MODE "crl": a missing or stale CRL (nextUpdate passed) refuses (crl_unavailable)
-    # unless this is True; a fail-open acceptance is still audited (reason crl_unavailable, "Accepted ...").
+    # With a CRL or OCSP mode: a missing or stale CRL (crl_unavailable), or an OCSP responder that is down,
+    # slow, or answers stale or badly signed (ocsp_unavailable), refuses unless this is True; a fail-open
+    # acceptance is still audited (reason crl_unavailable / ocsp_unavailable, detail "Accepted ...").
     "REVOCATION_FAIL_OPEN": False,
     # cryptography's webpki profile demands a subjectAltName on the leaf; many internal CAs issue client
     # certificates with a CN only.  True enforces it (chain_invalid without one).
@@ -50,6 +51,14 @@ DEFAULTS: dict[str, Any] = {
     "CRL_FETCH_TIMEOUT_SECONDS": 5.0,
     "CRL_REFRESH_SECONDS": 3600,
     "CRL_MAX_BYTES": 32 * 1024 * 1024,
+    # OCSP (REVOCATION_MODE "ocsp" / "crl+ocsp"), asked on a certificate's first sight in a worker: total
+    # deadline per responder call; how long an answer is reused at most (never past its nextUpdate, and
+    # the cap for answers without one); allowed clock difference with the responder; how long a failure
+    # is remembered before the responder is asked again.
+    "OCSP_TIMEOUT_SECONDS": 3.0,
+    "OCSP_MAX_AGE_SECONDS": 3600,
+    "OCSP_CLOCK_SKEW_SECONDS": 60,
+    "OCSP_RETRY_SECONDS": 30,
     # --- registry and caches ----------------------------------------------------------------------
     # How long a worker may serve a registry decision without re-checking the shared generation
     # counter.  0 = checked on every request (strict).  The worker that makes a change sees it at once.

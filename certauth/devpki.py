@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12 as _pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from .certificates import thumbprint_of
 
@@ -299,6 +299,7 @@ def _leaf(
     san: list[x509.GeneralName] | None,
     eku: x509.ExtendedKeyUsage | None,
     serial: int | None,
+    ocsp_url: str | None = None,
 ) -> Issued:
     subject = _name(common_name)
     signer = key if issuer is None else _issuer_key(issuer.private_key)
@@ -323,7 +324,16 @@ def _leaf(
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
     if eku is not None:
         builder = builder.add_extension(eku, critical=False)
+    if ocsp_url is not None:
+        builder = builder.add_extension(_aia_ocsp(ocsp_url), critical=False)
     return Issued(builder.sign(signer, _hash_for(signer)), key)
+
+
+def _aia_ocsp(url: str) -> x509.AuthorityInformationAccess:
+    """Authority Information Access naming the issuer's OCSP responder (where certauth asks about revocation)."""
+    return x509.AuthorityInformationAccess(
+        [x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(url))]
+    )
 
 
 def _client_san(
@@ -356,15 +366,17 @@ def issue_client(
     serial: int | None = None,
     key_type: KeyType = "ec",
     include_san: bool = True,
+    ocsp_url: str | None = None,
 ) -> Issued:
     """A client (leaf) certificate signed by ``issuer``; valid now-1h .. now+365d by default.
 
     ``eku`` names usages ("client_auth", "server_auth", ...) or is None for no EKU extension.
     Without explicit SANs a SPIFFE URI and a DNS name derived from the CN are added, unless
-    ``include_san`` is False.  DEVELOPMENT only.
+    ``include_san`` is False.  ``ocsp_url`` adds an Authority Information Access naming that OCSP
+    responder.  DEVELOPMENT only.
     """
     return _client_leaf(issuer, common_name, not_before, not_after, dns_names, uris, emails, eku, serial,
-                        key_type, include_san)  # fmt: skip
+                        key_type, include_san, ocsp_url)  # fmt: skip
 
 
 def _client_leaf(
@@ -379,6 +391,7 @@ def _client_leaf(
     serial: int | None,
     key_type: KeyType,
     include_san: bool,
+    ocsp_url: str | None = None,
 ) -> Issued:
     key = _new_key(key_type)
     start, end = _validity(not_before, not_after, days=365)
@@ -392,6 +405,30 @@ def _client_leaf(
         san=san,
         eku=_eku(eku),
         serial=serial,
+        ocsp_url=ocsp_url,
+    )
+
+
+def issue_ocsp_responder(
+    issuer: Issued,
+    common_name: str = "certauth dev OCSP responder",
+    *,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    key_type: KeyType = "ec",
+) -> Issued:
+    """A delegated OCSP responder certificate (id-kp-OCSPSigning, RFC 6960 4.2.2.2) issued by ``issuer``:
+    its key signs OCSP responses about ``issuer``'s certificates.  DEVELOPMENT only."""
+    start, end = _validity(not_before, not_after, days=365)
+    return _leaf(
+        issuer=issuer,
+        common_name=common_name,
+        key=_new_key(key_type),
+        start=start,
+        end=end,
+        san=None,
+        eku=x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]),
+        serial=None,
     )
 
 

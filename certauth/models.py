@@ -149,7 +149,11 @@ class CertificateIdentity(models.Model):
         verbose_name = _("certificate identity")
         verbose_name_plural = _("certificate identities")
         ordering = ["name"]
-        permissions = [("disable_certificateidentity", "Can disable certificate identities")]
+        permissions = [
+            ("disable_certificateidentity", "Can disable certificate identities"),
+            # Widening a grant: rule, added scopes, rename, re-enabling (see certauth.grants).
+            ("grant_certificateidentity", "Can grant: edit identity rules, add scopes, rename, re-enable"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -160,8 +164,13 @@ class CertificateIdentity(models.Model):
 
     def clean(self) -> None:
         self.scopes = " ".join(parse_scopes(self.scopes))
+        # Validation of the values only: a model has no request user, so who may change a rule is decided
+        # by certauth.grants (called by the admin), not here.
         if self.match_authority_id and not (self.match_field and self.match_pattern):
             raise ValidationError(_("A matching rule needs a field and a pattern."))
+        if not self.match_authority_id and (self.match_field or self.match_pattern):
+            # Without an authority the rule admits nothing; saying so beats keeping a rule that looks live.
+            raise ValidationError({"match_authority": _("A matching rule needs the authority it applies to.")})
         if self.user is not None and (self.user.is_staff or self.user.is_superuser):
             # A certificate would then open the admin without a password: link a dedicated service user.
             raise ValidationError(
@@ -383,6 +392,12 @@ class TrustedAuthority(models.Model):
     crl_next_update = models.DateTimeField(null=True, blank=True)
     crl_fetched_at = models.DateTimeField(null=True, blank=True)
     crl_error = models.TextField(blank=True)
+    ocsp_url = models.URLField(
+        _("OCSP responder URL"),
+        blank=True,
+        max_length=1000,
+        help_text=_("Asked about certificates this CA issued (REVOCATION_MODE ocsp); empty: each certificate's AIA."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -26,6 +26,7 @@ class Reason(StrEnum):
     CHAINED_NOT_ALLOWED = "chained_not_allowed"
     CRL_REVOKED = "crl_revoked"
     CRL_UNAVAILABLE = "crl_unavailable"
+    OCSP_UNAVAILABLE = "ocsp_unavailable"
     # registry
     UNKNOWN_CERTIFICATE = "unknown_certificate"
     CERTIFICATE_REVOKED = "certificate_revoked"
@@ -66,6 +67,7 @@ _MESSAGES: dict[Reason, str] = {
     Reason.CHAINED_NOT_ALLOWED: "Only self-signed client certificates are allowed.",
     Reason.CRL_REVOKED: "The client certificate is revoked by its authority's CRL.",
     Reason.CRL_UNAVAILABLE: "The revocation list needed to check the certificate is unavailable.",
+    Reason.OCSP_UNAVAILABLE: "The OCSP responder needed to check the certificate gave no usable answer.",
     Reason.UNKNOWN_CERTIFICATE: "The client certificate is not registered.",
     Reason.CERTIFICATE_REVOKED: "The client certificate has been revoked.",
     Reason.IDENTITY_DISABLED: "The identity of this client certificate is disabled.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from cryptography import x509
@@ -15,14 +16,23 @@ from .certificates import CertificateInfo, describe, normalize_thumbprint
 from .models import CertificateIdentity, RegisteredCertificate, RevocationReason, parse_scopes
 from .registry import registry_changed
 
+logger = logging.getLogger("certauth")
+
 
 def get_or_create_identity(name: str, *, scopes: list[str] | None = None) -> tuple[CertificateIdentity, bool]:
+    """The identity called ``name`` (created when missing) with ``scopes`` added.  Adding scopes is a grant
+    that no permission check guards here (the command line is superuser-equivalent, see certauth.grants):
+    it is logged with the old and new value."""
     identity, created = CertificateIdentity.objects.get_or_create(name=name)
     if scopes:
-        merged = sorted(set(identity.scope_list) | set(parse_scopes(" ".join(scopes))))
-        if merged != identity.scope_list:
+        before = identity.scope_list
+        merged = sorted(set(before) | set(parse_scopes(" ".join(scopes))))
+        if merged != before:
             identity.scopes = " ".join(merged)
             identity.save()
+            logger.info(
+                "certauth scopes of identity %r changed: %r → %r", name, " ".join(before) or "(none)", identity.scopes
+            )
     return identity, created
 
 

@@ -28,6 +28,11 @@ Decisions the library leaves to us, made here:
 * A CRL is used only if it can stand for all of its issuer's revocations (RFC 5280 5.2/5.3): no delta CRL,
   no IssuingDistributionPoint scope, no unknown critical extension (``crl_scope``); it replaces the CRL
   held only if it is not older and its CRLNumber does not go back (``check_crl_succession``).
+* OCSP (``"ocsp"``, or ``"crl+ocsp"`` for both): every certificate below the anchor is asked about through
+  ``certauth.ocsp.OcspChecker`` (the issuing authority's configured responder, else the certificate's AIA).
+  ``revoked`` -> ``certificate_revoked`` and ``unknown`` -> ``untrusted_issuer`` (both always fatal: the
+  responder answered); no usable answer -> ``ocsp_unavailable`` unless fail-open, as for CRLs.  The answer
+  holds until the cached OCSP answer expires (its nextUpdate at most).
 """
 
 from __future__ import annotations
@@ -53,11 +58,14 @@ from cryptography.x509.verification import (
 
 from .certificates import load_certificates, thumbprint_of
 from .lru import MISSING, BoundedCache
+from .ocsp import OcspChecker, OcspError
 from .reasons import CertificateRefused, Reason
 
 logger = logging.getLogger("certauth")
 
 ALLOWED_TYPES = ("chained", "self_signed", "all")
+#: REVOCATION_MODE values: the registry alone, or with CRLs, OCSP, or both.
+REVOCATION_MODES = ("registry", "crl", "ocsp", "crl+ocsp")
 AllowedTypes = Literal["chained", "self_signed", "all"]
 #: A refused chain is re-verified at most this often (a validity boundary may have passed meanwhile).
 FAILURE_CACHE_SECONDS = 60
@@ -77,6 +85,7 @@ class TrustPolicy:
     validate_certificate_use: bool = True
     require_subject_alternative_name: bool = False
     check_crl: bool = False
+    check_ocsp: bool = False
     revocation_fail_open: bool = False
 
     def __post_init__(self) -> None:
@@ -134,12 +143,19 @@ class Authority:
     thumbprint_sha256: str
     crl: CrlIndex | None = None
     crl_problem: str = ""  # why the stored CRL could not be used (bad signature, unreadable), for the audit
+    ocsp_url: str = ""  # the responder for certificates this authority issued; "" = each certificate's AIA
 
     @classmethod
     def from_certificate(
-        cls, id: int, name: str, certificate: x509.Certificate, crl: CrlIndex | None = None, crl_problem: str = ""
+        cls,
+        id: int,
+        name: str,
+        certificate: x509.Certificate,
+        crl: CrlIndex | None = None,
+        crl_problem: str = "",
+        ocsp_url: str = "",
     ) -> Authority:
-        return cls(id, name, certificate, thumbprint_of(certificate), crl, crl_problem)
+        return cls(id, name, certificate, thumbprint_of(certificate), crl, crl_problem, ocsp_url)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -425,6 +441,8 @@ class TrustResult:
     chain: tuple[str, ...] = ()
     anchor: Authority | None = None
     revocation_warning: str = ""
+    # The reason a fail-open acceptance is audited under (crl_unavailable or ocsp_unavailable).
+    revocation_warning_reason: Reason = Reason.CRL_UNAVAILABLE
     # This answer holds until then (earliest not_after of the checked chain, earliest nextUpdate of the CRLs
     # consulted), for this trust store; callers that cache it must not serve it at or after that instant.
     valid_until: dt.datetime | None = field(default=None, compare=False)
@@ -482,9 +500,13 @@ class TrustStore:
         policy: TrustPolicy,
         cache_size: int = 2048,
         *,
+        ocsp: OcspChecker | None = None,
         disabled: Iterable[Authority] = (),
     ) -> None:
+        if policy.check_ocsp and ocsp is None:
+            raise ValueError("a policy that checks OCSP needs an OcspChecker")
         self.policy = policy
+        self.ocsp = ocsp
         self.authorities: tuple[Authority, ...] = tuple(authorities)
         self.disabled: tuple[Authority, ...] = tuple(disabled)
         self._disabled_keys: dict[tuple[bytes, bytes], Authority] = {
@@ -545,6 +567,7 @@ class TrustStore:
         if verified.kind == "self_signed":
             return _Decided(TrustResult("self_signed", valid_until=until), None, now, until)
         anchor = self.by_thumbprint.get(verified.thumbprints[-1])
+        warning, warning_reason = "", Reason.CRL_UNAVAILABLE
         if self.policy.check_crl:
             # A CRL that is still fresh can only turn stale later: the answer holds until its nextUpdate.
             until = min([until, *self._crl_deadlines(verified, now)])
@@ -552,9 +575,20 @@ class TrustStore:
                 warning = self._check_revocation(verified, now)
             except CertificateRefused as refused:
                 return _Decided(None, refused, now, until)
-        else:
-            warning = ""
-        return _Decided(TrustResult("chained", verified.thumbprints, anchor, warning, until), None, now, until)
+        if self.policy.check_ocsp:
+            assert self.ocsp is not None
+            try:
+                ocsp_warning, ocsp_until = self._check_ocsp(verified, now)
+            except CertificateRefused as refused:
+                if refused.reason is Reason.OCSP_UNAVAILABLE:  # asked again once the failure is forgotten
+                    until = min(until, now + self.ocsp.retry)
+                return _Decided(None, refused, now, until)
+            until = min(until, ocsp_until)
+            if ocsp_warning:
+                warning_reason = Reason.CRL_UNAVAILABLE if warning else Reason.OCSP_UNAVAILABLE
+                warning = f"{warning} {ocsp_warning}".strip()
+        result = TrustResult("chained", verified.thumbprints, anchor, warning, warning_reason, until)
+        return _Decided(result, None, now, until)
 
     def _crl_deadlines(self, verified: _Verified, now: dt.datetime) -> list[dt.datetime]:
         deadlines = []
@@ -776,6 +810,47 @@ class TrustStore:
         if not self.policy.revocation_fail_open:
             raise CertificateRefused(Reason.CRL_UNAVAILABLE, detail)
         return detail
+
+    def _check_ocsp(self, verified: _Verified, now: dt.datetime) -> tuple[str, dt.datetime]:
+        """Each certificate below the anchor against its issuer's OCSP responder.  Returns a fail-open warning
+        (or '') and the instant until which the answers hold."""
+        assert self.ocsp is not None
+        problems: list[str] = []
+        until = dt.datetime.max.replace(tzinfo=dt.UTC)
+        for index in range(len(verified.chain) - 1):
+            certificate, issuer_certificate = verified.chain[index], verified.chain[index + 1]
+            issuer_thumbprint = verified.thumbprints[index + 1]
+            issuer = self.by_thumbprint.get(issuer_thumbprint)
+            subject = "the client certificate" if index == 0 else f"the intermediate {_common_name(certificate)!r}"
+            try:
+                answer = self.ocsp.check(
+                    certificate, issuer_certificate, issuer_thumbprint, now, issuer.ocsp_url if issuer else ""
+                )
+            except OcspError as error:
+                problems.append(f"OCSP gave no usable answer for {subject} ({error}).")
+                until = min(until, now + self.ocsp.retry)
+                continue
+            until = min(until, answer.cache_until)
+            if answer.status == "revoked":
+                since = f" since {answer.revocation_time.isoformat()}" if answer.revocation_time else ""
+                why = f" ({answer.revocation_reason})" if answer.revocation_reason else ""
+                raise CertificateRefused(
+                    Reason.CERTIFICATE_REVOKED,
+                    f"{subject[0].upper()}{subject[1:]} is revoked according to the OCSP responder of "
+                    f"{_common_name(issuer_certificate)!r}{since}{why}.",
+                )
+            if answer.status == "unknown":
+                raise CertificateRefused(
+                    Reason.UNTRUSTED_ISSUER,
+                    f"The OCSP responder of {_common_name(issuer_certificate)!r} does not know {subject} "
+                    "(status unknown): its authority may never have issued it, or the responder serves another CA.",
+                )
+        if not problems:
+            return "", until
+        detail = " ".join(problems)
+        if not self.policy.revocation_fail_open:
+            raise CertificateRefused(Reason.OCSP_UNAVAILABLE, detail)
+        return detail, until
 
 
 def _issued(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -20,6 +20,7 @@ def test_in_process_section_runs_and_every_scenario_answers(settings: Any) -> No
     assert any("TokenAuthentication" in name for name in names)
     assert any("cold" in name for name in names)
     assert any("strict" in name for name in names)
+    assert any("OCSP, warm" in name for name in names) and any("OCSP, first sight" in name for name in names)
     assert all(row.value for row in rows)
     table = Report(rows=rows).table()
     assert table.count("\n") == len(rows) + 1

@@ -263,10 +263,7 @@ def test_server_certificate_covers_the_hosts(pki: DevPKI) -> None:
         ipaddress.ip_address("::1"),
     ]
     verifier = (
-        PolicyBuilder()
-        .store(Store([_cert(pki.path("ca"))]))
-        .time(_now())
-        .build_server_verifier(DNSName("localhost"))
+        PolicyBuilder().store(Store([_cert(pki.path("ca"))])).time(_now()).build_server_verifier(DNSName("localhost"))
     )
     verifier.verify(server, [])
 
@@ -322,9 +319,7 @@ def test_second_call_reuses_and_overwrite_regenerates(tmp_path: Path) -> None:
     assert thumbprint_of(_cert(third.path("client"))) == after["client"]
 
 
-def test_regenerates_when_the_demo_client_is_about_to_expire(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_regenerates_when_the_demo_client_is_about_to_expire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = create_dev_pki(tmp_path / "pki")
     real_now = devpki._utcnow()
     monkeypatch.setattr(devpki, "_utcnow", lambda: real_now + dt.timedelta(days=360))
@@ -412,10 +407,7 @@ def test_intermediate_and_custom_dates() -> None:
     end = _now() + dt.timedelta(days=2)
     intermediate = make_ca("unit intermediate", issuer=root, path_length=0, not_before=start, not_after=end)
     assert intermediate.certificate.issuer == root.certificate.subject
-    assert (
-        intermediate.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
-        == 0
-    )
+    assert intermediate.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
     intermediate.certificate.verify_directly_issued_by(root.certificate)
     leaf = issue_client(intermediate, "deep")
     _client_verifier(root.certificate).verify(leaf.certificate, [intermediate.certificate])
@@ -457,3 +449,24 @@ def test_a_stale_crl_keeps_this_update_before_next_update() -> None:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
     crl = devpki.make_crl(root, [7], next_update=past)
     assert crl.last_update_utc < crl.next_update_utc == past.replace(microsecond=0)
+
+
+def test_ocsp_responder_certificate_and_aia_url() -> None:
+    """The dev PKI issues a delegated OCSP responder (id-kp-OCSPSigning, issued by the CA) and, when asked, writes
+    the responder's URL into a client certificate's Authority Information Access."""
+    from cryptography.x509.oid import AuthorityInformationAccessOID
+
+    ca = devpki.make_ca("ocsp dev CA")
+    responder = devpki.issue_ocsp_responder(ca)
+    usages = responder.certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.OCSP_SIGNING]
+    responder.certificate.verify_directly_issued_by(ca.certificate)
+    assert not responder.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    leaf = devpki.issue_client(ca, "with-aia", ocsp_url="http://ocsp.example.test/")
+    access = leaf.certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    assert [(d.access_method, d.access_location.value) for d in access] == [
+        (AuthorityInformationAccessOID.OCSP, "http://ocsp.example.test/")
+    ]
+    plain = devpki.issue_client(ca, "without-aia")
+    with pytest.raises(x509.ExtensionNotFound):
+        plain.certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess)

@@ -5,11 +5,13 @@ are filled in from the certificate and shown read-only.  The parsing and checks 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from cryptography import x509
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -17,6 +19,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from .. import grants
 from ..authorities import apply_crl, fill_authority, refresh_crl, refusal_message
 from ..certificates import format_thumbprint, thumbprint_of
 from ..models import TrustedAuthority
@@ -49,7 +52,7 @@ class TrustedAuthorityForm(forms.ModelForm):
 
     class Meta:
         model = TrustedAuthority
-        fields = ["name", "is_enabled", "notes", "crl_url"]
+        fields = ["name", "is_enabled", "notes", "crl_url", "ocsp_url"]
         help_texts = {
             "is_enabled": _(
                 "A disabled authority is distrusted wherever it appears: from the next request, every "
@@ -147,6 +150,7 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        (_("OCSP"), {"fields": ["ocsp_url"]}),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
 
@@ -174,7 +178,43 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
         except CertificateRefused as refused:
             return refused.detail
 
-    @admin.action(description=_("Enable selected authorities"), permissions=["change"])
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not obj.is_enabled and not grants.can_trust(request.user):
+            fields.append("is_enabled")  # re-enabling is trusting the CA anew (certauth.grants)
+        return fields
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and not grants.can_trust(request.user):
+            # Replacing the CA certificate is trusting a new CA; save_model refuses a forged upload too.
+            fieldsets = [fieldset for fieldset in fieldsets if "certificate_file" not in fieldset[1]["fields"]]
+        return fieldsets
+
+    def save_model(self, request: HttpRequest, obj: TrustedAuthority, form: Any, change: bool) -> None:
+        # The form's declared fields (certificate_file, certificate_text) are read from the POST even when the
+        # fieldset hiding them is left out: the permission is checked on what is about to be saved.
+        replaces = change and getattr(form, "new_certificate", None) is not None
+        grants.check_authority_change(obj, replaces_certificate=replaces, by=request.user)
+        if replaces:
+            stored = TrustedAuthority.objects.filter(pk=obj.pk).values_list("thumbprint_sha256", flat=True).first()
+            form.certauth_replaced_thumbprint = stored or ""  # read by construct_change_message
+        super().save_model(request, obj, form, change)
+
+    def construct_change_message(self, request: HttpRequest, form: Any, formsets: Any, add: bool = False) -> Any:
+        """A replaced CA certificate is a new trust: the history names the old and the new thumbprint."""
+        message = super().construct_change_message(request, form, formsets, add)
+        old = getattr(form, "certauth_replaced_thumbprint", None)
+        if old is None:
+            return message
+        summary = LogEntry(change_message=json.dumps(message)).get_change_message()
+        replaced = f"certificate: {format_thumbprint(old)} → {format_thumbprint(form.instance.thumbprint_sha256)}"
+        return f"{summary} {replaced}." if summary else f"{replaced}."
+
+    def has_enable_permission(self, request: HttpRequest) -> bool:
+        return grants.can_trust(request.user)
+
+    @admin.action(description=_("Enable selected authorities"), permissions=["enable"])
     def enable(self, request: HttpRequest, queryset: QuerySet[TrustedAuthority]) -> None:
         self._set_enabled(request, queryset, True)
 
@@ -186,7 +226,10 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
         changed = 0
         for authority in queryset.filter(is_enabled=not enabled):
             authority.is_enabled = enabled
+            # The action's own permission already gates it; the shared check keeps one rule for every caller.
+            grants.check_authority_change(authority, replaces_certificate=False, by=request.user)
             authority.save(update_fields=["is_enabled", "updated_at"])  # post_save bumps the registry generation
+            self.log_change(request, authority, "Enabled." if enabled else "Disabled.")
             changed += 1
         self.message_user(
             request, ngettext("%d authority updated.", "%d authorities updated.", changed) % changed, messages.SUCCESS

@@ -3,17 +3,21 @@ own admin where certificates are registered, rotated (add successor, retire) and
 
 Logic lives in ``certauth.models`` (querysets) and ``certauth.services``; this module only wires it
 to the admin and renders it.  Revoking needs ``certauth.revoke_registeredcertificate``, disabling an
-identity ``certauth.disable_certificateidentity``; registering is the ordinary "add" permission.
+identity ``certauth.disable_certificateidentity``; registering is the ordinary "add" permission.  Widening
+what an identity grants (its rule, scopes, name, re-enabling it) needs ``certauth.grant_certificateidentity``
+as well as the "add registered certificate" permission: see ``certauth.grants`` and docs/registry.md.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.models import LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db.models import Case, Prefetch, QuerySet, Value, When
 from django.forms import ModelForm
@@ -30,7 +34,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import services
+from .. import grants, services
 from ..certificates import format_thumbprint
 from ..conf import settings
 from ..forms import SENSITIVE_FIELDS, RegistrationForm, RevocationForm
@@ -44,6 +48,8 @@ STATUS_LABELS = {
     "revoked": _("Revoked"),
 }
 CSS = {"all": ["certauth/admin.css"]}
+# What an identity grants: its rule and its scopes.  Editing them needs the grant permission (certauth.grants).
+GRANT_FIELDS = ("match_authority", "match_field", "match_pattern", "scopes")
 # How many entries the revocation confirmation page lists before summarising the rest.
 CONFIRMATION_LIST_LIMIT = 100
 LINE_BREAK = mark_safe("<br>")
@@ -253,18 +259,42 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
         return queryset.search(search_term), False
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        """Who may change what is decided by ``certauth.grants``; the fields follow it (and save_model checks
+        it again, so a POST carrying a read-only field changes nothing)."""
         fields = list(super().get_readonly_fields(request, obj))
-        if not self.has_disable_permission(request):
-            fields.append("is_active")  # disabling is its own permission, not a side effect of "change"
+        may_grant = grants.can_grant(request.user)
+        # Disabling is its own permission, re-enabling a grant: neither is a side effect of "change".
+        may_toggle = may_grant if obj is not None and not obj.is_active else self.has_disable_permission(request)
+        if not may_toggle:
+            fields.append("is_active")
+        if not may_grant:
+            fields += [*GRANT_FIELDS, "name"] if obj is not None else list(GRANT_FIELDS)
         if not request.user.is_superuser:
             fields.append("user")  # whom a certificate acts as is a superuser's decision
         return fields
 
     def save_model(self, request: HttpRequest, obj: CertificateIdentity, form: ModelForm, change: bool) -> None:
+        stored = CertificateIdentity.objects.filter(pk=obj.pk).select_related("match_authority").first()
+        before = grants.IdentityGrant.of(stored) if change and stored is not None else None
+        grants.check_identity_change(before, obj, by=request.user)
+        form.certauth_grant_before = before  # type: ignore[attr-defined]  # read by construct_change_message
         if "is_active" in form.changed_data:
             obj.disabled_at = None if obj.is_active else timezone.now()
             obj.disabled_by = None if obj.is_active else request.user  # type: ignore[assignment]
         super().save_model(request, obj, form, change)
+
+    def construct_change_message(self, request: HttpRequest, form: Any, formsets: Any, add: bool = False) -> Any:
+        """Django's "Changed X and Y." plus the old and new value of the rule, scopes, name and state, so the
+        object's History page shows what a grant was before and after."""
+        message = super().construct_change_message(request, form, formsets, add)
+        described = grants.describe_identity_change(
+            getattr(form, "certauth_grant_before", None), grants.IdentityGrant.of(form.instance)
+        )
+        if not described:
+            return message
+        summary = LogEntry(change_message=json.dumps(message)).get_change_message()
+        # Plain text (not JSON): LogEntry.get_change_message() shows it as written.
+        return f"{summary} {described}." if summary else f"{described}."
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         days = settings.EXPIRY_WARNING_DAYS
@@ -300,7 +330,10 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Disable selected identities"), permissions=["disable"])
     def disable_selected(self, request: HttpRequest, queryset: QuerySet[CertificateIdentity]) -> None:
+        active = list(queryset.filter(is_active=True))
         changed = services.disable_identities(queryset, by=request.user)
+        for identity in active:  # the same history entry as unticking "is active" in the form
+            self.log_change(request, identity, "Disabled (active: True → False).")
         self.message_user(
             request,
             ngettext(

@@ -34,6 +34,9 @@ class Authority(Subcommand):
         add.add_argument("--cert", required=True, type=Path, help="The CA certificate file (PEM or DER).")
         add.add_argument("--crl", type=Path, help="A CRL file (PEM or DER) signed by this CA.")
         add.add_argument("--crl-url", default="", help="http(s) URL of the CA's CRL, fetched by crl-refresh.")
+        add.add_argument(
+            "--ocsp-url", default="", help="http(s) URL of the CA's OCSP responder (default: each certificate's AIA)."
+        )
         add.add_argument("--notes", default="", help="Free text for operators.")
         add.add_argument("--disabled", action="store_true", help="Add it disabled.")
         actions.add_parser("list", help="List trusted authorities.")
@@ -68,6 +71,7 @@ class Authority(Subcommand):
                 notes=options["notes"],
                 crl_data=crl,
                 crl_url=options["crl_url"],
+                ocsp_url=options["ocsp_url"],
                 enabled=not options["disabled"],
             )
         except CertificateRefused as refused:

@@ -1,0 +1,374 @@
+"""OCSP end to end against a real responder: ``openssl ocsp -index ... -port ...`` started on loopback by the
+test (scripts.ocsp_responder), answering from a CA database written from devpki-issued certificates.  The
+pure layer (certauth.ocsp, certauth.trust) first, then the DRF API as nginx calls it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp as x509_ocsp
+from django.test import override_settings
+
+from certauth import devpki
+from certauth.fetch import fetch
+from certauth.ocsp import OcspChecker, OcspError, build_request, responder_urls, verify_response
+from certauth.reasons import CertificateRefused, Reason
+from certauth.trust import Authority, TrustPolicy, TrustResult, TrustStore
+from scripts.ocsp_responder import OcspResponder
+
+from .conftest import failures
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class CountingTransport:
+    """certauth.fetch as the checker uses it, counting the responder round trips."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, url: str, request: bytes) -> bytes:
+        self.calls += 1
+        return fetch(url, timeout=5, max_bytes=65536, data=request, content_type="application/ocsp-request")
+
+
+@dataclass
+class OcspPki:
+    ca: devpki.Issued
+    responder: OcspResponder
+    good: devpki.Issued
+    good2: devpki.Issued
+    revoked: devpki.Issued
+    unknown: devpki.Issued
+    no_aia: devpki.Issued
+    directory: Path
+
+    def responder_for(self, name: str, **kwargs: Any) -> OcspResponder:
+        """Another responder for the same CA (its own port), not started."""
+        return OcspResponder(self.directory, self.ca, name=name, **kwargs)
+
+    def start(self, responder: OcspResponder) -> OcspResponder:
+        return responder.start(good=[self.good, self.good2, self.no_aia], revoked=[self.revoked])
+
+
+@pytest.fixture(scope="module")
+def ocsp_pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OcspPki]:
+    directory = tmp_path_factory.mktemp("ocsp")
+    ca = devpki.make_ca("certauth OCSP test CA")
+    responder = OcspResponder(directory, ca, next_minutes=60)
+
+    def issue(name: str) -> devpki.Issued:
+        return devpki.issue_client(ca, name, ocsp_url=responder.url)
+
+    pki = OcspPki(
+        ca=ca,
+        responder=responder,
+        good=issue("ocsp-good"),
+        good2=issue("ocsp-good-2"),
+        revoked=issue("ocsp-revoked"),
+        unknown=issue("ocsp-unknown"),  # never written to the responder's database
+        no_aia=devpki.issue_client(ca, "ocsp-no-aia"),
+        directory=directory,
+    )
+    pki.start(responder)
+    try:
+        yield pki
+    finally:
+        responder.stop()
+
+
+def store(
+    pki: OcspPki, checker: OcspChecker, *, fail_open: bool = False, ocsp_url: str = "", crl: bool = False
+) -> TrustStore:
+    policy = TrustPolicy(check_ocsp=True, check_crl=crl, revocation_fail_open=fail_open)
+    authority = Authority.from_certificate(1, "ocsp CA", pki.ca.certificate, ocsp_url=ocsp_url)
+    return TrustStore([authority], policy, ocsp=checker)
+
+
+def evaluate(trust: TrustStore, issued: devpki.Issued, at: dt.datetime | None = None) -> TrustResult:
+    return trust.evaluate(issued.certificate, [], at or now())
+
+
+def refusal(trust: TrustStore, issued: devpki.Issued, at: dt.datetime | None = None) -> CertificateRefused:
+    with pytest.raises(CertificateRefused) as info:
+        evaluate(trust, issued, at)
+    return info.value
+
+
+# --- the pure layer against the real responder ------------------------------------------------------------
+def test_good_revoked_and_unknown_answers_of_a_real_responder(ocsp_pki: OcspPki) -> None:
+    assert responder_urls(ocsp_pki.good.certificate) == [ocsp_pki.responder.url]
+    trust = store(ocsp_pki, OcspChecker(CountingTransport()))
+    assert evaluate(trust, ocsp_pki.good).kind == "chained"
+    revoked = refusal(trust, ocsp_pki.revoked)
+    assert revoked.reason is Reason.CERTIFICATE_REVOKED and "OCSP" in revoked.detail
+    assert "key_compromise" in revoked.detail
+    unknown = refusal(trust, ocsp_pki.unknown)
+    assert unknown.reason is Reason.UNTRUSTED_ISSUER and "status unknown" in unknown.detail
+
+
+def test_the_warm_path_asks_no_responder(ocsp_pki: OcspPki) -> None:
+    transport = CountingTransport()
+    checker = OcspChecker(transport)
+    first = evaluate(store(ocsp_pki, checker), ocsp_pki.good)
+    assert transport.calls == 1
+    # A rebuilt trust store (any registry change) keeps the worker's OCSP answers.
+    second = evaluate(store(ocsp_pki, checker), ocsp_pki.good)
+    assert transport.calls == 1 and second.kind == "chained"
+    # The answer holds no longer than the responder's nextUpdate (-nmin 60).
+    assert first.valid_until is not None and first.valid_until <= now() + dt.timedelta(minutes=61)
+
+
+def test_the_answer_cache_is_bounded(ocsp_pki: OcspPki) -> None:
+    transport = CountingTransport()
+    checker = OcspChecker(transport, cache_size=1)
+    for issued in (ocsp_pki.good, ocsp_pki.good2, ocsp_pki.good):
+        evaluate(store(ocsp_pki, checker), issued)
+    assert transport.calls == 3  # the first answer was evicted by the second
+
+
+def test_a_responder_killed_mid_run_fails_closed_or_open_with_a_warning(ocsp_pki: OcspPki) -> None:
+    responder = ocsp_pki.start(ocsp_pki.responder_for("killed"))
+    transport = CountingTransport()
+    checker = OcspChecker(transport)
+    try:
+        assert evaluate(store(ocsp_pki, checker, ocsp_url=responder.url), ocsp_pki.good).kind == "chained"
+    finally:
+        responder.stop()
+    trust = store(ocsp_pki, checker, ocsp_url=responder.url)
+    assert evaluate(trust, ocsp_pki.good).kind == "chained"  # answered from the cache: no network
+    down = refusal(trust, ocsp_pki.good2)
+    assert down.reason is Reason.OCSP_UNAVAILABLE and "could not be reached (connection refused)" in down.detail
+    calls = transport.calls
+    assert refusal(store(ocsp_pki, checker, ocsp_url=responder.url), ocsp_pki.good2).reason is Reason.OCSP_UNAVAILABLE
+    assert transport.calls == calls  # a failure is remembered for OCSP_RETRY_SECONDS, not retried per request
+    opened = evaluate(store(ocsp_pki, OcspChecker(transport), ocsp_url=responder.url, fail_open=True), ocsp_pki.good2)
+    assert opened.revocation_warning and opened.revocation_warning_reason is Reason.OCSP_UNAVAILABLE
+    assert opened.valid_until is not None and opened.valid_until <= now() + dt.timedelta(seconds=31)
+
+
+def test_a_responder_that_never_answers_is_cut_at_the_deadline(ocsp_pki: OcspPki) -> None:
+    silent = socket.socket()  # accepts connections (the kernel's backlog), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+
+    def post(responder: str, request: bytes) -> bytes:
+        return fetch(responder, timeout=0.5, max_bytes=65536, data=request, content_type="application/ocsp-request")
+
+    try:
+        refused = refusal(store(ocsp_pki, OcspChecker(post), ocsp_url=url), ocsp_pki.good)
+    finally:
+        silent.close()
+    assert refused.reason is Reason.OCSP_UNAVAILABLE and "(timed out)" in refused.detail
+
+
+def test_a_response_signed_by_an_unrelated_key_is_refused(ocsp_pki: OcspPki) -> None:
+    stranger = devpki.make_ca("unrelated OCSP signer")
+    responder = ocsp_pki.start(ocsp_pki.responder_for("wrong-signer", signer=stranger))
+    try:
+        trust = store(ocsp_pki, OcspChecker(CountingTransport()), ocsp_url=responder.url)
+        refused = refusal(trust, ocsp_pki.good)
+    finally:
+        responder.stop()
+    assert refused.reason is Reason.OCSP_UNAVAILABLE and "signed by a key" in refused.detail
+
+
+def test_a_signer_of_the_same_ca_without_ocsp_signing_is_refused(ocsp_pki: OcspPki) -> None:
+    plain_leaf = devpki.issue_client(ocsp_pki.ca, "not a responder")
+    responder = ocsp_pki.start(ocsp_pki.responder_for("leaf-signer", signer=plain_leaf))
+    try:
+        refused = refusal(store(ocsp_pki, OcspChecker(CountingTransport()), ocsp_url=responder.url), ocsp_pki.good)
+    finally:
+        responder.stop()
+    assert refused.reason is Reason.OCSP_UNAVAILABLE and "OCSPSigning" in refused.detail
+
+
+def test_a_delegated_responder_with_ocsp_signing_is_accepted(ocsp_pki: OcspPki) -> None:
+    delegated = devpki.issue_ocsp_responder(ocsp_pki.ca)
+    responder = ocsp_pki.start(ocsp_pki.responder_for("delegated", signer=delegated))
+    try:
+        trust = store(ocsp_pki, OcspChecker(CountingTransport()), ocsp_url=responder.url)
+        assert evaluate(trust, ocsp_pki.good).kind == "chained"
+        assert refusal(trust, ocsp_pki.revoked).reason is Reason.CERTIFICATE_REVOKED
+    finally:
+        responder.stop()
+
+
+def test_a_response_past_its_next_update_is_refused_and_never_served_from_the_cache(ocsp_pki: OcspPki) -> None:
+    responder = ocsp_pki.start(ocsp_pki.responder_for("short", next_minutes=1))
+    transport = CountingTransport()
+    checker = OcspChecker(transport)
+    try:
+        assert evaluate(store(ocsp_pki, checker, ocsp_url=responder.url), ocsp_pki.good).kind == "chained"
+        # Ten minutes on (a "now" given, no sleeping): the cached answer's nextUpdate has passed, so the
+        # responder is asked again, and its answer (nextUpdate one minute after the real clock) is stale too.
+        later = now() + dt.timedelta(minutes=10)
+        stale = refusal(store(ocsp_pki, checker, ocsp_url=responder.url), ocsp_pki.good, later)
+    finally:
+        responder.stop()
+    assert transport.calls == 2
+    assert stale.reason is Reason.OCSP_UNAVAILABLE and "stale" in stale.detail
+
+
+def test_the_authority_responder_is_used_when_the_certificate_names_none(ocsp_pki: OcspPki) -> None:
+    assert responder_urls(ocsp_pki.no_aia.certificate) == []
+    none = refusal(store(ocsp_pki, OcspChecker(CountingTransport())), ocsp_pki.no_aia)
+    assert none.reason is Reason.OCSP_UNAVAILABLE and "no OCSP responder is known" in none.detail
+    trust = store(ocsp_pki, OcspChecker(CountingTransport()), ocsp_url=ocsp_pki.responder.url)
+    assert evaluate(trust, ocsp_pki.no_aia).kind == "chained"
+
+
+# --- responses the openssl responder does not produce: built here -------------------------------------------
+def built_response(
+    issued: devpki.Issued,
+    ca: devpki.Issued,
+    *,
+    nonce: bytes | None,
+    this_update: dt.datetime,
+    next_update: dt.datetime | None,
+) -> bytes:
+    builder = (
+        x509_ocsp.OCSPResponseBuilder()
+        .add_response(
+            cert=issued.certificate,
+            issuer=ca.certificate,
+            algorithm=hashes.SHA1(),
+            cert_status=x509_ocsp.OCSPCertStatus.GOOD,
+            this_update=this_update,
+            next_update=next_update,
+            revocation_time=None,
+            revocation_reason=None,
+        )
+        .responder_id(x509_ocsp.OCSPResponderEncoding.HASH, ca.certificate)
+    )
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    response = builder.sign(ca.private_key, hashes.SHA256())  # type: ignore[arg-type]
+    return response.public_bytes(serialization.Encoding.DER)
+
+
+def test_nonce_and_this_update_are_checked(ocsp_pki: OcspPki) -> None:
+    ca, good = ocsp_pki.ca, ocsp_pki.good
+    at = now().replace(microsecond=0)  # what ASN.1 GeneralizedTime keeps
+    fresh = {"this_update": at - dt.timedelta(minutes=1), "next_update": at + dt.timedelta(hours=1)}
+    sent = b"0123456789abcdef"
+    assert build_request(good.certificate, ca.certificate, sent)  # a request carries the nonce
+    answer = verify_response(built_response(good, ca, nonce=sent, **fresh), good.certificate, ca.certificate, at,
+                             nonce=sent)  # fmt: skip
+    assert answer.status == "good" and answer.cache_until == fresh["next_update"]
+    # Responder id by key hash works; no echoed nonce is allowed (pre-signed responses).
+    assert verify_response(built_response(good, ca, nonce=None, **fresh), good.certificate, ca.certificate, at,
+                           nonce=sent).status == "good"  # fmt: skip
+    with pytest.raises(OcspError, match="nonce"):
+        verify_response(built_response(good, ca, nonce=b"replayed-nonce!!", **fresh), good.certificate,
+                        ca.certificate, at, nonce=sent)  # fmt: skip
+    future = {"this_update": at + dt.timedelta(hours=1), "next_update": at + dt.timedelta(hours=2)}
+    with pytest.raises(OcspError, match="not valid yet"):
+        verify_response(built_response(good, ca, nonce=None, **future), good.certificate, ca.certificate, at)
+    with pytest.raises(OcspError, match="does not answer for this certificate"):
+        verify_response(built_response(good, ca, nonce=None, **fresh), ocsp_pki.good2.certificate, ca.certificate, at)
+    with pytest.raises(OcspError, match="not an OCSP response"):
+        verify_response(b"<html>\ncertauth refused forged</html>", good.certificate, ca.certificate, at)
+
+
+# --- through the DRF API ----------------------------------------------------------------------------------------
+OCSP_MODE = {"REVOCATION_MODE": "ocsp"}
+
+
+@pytest.fixture
+def ocsp_authority(db: Any, ocsp_pki: OcspPki) -> Any:
+    from certauth.authorities import add_authority, clear_trust_store
+
+    clear_trust_store()
+    return add_authority("ocsp CA", ocsp_pki.ca.cert_pem())
+
+
+def refused(response: Any, reason: Reason) -> dict[str, Any]:
+    assert response.status_code == 401, response.content
+    body = response.json()
+    assert body["reason"] == str(reason), body
+    assert failures(reason=str(reason)), "no audit row"
+    return body
+
+
+@pytest.mark.django_db
+def test_api_good_revoked_unknown(api: Any, register: Any, ocsp_pki: OcspPki, ocsp_authority: Any) -> None:
+    for issued in (ocsp_pki.good, ocsp_pki.revoked, ocsp_pki.unknown):
+        register(issued, identity=issued.common_name)
+    with override_settings(CERTAUTH=OCSP_MODE):
+        assert api.get("/api/whoami/", ocsp_pki.good).status_code == 200
+        body = refused(api.get("/api/whoami/", ocsp_pki.revoked), Reason.CERTIFICATE_REVOKED)
+        assert "OCSP" in body["detail"]
+        body = refused(api.get("/api/whoami/", ocsp_pki.unknown), Reason.UNTRUSTED_ISSUER)
+        assert "unknown" in body["detail"]
+        assert api.get("/api/whoami/", ocsp_pki.good).status_code == 200  # warm
+
+
+@pytest.mark.django_db
+def test_api_responder_down_fails_closed_then_open_with_an_audit_row(
+    api: Any, register: Any, ocsp_pki: OcspPki, ocsp_authority: Any
+) -> None:
+    from certauth.models import AuthenticationFailure
+
+    down = ocsp_pki.responder_for("down")  # never started: nothing listens on its port
+    ocsp_authority.ocsp_url = down.url
+    ocsp_authority.save()
+    register(ocsp_pki.good)
+    with override_settings(CERTAUTH=OCSP_MODE):
+        body = refused(api.get("/api/whoami/", ocsp_pki.good), Reason.OCSP_UNAVAILABLE)
+        assert "could not be reached" in body["detail"]
+    with override_settings(CERTAUTH={**OCSP_MODE, "REVOCATION_FAIL_OPEN": True}):
+        assert api.get("/api/whoami/", ocsp_pki.good).status_code == 200
+    accepted = AuthenticationFailure.objects.get(reason="ocsp_unavailable", detail__startswith="Accepted")
+    assert accepted.identity is not None and accepted.identity.name == "billing"
+    assert accepted.thumbprint_sha256 == ocsp_pki.good.thumbprint
+
+
+@pytest.mark.django_db
+def test_api_crl_and_ocsp_together(api: Any, register: Any, ocsp_pki: OcspPki, ocsp_authority: Any) -> None:
+    from certauth.authorities import apply_crl
+
+    register(ocsp_pki.good)
+    register(ocsp_pki.revoked, identity="old")
+    with override_settings(CERTAUTH={"REVOCATION_MODE": "crl+ocsp"}):
+        # OCSP says good, but without a CRL the CRL half cannot answer.
+        refused(api.get("/api/whoami/", ocsp_pki.good), Reason.CRL_UNAVAILABLE)
+    apply_crl(ocsp_authority, devpki.make_crl(ocsp_pki.ca, []).public_bytes(serialization.Encoding.DER))
+    ocsp_authority.save()
+    with override_settings(CERTAUTH={"REVOCATION_MODE": "crl+ocsp"}):
+        assert api.get("/api/whoami/", ocsp_pki.good).status_code == 200
+        # The (empty) CRL does not list it; OCSP does: revoked.
+        refused(api.get("/api/whoami/", ocsp_pki.revoked), Reason.CERTIFICATE_REVOKED)
+
+
+def test_revocation_modes_are_checked(settings: Any) -> None:
+    from certauth.checks import check_certauth_settings
+
+    for mode, ok in (("ocsp", True), ("crl+ocsp", True), ("crl", True), ("oscp", False)):
+        settings.CERTAUTH = {"REVOCATION_MODE": mode}
+        ids = [message.id for message in check_certauth_settings()]
+        assert ("certauth.E005" not in ids) is ok, (mode, ids)
+
+
+@pytest.mark.django_db
+def test_cli_adds_an_authority_with_its_ocsp_responder(ocsp_pki: OcspPki, tmp_path: Path) -> None:
+    from django.core.management import call_command
+
+    from certauth.models import TrustedAuthority
+
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ocsp_pki.ca.cert_pem())
+    call_command("certauth", "authority", "add", "--name", "ocsp CA", "--cert", str(ca_file),
+                 "--ocsp-url", ocsp_pki.responder.url)  # fmt: skip
+    assert TrustedAuthority.objects.get(name="ocsp CA").ocsp_url == ocsp_pki.responder.url
