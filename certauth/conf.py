@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
     # envoy_xfcc, traefik, aws_alb (certauth.forwarding.PARSERS; the header each proxy uses:
     # certauth.forwarding.RECOMMENDED_HEADERS).
     "FORWARDING_FORMAT": "nginx_escaped",
+    # envoy_xfcc: the last element must carry Hash (Envoy always writes it) or the request is refused
+    # (malformed_certificate).  False only for an XFCC writer that cannot.
+    "XFCC_REQUIRE_HASH": True,
     # Optional header with the rest of the chain (RFC 9440 Client-Cert-Chain and similar).
     "CHAIN_HEADER": None,
     # True when the proxy verifies the client certificate itself (nginx `ssl_verify_client on` or

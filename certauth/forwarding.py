@@ -142,8 +142,14 @@ def url_unescape_bytes(text: str) -> bytes:
 
 
 # --- Envoy x-forwarded-client-cert (XFCC) ------------------------------------------------------------
-# One element per proxy hop, separated by ","; an element is ";"-separated key=value pairs; a value that
-# contains "," ";" or "=" is double-quoted, with \" for a quote inside.  Keys are case-insensitive.
+# One element per proxy hop, separated by ","; an element is ";"-separated key=value pairs.  Envoy quotes
+# some values and not others (envoy/source/common/http/conn_manager_utility.cc, and the XFCC section of its
+# header-manipulation docs): Cert, Chain and Subject are written as "..." (Subject RFC 2253-escaped, so a
+# quote inside is \"); By, Hash, URI and DNS are written bare.  By is the proxy's own URI SAN and Hash is
+# hex, but URI and DNS are the CLIENT's SANs, copied verbatim: a SAN "spiffe://x/a,Cert=..." ends the
+# element and starts another one, and no reader can tell the client's commas from the proxy's.  So the
+# tokeniser reads what Envoy writes, and the parser refuses every key but the five certauth can read
+# unambiguously.  Keys are case-insensitive.
 _XFCC_PAIR = re.compile(
     r"[ \t]*(?P<key>[A-Za-z][A-Za-z0-9_-]*)[ \t]*=[ \t]*"
     r'(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<token>[^",;=\\]*))'
@@ -153,6 +159,9 @@ _XFCC_PAIR = re.compile(
 _XFCC_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 #: Keys that occur at most once per element (URI and DNS repeat, one pair per SAN).
 XFCC_SINGLE_KEYS = frozenset({"by", "hash", "cert", "chain", "subject"})
+#: The keys a header may hold at all, in any element: the quoted ones and the two bare ones no client
+#: chooses.  URI and DNS (bare, client-chosen) and anything Envoy never writes are refused.
+XFCC_READABLE_KEYS = XFCC_SINGLE_KEYS
 _HEX_SHA256 = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 
 XfccElement = dict[str, list[str]]
@@ -193,8 +202,20 @@ def _xfcc_single(element: XfccElement, key: str) -> str | None:
     return values[0]
 
 
+def _xfcc_readable(elements: list[XfccElement]) -> None:
+    for element in elements:
+        unreadable = sorted(set(element) - XFCC_READABLE_KEYS)
+        if unreadable:
+            keys = ", ".join(key.upper() if key in {"uri", "dns"} else key for key in unreadable)
+            raise _malformed(
+                f"The x-forwarded-client-cert header carries {keys}: Envoy writes URI and DNS values unquoted, "
+                "so a certificate's own names could forge element boundaries. Configure Envoy's "
+                "set_current_client_cert_details with cert (and chain) only, not uri or dns."
+            )
+
+
 @parser("envoy_xfcc", "envoy", "xfcc")
-def parse_envoy_xfcc(value: str) -> ForwardedCertificate:
+def parse_envoy_xfcc(value: str, *, require_hash: bool = True) -> ForwardedCertificate:
     """Envoy ``x-forwarded-client-cert``: the LAST element's ``Cert`` (URL-escaped PEM) and ``Chain``
     (URL-escaped PEM, leaf first).
 
@@ -204,11 +225,16 @@ def parse_envoy_xfcc(value: str) -> ForwardedCertificate:
     own TLS handshake.  Earlier elements were written by hops certauth does not know (or by the client
     itself, when an edge proxy appends instead of sanitising) and are never believed.
 
-    When the element carries ``Hash`` (hex SHA-256 of the DER leaf) and a certificate, they must agree,
-    else ``CertificateRefused(FORWARDED_HASH_MISMATCH)``.  An element without ``Cert`` or ``Chain`` cannot
+    Refused as malformed: any element with a key other than By, Hash, Cert, Chain, Subject (above all the
+    unquoted, client-chosen URI and DNS: see the comment on the tokeniser), and, with ``require_hash``
+    (``XFCC_REQUIRE_HASH``, the default; Envoy always writes Hash), a last element without ``Hash``.
+    The element's ``Hash`` (hex SHA-256 of the DER leaf) and certificate must agree, else
+    ``CertificateRefused(FORWARDED_HASH_MISMATCH)``.  An element without ``Cert`` or ``Chain`` cannot
     authenticate (configure Envoy's ``set_current_client_cert_details: {cert: true, chain: true}``).
     """
-    element = split_xfcc(value)[-1]
+    elements = split_xfcc(value)
+    _xfcc_readable(elements)
+    element = elements[-1]
     for key in XFCC_SINGLE_KEYS:
         _xfcc_single(element, key)
     cert_text = _xfcc_single(element, "cert")
@@ -225,6 +251,11 @@ def parse_envoy_xfcc(value: str) -> ForwardedCertificate:
         if chain[0] != leaf:
             raise _malformed("The x-forwarded-client-cert Chain does not start with its Cert.")
         chain = chain[1:]
+    if hash_text is None and require_hash:
+        raise _malformed(
+            "The last x-forwarded-client-cert element has no Hash (Envoy always writes one); "
+            "set XFCC_REQUIRE_HASH to False only for a proxy that cannot."
+        )
     if hash_text is not None:
         if not _HEX_SHA256.match(hash_text):
             raise _malformed("The x-forwarded-client-cert Hash is not a hex SHA-256 digest.")
@@ -300,8 +331,9 @@ def parse_chain_header(value: str, format: str = "pem") -> tuple[x509.Certificat
         raise _malformed("The forwarded chain could not be read.") from exc
 
 
-def parse_forwarded(value: str, format: str = "nginx_escaped") -> ForwardedCertificate:
-    """Parse a forwarded certificate header in the given dialect.
+def parse_forwarded(value: str, format: str = "nginx_escaped", *, xfcc_require_hash: bool = True) -> ForwardedCertificate:
+    """Parse a forwarded certificate header in the given dialect (``xfcc_require_hash``: see
+    ``parse_envoy_xfcc``).
 
     Raises ``CertificateRefused(MALFORMED_CERTIFICATE)`` for any value that is not exactly what the
     dialect promises, ``CertificateRefused(FORWARDED_HASH_MISMATCH)`` when an Envoy XFCC ``Hash``
@@ -314,6 +346,8 @@ def parse_forwarded(value: str, format: str = "nginx_escaped") -> ForwardedCerti
     if not value.strip():
         raise _malformed("The forwarded value is empty.")
     try:
+        if function is parse_envoy_xfcc:
+            return parse_envoy_xfcc(value, require_hash=xfcc_require_hash)
         return function(value)
     except CertificateRefused:
         raise
