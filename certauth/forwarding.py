@@ -17,6 +17,7 @@ import hmac
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import unquote, unquote_to_bytes
 
 from cryptography import x509
@@ -39,8 +40,11 @@ Parser = Callable[[str], ForwardedCertificate]
 PARSERS: dict[str, Parser] = {}
 
 
-def parser(*names: str) -> Callable[[Parser], Parser]:
-    def register(function: Parser) -> Parser:
+_P = TypeVar("_P", bound=Parser)
+
+
+def parser(*names: str) -> Callable[[_P], _P]:
+    def register(function: _P) -> _P:
         for name in names:
             PARSERS[name] = function
         return function

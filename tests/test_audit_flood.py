@@ -147,3 +147,14 @@ def test_admin_shows_an_aggregated_row_as_many_certificates(admin_client, api) -
     assert "?from_failure=" not in listing  # no registration link: no certificate was kept
     detail = admin_client.get(f"/admin/certauth/authenticationfailure/{row.pk}/change/").content.decode()
     assert flood[-1].thumbprint in detail  # the last thumbprint seen
+
+
+@pytest.mark.django_db
+def test_bench_audit_flood_runs_and_counts_exactly(trusted_root, pki) -> None:
+    """The benchmark script's flood (bench/audit_flood.py), tiny: it answers, and its counts add up."""
+    from bench.audit_flood import flood
+
+    assert flood("smoke", 3, lambda i: devpki.self_signed_client(f"bench-{i}").cert_pem())
+    assert AuthenticationFailure.objects.count() == 1
+    assert flood("smoke", 3, lambda i: pki.issue(f"bench-{i}").cert_pem())
+    assert AuthenticationFailure.objects.exclude(certificate_pem="").count() == 3
