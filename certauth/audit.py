@@ -234,7 +234,9 @@ class DatabaseAuditHandler(AuditHandler):
             captured = sum(
                 1
                 for (_, at), entry in pending.items()
-                if at == window and not entry.by_address and entry.latest.capturable
+                if at == window
+                and not entry.by_address
+                and entry.latest.capturable
                 and entry.latest.client_ip == event.client_ip
             )
             if captured >= max(0, int(settings.AUDIT_CAPTURE_PER_ADDRESS)):
