@@ -161,8 +161,9 @@ def check_certauth_deployment(app_configs: Any = None, **kwargs: Any) -> list[An
         elif not _backend_is_supported(caches[alias].get("BACKEND", "")):
             messages.append(
                 Error(
-                    f"CERTAUTH['{setting}'] = {alias!r} uses {caches[alias].get('BACKEND')}, which would unpickle "
-                    "what it reads: whoever can write to that cache could run code in every worker.",
+                    f"CERTAUTH['{setting}'] = {alias!r} uses {caches[alias].get('BACKEND')}, which certauth cannot "
+                    "read as plain integers (most backends unpickle what they read: whoever can write to the cache "
+                    "could run code in every worker).",
                     hint="certauth keeps only integers in shared caches and reads them raw from "
                     "django.core.cache.backends.redis.RedisCache (or a per-process LocMemCache).",
                     id="certauth.E011",
