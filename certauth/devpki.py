@@ -595,6 +595,9 @@ def create_dev_pki(
     write to; files are never written through a link planted in it.
     """
     directory = Path(out_dir).absolute()
+    # Ours, 0700, not a link, nobody else can write to it (else UnsafeDirectory): nothing can be planted,
+    # neither a link we would write through nor a CA certificate or key we would reuse.
+    ensure_private_directory(directory)
     if not overwrite and (directory / MANIFEST).is_file():
         try:
             existing = DevPKI.load(directory)
@@ -603,8 +606,6 @@ def create_dev_pki(
         if existing is not None and not _needs_renewal(existing):
             return existing
 
-    # Ours, 0700, not a link, nobody else can write to it (else UnsafeDirectory): nothing can be planted.
-    ensure_private_directory(directory)
     # Remove the old manifest first: it is written last, so its presence always means "complete".
     (directory / MANIFEST).unlink(missing_ok=True)
     now = _utcnow()

@@ -142,6 +142,14 @@ def test_a_folder_others_can_write_to_is_refused(tmp_path, folder_mode) -> None:
     assert mode(out) == folder_mode
 
 
+def test_an_existing_pki_in_a_folder_others_can_write_to_is_not_reused(tmp_path) -> None:
+    out = tmp_path / "pki"
+    devpki.create_dev_pki(out)
+    out.chmod(0o777)  # someone could have swapped ca.pem or server.key meanwhile
+    with pytest.raises(devpki.UnsafeDirectory):
+        devpki.create_dev_pki(out)
+
+
 @needs_root
 def test_a_folder_another_user_owns_is_refused(tmp_path) -> None:
     out = tmp_path / "pki"
