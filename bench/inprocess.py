@@ -2,11 +2,11 @@
 
 Rows: no auth (``/api/ping/``), DRF TokenAuthentication, certauth pinned warm, certauth cold (a
 never-seen certificate each request), certauth with chain validation + CRL (warm), strict mode
-(``REGISTRY_MAX_STALENESS_SECONDS = 0``), with the generation read from the database and, when Redis
-answers on 127.0.0.1:6379, from a shared Redis cache (``SHARED_CACHE_ALIAS``), and with OCSP against a real
-``openssl ocsp`` on loopback (warm, and first sight).  Settings-dependent rows
-run in their own phase with the baseline measured again alongside them, and their ratio is to that
-baseline."""
+(``REGISTRY_MAX_STALENESS_SECONDS = 0``: the generation read from the database per request), when Redis
+answers on 127.0.0.1:6379 a 1 s bound with the shared counter read from Redis per request
+(``SHARED_CACHE_ALIAS``), and OCSP against a real ``openssl ocsp`` on loopback (warm, and first sight).
+Settings-dependent rows run in their own phase with the baseline measured again alongside them, and their
+ratio is to that baseline."""
 
 from __future__ import annotations
 
@@ -180,7 +180,9 @@ def _strict(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Row]:
             "ratio to its own baseline",
         )
     ]
-    name = "certauth pinned, warm, strict, generation in a shared Redis cache (SHARED_CACHE_ALIAS)"
+    # Strict mode never reads a shared cache (it cannot vouch for freshness, the database is read anyway);
+    # with a bound, the shared counter is read on every request between the database reads.
+    name = "certauth pinned, warm, staleness 1 s, shared Redis counter read per request (SHARED_CACHE_ALIAS)"
     if not redis_answers():
         return [*rows, Row(SECTION, name, "n/a (no Redis on 127.0.0.1:6379)")]
     from django.conf import settings
@@ -192,7 +194,7 @@ def _strict(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Row]:
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     }
     with override_settings(CACHES={**settings.CACHES, "bench-shared": redis}):
-        with certauth_settings(REGISTRY_MAX_STALENESS_SECONDS=0, SHARED_CACHE_ALIAS="bench-shared"):
+        with certauth_settings(REGISTRY_MAX_STALENESS_SECONDS=1, SHARED_CACHE_ALIAS="bench-shared"):
             stats = measure()
         from django.core.cache import caches
 

@@ -8,8 +8,10 @@ sent with the first such alert of a window and not again until the next window, 
 addresses cannot turn into a mail storm (the log lines and the audit list the rest).
 
 The counters live in the Django cache ``AUDIT_ALERT_CACHE_ALIAS`` (``"default"``).  With the per-process
-local-memory cache each worker counts alone; share a cache between workers and hosts (Redis, Memcached)
+local-memory cache each worker counts alone; share a Redis cache between workers and hosts
 for one count per deployment.  Counting never raises: a cache outage costs the alert, never the request.
+The counters are plain integers read and written by ``certauth.sharedcache`` (never unpickled; a planted
+value is replaced, not obeyed), so the cache must be Redis or local memory (``certauth.E011``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from django.core.cache import BaseCache, caches
+from django.core.cache import caches
 from django.core.mail import mail_admins
 
+from . import sharedcache
 from .conf import settings
 
 if TYPE_CHECKING:
@@ -62,15 +65,6 @@ def tracked_values(event: RefusalEvent) -> list[tuple[str, str]]:
     return values
 
 
-def _increment(cache: BaseCache, key: str, timeout: int) -> int:
-    cache.add(key, 0, timeout)
-    try:
-        return int(cache.incr(key))
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout)
-        return 1
-
-
 def count_refusal(event: RefusalEvent) -> list[Alert]:
     """Count the refusal; return the alerts it trips (each at most once per window and value)."""
     threshold = settings.AUDIT_ALERT_THRESHOLD
@@ -83,9 +77,9 @@ def count_refusal(event: RefusalEvent) -> list[Alert]:
     alerts = []
     for kind, value in tracked_values(event):
         key = f"{KEY_PREFIX}:{kind}:{value}:{bucket}"
-        refusals = _increment(cache, key, timeout)
-        # cache.add is atomic in every Django backend: one worker wins, even when incr is not atomic.
-        if refusals > threshold and cache.add(f"{key}:alerted", 1, timeout):
+        refusals = sharedcache.increment(cache, key, timeout=timeout)
+        # add_flag is atomic (SET NX): one worker wins.
+        if refusals > threshold and sharedcache.add_flag(cache, f"{key}:alerted", timeout):
             alerts.append(Alert(kind, value, refusals, window, int(threshold)))
     return alerts
 
@@ -112,7 +106,7 @@ def send_alert(alert: Alert, event: RefusalEvent) -> None:
     window = int(event.at.timestamp()) // alert.window_seconds
     try:
         cache = caches[settings.AUDIT_ALERT_CACHE_ALIAS]
-        if not cache.add(f"{KEY_PREFIX}:mailed:{window}", 1, alert.window_seconds + 60):
+        if not sharedcache.add_flag(cache, f"{KEY_PREFIX}:mailed:{window}", alert.window_seconds + 60):
             return
         mail_admins(
             f"certauth: more than {alert.threshold} refusals for {alert.kind} {alert.value} "

@@ -9,6 +9,16 @@ within one ``AUDIT_WINDOW_SECONDS`` window are one ``AuthenticationFailure`` row
 incremented by a single atomic upsert, so a flood of identical failures costs O(1) rows and the counts
 stay exact under concurrency.
 
+A client can mint a new certificate (a new thumbprint) for every request, so the thumbprint cannot be
+part of the key where the client chooses it freely.  Refusals decided before the registry step
+(``ADDRESS_AGGREGATED_REASONS``: unreadable, untrusted, weak, expired, ... certificates) aggregate per
+(reason, client address, window) whatever the certificate; the row keeps the first and the last thumbprint
+seen.  An unknown certificate (``unknown_certificate``: trusted and valid, only not registered) is the one
+an operator can act on, by registering it from the audit: it keeps its own row and its PEM, for at most
+``AUDIT_CAPTURE_PER_ADDRESS`` distinct certificates per client address and window; beyond that the
+address's further unknown certificates share one row, without PEM.  So a flood of distinct certificates
+from one address costs O(1) rows and bounded bytes, and every row's count stays exact.
+
 Audit writes never ride in the request's transaction: when the connection is inside an atomic block
 (``ATOMIC_REQUESTS``; DRF marks it for rollback on every handled exception) the write is deferred to
 ``request_finished``, after that transaction is over.  A failing audit write is logged, never raised.
@@ -45,6 +55,32 @@ if TYPE_CHECKING:
 logger = logging.getLogger("certauth")
 
 
+#: Refusals decided before the registry step, where the client chooses the certificate freely (a new
+#: self-made one per request costs it nothing): one row per (reason, client address, window).
+ADDRESS_AGGREGATED_REASONS = frozenset(
+    {
+        Reason.MALFORMED_CERTIFICATE,
+        Reason.UNTRUSTED_PROXY,
+        Reason.PROXY_VERIFICATION_FAILED,
+        Reason.FORWARDED_HASH_MISMATCH,
+        Reason.CERTIFICATE_EXPIRED,
+        Reason.CERTIFICATE_NOT_YET_VALID,
+        Reason.WRONG_USAGE,
+        Reason.WEAK_CERTIFICATE,
+        Reason.UNSUPPORTED_CERTIFICATE,
+        Reason.UNTRUSTED_ISSUER,
+        Reason.CHAIN_INVALID,
+        Reason.SELF_SIGNED_NOT_ALLOWED,
+        Reason.CHAINED_NOT_ALLOWED,
+        Reason.CRL_REVOKED,
+        Reason.CRL_UNAVAILABLE,
+    }
+)
+#: The refusal whose certificate an operator can act on (register it from the audit): its PEM is kept,
+#: within AUDIT_CAPTURE_PER_ADDRESS distinct certificates per client address and window.
+CAPTURED_REASONS = frozenset({Reason.UNKNOWN_CERTIFICATE})
+
+
 @dataclass(frozen=True)
 class RefusalEvent:
     reason: Reason
@@ -60,10 +96,24 @@ class RefusalEvent:
     user_agent: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def aggregation_key(self) -> str:
+    @property
+    def by_address(self) -> bool:
+        """Aggregated per client address whatever the certificate: a refusal before the registry step (an
+        event that names an identity, e.g. a fail-open acceptance or an expired registry entry, is after it)."""
+        return self.reason in ADDRESS_AGGREGATED_REASONS and self.identity_id is None
+
+    @property
+    def capturable(self) -> bool:
+        """An unknown, otherwise valid certificate: one an operator may register from the audit."""
+        return self.reason in CAPTURED_REASONS and self.certificate is not None and self.identity_id is None
+
+    def aggregation_key(self, *, by_address: bool | None = None) -> str:
+        """The row this refusal counts in (within its window).  ``by_address`` overrides the default
+        (``self.by_address``): the overflow row of an address past its capture cap."""
+        per_address = self.by_address if by_address is None else by_address
         parts = [
             str(self.reason),
-            self.certificate.thumbprint_sha256 if self.certificate else "",
+            self.certificate.thumbprint_sha256 if self.certificate and not per_address else "",
             self.client_ip or "",
             str(self.identity_id or ""),
         ]
@@ -144,6 +194,7 @@ class _Pending:
     latest: RefusalEvent
     first_at: dt.datetime
     count: int = 1
+    by_address: bool = False
 
 
 class DatabaseAuditHandler(AuditHandler):
@@ -174,10 +225,26 @@ class DatabaseAuditHandler(AuditHandler):
             # Written as soon as the transaction commits; if it rolls back (DRF's set_rollback), at
             # request_finished.
             transaction.on_commit(self.flush_pending, using=alias, robust=True)
-        slot = (event.aggregation_key(), window_start(event.at, settings.AUDIT_WINDOW_SECONDS))
+        window = window_start(event.at, settings.AUDIT_WINDOW_SECONDS)
+        by_address = event.by_address
+        slot = (event.aggregation_key(), window)
+        if event.capturable and slot not in pending:
+            # The capture cap applies in memory too: a loop of distinct certificates in one transaction
+            # holds at most AUDIT_CAPTURE_PER_ADDRESS entries per address (the database applies it again).
+            captured = sum(
+                1
+                for (_, at), entry in pending.items()
+                if at == window
+                and not entry.by_address
+                and entry.latest.capturable
+                and entry.latest.client_ip == event.client_ip
+            )
+            if captured >= max(0, int(settings.AUDIT_CAPTURE_PER_ADDRESS)):
+                by_address = True
+                slot = (event.aggregation_key(by_address=True), window)
         waiting = pending.get(slot)
         if waiting is None:
-            pending[slot] = _Pending(latest=event, first_at=event.at)
+            pending[slot] = _Pending(latest=event, first_at=event.at, by_address=by_address)
             return
         waiting.count += 1
         waiting.first_at = min(waiting.first_at, event.at)
@@ -193,23 +260,51 @@ class DatabaseAuditHandler(AuditHandler):
             return
         alias = router.db_for_write(AuthenticationFailure)
         for waiting in pending.values():
-            self.write(waiting.latest, alias, count=waiting.count, first_seen=waiting.first_at)
+            self.write(
+                waiting.latest, alias, count=waiting.count, first_seen=waiting.first_at, by_address=waiting.by_address
+            )
 
     def discard_pending(self) -> None:
         """Forget deferred refusals of this thread (tests: a test transaction is never committed)."""
         self._pending.events = {}
 
-    def write(self, event: RefusalEvent, alias: str, *, count: int = 1, first_seen: dt.datetime | None = None) -> None:
+    def write(
+        self,
+        event: RefusalEvent,
+        alias: str,
+        *,
+        count: int = 1,
+        first_seen: dt.datetime | None = None,
+        by_address: bool = False,
+    ) -> None:
         try:
-            self._upsert(event, alias, count, first_seen or event.at)
+            by_address = by_address or event.by_address or self._over_capture_cap(event, alias)
+            self._upsert(event, alias, count, first_seen or event.at, by_address)
         except Exception:
             # Never fail or slow the request for the audit; the log line already carries the event.
             logger.exception("certauth audit write failed", extra={"certauth": event.log_fields()})
 
-    def _row(self, event: RefusalEvent, count: int, first_seen: dt.datetime) -> dict[str, Any]:
+    def _over_capture_cap(self, event: RefusalEvent, alias: str) -> bool:
+        """Does this unknown certificate's address already have AUDIT_CAPTURE_PER_ADDRESS rows of their own in
+        this window (and this certificate none)?  Two indexed queries, on refusals only.  Concurrent workers
+        may each pass the check once: the cap can be exceeded by the number of workers, never more."""
+        if not event.capturable:
+            return False
+        from .models import AuthenticationFailure
+
+        window = window_start(event.at, settings.AUDIT_WINDOW_SECONDS)
+        rows = AuthenticationFailure.objects.using(alias).filter(window_start=window, reason=str(event.reason))
+        if rows.filter(key=event.aggregation_key()).exists():
+            return False
+        cap = max(0, int(settings.AUDIT_CAPTURE_PER_ADDRESS))
+        own = rows.filter(aggregated_by_address=False, identity__isnull=True, client_ip=event.client_ip or None)
+        return own[: cap + 1].count() >= cap
+
+    def _row(self, event: RefusalEvent, count: int, first_seen: dt.datetime, by_address: bool) -> dict[str, Any]:
         cert = event.certificate
+        capture = cert is not None and event.capturable and not by_address and settings.AUDIT_CAPTURE_CERTIFICATE
         return {
-            "key": event.aggregation_key(),
+            "key": event.aggregation_key(by_address=by_address),
             "window_start": window_start(event.at, settings.AUDIT_WINDOW_SECONDS),
             "reason": str(event.reason),
             "detail": _clip(event.detail, 1000),
@@ -225,16 +320,18 @@ class DatabaseAuditHandler(AuditHandler):
             "path": _clip(event.path, 500),
             "user_agent": _clip(event.user_agent, 300),
             "identity_id": event.identity_id,
-            "certificate_pem": cert.pem() if cert and settings.AUDIT_CAPTURE_CERTIFICATE else "",
+            "certificate_pem": cert.pem() if capture and cert else "",
+            "aggregated_by_address": by_address,
+            "last_thumbprint_sha256": cert.thumbprint_sha256 if cert else "",
             "count": count,
             "first_seen": first_seen,
             "last_seen": event.at,
         }
 
-    def _upsert(self, event: RefusalEvent, alias: str, count: int, first_seen: dt.datetime) -> None:
+    def _upsert(self, event: RefusalEvent, alias: str, count: int, first_seen: dt.datetime, by_address: bool) -> None:
         from .models import AuthenticationFailure
 
-        row = self._row(event, count, first_seen)
+        row = self._row(event, count, first_seen, by_address)
         connection = connections[alias]
         if connection.vendor in {"postgresql", "sqlite"}:
             quote = connection.ops.quote_name
@@ -243,11 +340,12 @@ class DatabaseAuditHandler(AuditHandler):
             model_fields = {f.attname: f for f in AuthenticationFailure._meta.concrete_fields}
             values = [model_fields[c].get_db_prep_save(row[c], connection) for c in columns]
             newer = f"excluded.last_seen >= {table}.last_seen"
-            # The request line of the latest refusal wins (path, method, user agent, detail); counts add up;
-            # first/last seen widen.  Every right-hand side reads the row as it was before this update.
+            # The request line of the latest refusal wins (path, method, user agent, detail, and the last
+            # thumbprint of a row aggregated by address); the certificate facts stay the first one's; counts
+            # add up; first/last seen widen.  Every right-hand side reads the row as it was before this update.
             latest = ", ".join(
                 f"{quote(c)} = CASE WHEN {newer} THEN excluded.{quote(c)} ELSE {table}.{quote(c)} END"
-                for c in ("detail", "method", "path", "user_agent")
+                for c in ("detail", "method", "path", "user_agent", "last_thumbprint_sha256")
             )
             # Identifiers come from the model's own metadata, values are parameters.
             sql = (

@@ -93,6 +93,7 @@ class _Config:
         self.verify_key = meta_key(settings.VERIFY_HEADER)
         self.client_ip_key = meta_key(settings.CLIENT_IP_HEADER) if settings.CLIENT_IP_HEADER else None
         self.format = settings.FORWARDING_FORMAT
+        self.xfcc_require_hash = bool(settings.XFCC_REQUIRE_HASH)
         self.proxy_verifies = bool(settings.PROXY_VERIFIES_CERTIFICATE)
         self.policy = PolicyOptions(
             validate_validity_period=settings.VALIDATE_VALIDITY_PERIOD,
@@ -153,7 +154,7 @@ def parse_cached(cfg: _Config, raw: str, chain_raw: str | None) -> Presented:
     cached = cfg.parsed.get(key)
     if cached is not MISSING:
         return cached  # type: ignore[return-value]
-    forwarded = parse_forwarded(raw, cfg.format)
+    forwarded = parse_forwarded(raw, cfg.format, xfcc_require_hash=cfg.xfcc_require_hash)
     chain = forwarded.chain
     if chain_raw:
         chain += parse_chain_header(chain_raw, cfg.format)

@@ -134,6 +134,18 @@ def _cache_aliases_in_use() -> list[tuple[str, str]]:
     return aliases
 
 
+def _backend_is_supported(backend: str) -> bool:
+    """Whether certauth can read its shared integers from this cache backend without unpickling."""
+    from django.utils.module_loading import import_string
+
+    from .sharedcache import is_supported
+
+    try:
+        return is_supported(import_string(backend))
+    except (ImportError, TypeError):
+        return False
+
+
 @register(Tags.security, Tags.caches)
 def check_certauth_deployment(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Deployment hazards: per-process caches where certauth needs a shared one, proxies trusted for every
@@ -149,12 +161,23 @@ def check_certauth_deployment(app_configs: Any = None, **kwargs: Any) -> list[An
                     id="certauth.E009",
                 )
             )
+        elif not _backend_is_supported(caches[alias].get("BACKEND", "")):
+            messages.append(
+                Error(
+                    f"CERTAUTH['{setting}'] = {alias!r} uses {caches[alias].get('BACKEND')}, which certauth cannot "
+                    "read as plain integers (most backends unpickle what they read: whoever can write to the cache "
+                    "could run code in every worker).",
+                    hint="certauth keeps only integers in shared caches and reads them raw from "
+                    "django.core.cache.backends.redis.RedisCache (or a per-process LocMemCache).",
+                    id="certauth.E011",
+                )
+            )
         elif caches[alias].get("BACKEND") in PER_PROCESS_CACHES:
             messages.append(
                 Warning(
                     f"CERTAUTH['{setting}'] = {alias!r} is a per-process cache ({caches[alias]['BACKEND']}): "
                     "each worker and host keeps its own counters and entries.",
-                    hint="Point it at a cache all workers share (Redis, Memcached), or leave "
+                    hint="Point it at a cache all workers share (Redis), or leave "
                     "SHARED_CACHE_ALIAS unset and AUDIT_ALERT_THRESHOLD None.",
                     id="certauth.W006",
                 )

@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
     # envoy_xfcc, traefik, aws_alb (certauth.forwarding.PARSERS; the header each proxy uses:
     # certauth.forwarding.RECOMMENDED_HEADERS).
     "FORWARDING_FORMAT": "nginx_escaped",
+    # envoy_xfcc: the last element must carry Hash (Envoy always writes it) or the request is refused
+    # (malformed_certificate).  False only for an XFCC writer that cannot.
+    "XFCC_REQUIRE_HASH": True,
     # Optional header with the rest of the chain (RFC 9440 Client-Cert-Chain and similar).
     "CHAIN_HEADER": None,
     # True when the proxy verifies the client certificate itself (nginx `ssl_verify_client on` or
@@ -74,8 +77,13 @@ DEFAULTS: dict[str, Any] = {
     "AUDIT_HANDLER": "certauth.audit.DatabaseAuditHandler",
     "AUDIT_WINDOW_SECONDS": 300,
     "AUDIT_RETENTION_DAYS": 90,
-    # Keep the refused certificate itself (public data) so an operator can register it from the log.
+    # Keep the refused certificate itself (public data) so an operator can register it from the log: only
+    # for unknown_certificate (trusted and valid, not registered), the one refusal an operator can act on.
     "AUDIT_CAPTURE_CERTIFICATE": True,
+    # Distinct unknown certificates per client address and audit window that get a row (and PEM) of their
+    # own; further ones from that address share one row without PEM, so a flood of self-made certificates
+    # costs O(1) rows.  Refusals before the registry step always aggregate per (reason, address, window).
+    "AUDIT_CAPTURE_PER_ADDRESS": 20,
     # Alert (warning log line on "certauth.alerts" + mail_admins) when one thumbprint or one client IP is
     # refused more than this many times within AUDIT_ALERT_WINDOW_SECONDS; at most once per window.
     # None = off.  Counters live in the cache AUDIT_ALERT_CACHE_ALIAS: share it (Redis) between workers.

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12 as _pkcs12
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from .certificates import thumbprint_of
+from .privatefiles import UnsafeDirectory, ensure_private_directory, write_file
 
 __all__ = [
     "CLIENT_NAMES",
@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_P12_PASSWORD",
     "DevPKI",
     "Issued",
+    "UnsafeDirectory",
     "create_dev_pki",
     "issue_client",
     "issue_server",
@@ -596,18 +597,9 @@ class DevPKI:
 
 
 def _write(path: Path, data: bytes, *, secret: bool) -> None:
-    mode = 0o600 if secret else 0o644
-    # Create with the final mode so a key is never briefly world-readable, and chmod in case the
-    # file already existed with a looser one (overwrite=True).
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            fd = -1
-            handle.write(data)
-    finally:
-        if fd != -1:
-            os.close(fd)
+    # A new file created with its final mode, then renamed over the name: a key is never readable by anyone
+    # else, not even briefly, and a link planted at the name is replaced, never followed.
+    write_file(path, data, 0o600 if secret else 0o644)
 
 
 def _describe(issued: Issued, files: dict[str, str]) -> dict[str, Any]:
@@ -649,8 +641,13 @@ def create_dev_pki(
 
     An existing, complete PKI is returned unchanged unless ``overwrite`` is set or its server or
     demo client certificate expires within 7 days, in which case everything is regenerated.
+    Raises ``UnsafeDirectory`` for a folder that is a link, belongs to another user or that others can
+    write to; files are never written through a link planted in it.
     """
     directory = Path(out_dir).absolute()
+    # Ours, 0700, not a link, nobody else can write to it (else UnsafeDirectory): nothing can be planted,
+    # neither a link we would write through nor a CA certificate or key we would reuse.
+    ensure_private_directory(directory)
     if not overwrite and (directory / MANIFEST).is_file():
         try:
             existing = DevPKI.load(directory)
@@ -659,8 +656,6 @@ def create_dev_pki(
         if existing is not None and not _needs_renewal(existing):
             return existing
 
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    directory.chmod(0o700)
     # Remove the old manifest first: it is written last, so its presence always means "complete".
     (directory / MANIFEST).unlink(missing_ok=True)
     now = _utcnow()

@@ -17,6 +17,7 @@ import hmac
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import unquote, unquote_to_bytes
 
 from cryptography import x509
@@ -39,8 +40,11 @@ Parser = Callable[[str], ForwardedCertificate]
 PARSERS: dict[str, Parser] = {}
 
 
-def parser(*names: str) -> Callable[[Parser], Parser]:
-    def register(function: Parser) -> Parser:
+_P = TypeVar("_P", bound=Parser)
+
+
+def parser(*names: str) -> Callable[[_P], _P]:
+    def register(function: _P) -> _P:
         for name in names:
             PARSERS[name] = function
         return function
@@ -142,17 +146,23 @@ def url_unescape_bytes(text: str) -> bytes:
 
 
 # --- Envoy x-forwarded-client-cert (XFCC) ------------------------------------------------------------
-# One element per proxy hop, separated by ","; an element is ";"-separated key=value pairs; a value that
-# contains "," ";" or "=" is double-quoted, with \" for a quote inside.  Keys are case-insensitive.
-_XFCC_PAIR = re.compile(
-    r"[ \t]*(?P<key>[A-Za-z][A-Za-z0-9_-]*)[ \t]*=[ \t]*"
-    r'(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<token>[^",;=\\]*))'
-    r"[ \t]*(?P<separator>[,;]|\Z)",
-    re.DOTALL,
-)
-_XFCC_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+# One element per proxy hop, separated by ","; an element is ";"-separated key=value pairs.  Envoy quotes
+# some values and not others (envoy/source/common/http/conn_manager_utility.cc, and the XFCC section of its
+# header-manipulation docs): Cert, Chain and Subject are written as "..." (Subject RFC 2253-escaped, so a
+# quote inside is \"); By, Hash, URI and DNS are written bare.  By is the proxy's own URI SAN and Hash is
+# hex, but URI and DNS are the CLIENT's SANs, copied verbatim: a SAN "spiffe://x/a,Cert=..." ends the
+# element and starts another one, and no reader can tell the client's commas from the proxy's.  So the
+# tokeniser reads what Envoy writes, and the parser refuses every key but the five certauth can read
+# unambiguously.  Keys are case-insensitive.
+_XFCC_KEY_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_XFCC_KEY_REST = _XFCC_KEY_START | frozenset("0123456789_-")
+_XFCC_BARE_STOP = frozenset('",;=\\')
+_XFCC_BLANK = frozenset(" \t")
 #: Keys that occur at most once per element (URI and DNS repeat, one pair per SAN).
 XFCC_SINGLE_KEYS = frozenset({"by", "hash", "cert", "chain", "subject"})
+#: The keys a header may hold at all, in any element: the quoted ones and the two bare ones no client
+#: chooses.  URI and DNS (bare, client-chosen) and anything Envoy never writes are refused.
+XFCC_READABLE_KEYS = XFCC_SINGLE_KEYS
 _HEX_SHA256 = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 
 XfccElement = dict[str, list[str]]
@@ -161,27 +171,77 @@ XfccElement = dict[str, list[str]]
 def split_xfcc(value: str) -> list[XfccElement]:
     """Tokenise an XFCC header into its elements, first hop first: ``[{"hash": [...], "cert": [...]}]``
     with lower-cased keys and unquoted values.  The whole header must be well-formed: a single broken
-    element makes the element boundaries (and so "the last element") unknowable."""
+    element makes the element boundaries (and so "the last element") unknowable.
+
+    A single left-to-right pass over the characters (no regular expression: a run of blanks costs its
+    length once, never its square or cube)."""
     text = _ascii(value)
+    length = len(text)
     elements: list[XfccElement] = []
     element: XfccElement = {}
     position = 0
+
+    def skip_blanks(index: int) -> int:
+        while index < length and text[index] in _XFCC_BLANK:
+            index += 1
+        return index
+
     while True:
-        match = _XFCC_PAIR.match(text, position)
-        if match is None:
+        position = skip_blanks(position)
+        start = position
+        if position < length and text[position] in _XFCC_KEY_START:
+            position += 1
+            while position < length and text[position] in _XFCC_KEY_REST:
+                position += 1
+        key = text[start:position]
+        position = skip_blanks(position)
+        if not key or position >= length or text[position] != "=":
             raise _malformed("The x-forwarded-client-cert header is not key=value pairs.")
-        quoted = match.group("quoted")
-        item = _XFCC_QUOTED_PAIR.sub(r"\1", quoted) if quoted is not None else match.group("token").strip()
-        element.setdefault(match.group("key").lower(), []).append(item)
-        position = match.end()
-        separator = match.group("separator")
-        if separator != ";":
+        position = skip_blanks(position + 1)
+        if position < length and text[position] == '"':
+            item, position = _xfcc_quoted(text, position + 1)
+            position = skip_blanks(position)
+        else:
+            start = position
+            while position < length and text[position] not in _XFCC_BARE_STOP:
+                position += 1
+            item = text[start:position].strip()
+        element.setdefault(key.lower(), []).append(item)
+        if position >= length:
+            elements.append(element)
+            return elements
+        separator = text[position]
+        if separator not in ",;":
+            raise _malformed("The x-forwarded-client-cert header is not key=value pairs.")
+        position += 1
+        if separator == ",":
             elements.append(element)
             element = {}
-        if not separator:
-            return elements
-        if position == len(text):
+        if position == length:
             raise _malformed("The x-forwarded-client-cert header ends with a separator.")
+
+
+def _xfcc_quoted(text: str, position: int) -> tuple[str, int]:
+    """The value of a quoted string whose opening quote ends before ``position`` (``\\x`` stands for
+    ``x``), and the index after its closing quote."""
+    parts: list[str] = []
+    quote = text.find('"', position)
+    while True:
+        if quote != -1 and quote < position:  # that quote was escaped: look for the next one (once)
+            quote = text.find('"', position)
+        backslash = text.find("\\", position, quote if quote != -1 else len(text))
+        if backslash != -1:
+            if backslash + 1 >= len(text):
+                break
+            parts.append(text[position:backslash])
+            parts.append(text[backslash + 1])
+            position = backslash + 2
+            continue
+        if quote == -1:
+            break
+        parts.append(text[position:quote])
+        return "".join(parts), quote + 1
+    raise _malformed("The x-forwarded-client-cert header has an unterminated quoted value.")
 
 
 def _xfcc_single(element: XfccElement, key: str) -> str | None:
@@ -193,8 +253,20 @@ def _xfcc_single(element: XfccElement, key: str) -> str | None:
     return values[0]
 
 
+def _xfcc_readable(elements: list[XfccElement]) -> None:
+    for element in elements:
+        unreadable = sorted(set(element) - XFCC_READABLE_KEYS)
+        if unreadable:
+            keys = ", ".join(key.upper() if key in {"uri", "dns"} else key for key in unreadable)
+            raise _malformed(
+                f"The x-forwarded-client-cert header carries {keys}: Envoy writes URI and DNS values unquoted, "
+                "so a certificate's own names could forge element boundaries. Configure Envoy's "
+                "set_current_client_cert_details with cert (and chain) only, not uri or dns."
+            )
+
+
 @parser("envoy_xfcc", "envoy", "xfcc")
-def parse_envoy_xfcc(value: str) -> ForwardedCertificate:
+def parse_envoy_xfcc(value: str, *, require_hash: bool = True) -> ForwardedCertificate:
     """Envoy ``x-forwarded-client-cert``: the LAST element's ``Cert`` (URL-escaped PEM) and ``Chain``
     (URL-escaped PEM, leaf first).
 
@@ -204,11 +276,16 @@ def parse_envoy_xfcc(value: str) -> ForwardedCertificate:
     own TLS handshake.  Earlier elements were written by hops certauth does not know (or by the client
     itself, when an edge proxy appends instead of sanitising) and are never believed.
 
-    When the element carries ``Hash`` (hex SHA-256 of the DER leaf) and a certificate, they must agree,
-    else ``CertificateRefused(FORWARDED_HASH_MISMATCH)``.  An element without ``Cert`` or ``Chain`` cannot
+    Refused as malformed: any element with a key other than By, Hash, Cert, Chain, Subject (above all the
+    unquoted, client-chosen URI and DNS: see the comment on the tokeniser), and, with ``require_hash``
+    (``XFCC_REQUIRE_HASH``, the default; Envoy always writes Hash), a last element without ``Hash``.
+    The element's ``Hash`` (hex SHA-256 of the DER leaf) and certificate must agree, else
+    ``CertificateRefused(FORWARDED_HASH_MISMATCH)``.  An element without ``Cert`` or ``Chain`` cannot
     authenticate (configure Envoy's ``set_current_client_cert_details: {cert: true, chain: true}``).
     """
-    element = split_xfcc(value)[-1]
+    elements = split_xfcc(value)
+    _xfcc_readable(elements)
+    element = elements[-1]
     for key in XFCC_SINGLE_KEYS:
         _xfcc_single(element, key)
     cert_text = _xfcc_single(element, "cert")
@@ -225,6 +302,11 @@ def parse_envoy_xfcc(value: str) -> ForwardedCertificate:
         if chain[0] != leaf:
             raise _malformed("The x-forwarded-client-cert Chain does not start with its Cert.")
         chain = chain[1:]
+    if hash_text is None and require_hash:
+        raise _malformed(
+            "The last x-forwarded-client-cert element has no Hash (Envoy always writes one); "
+            "set XFCC_REQUIRE_HASH to False only for a proxy that cannot."
+        )
     if hash_text is not None:
         if not _HEX_SHA256.match(hash_text):
             raise _malformed("The x-forwarded-client-cert Hash is not a hex SHA-256 digest.")
@@ -300,8 +382,11 @@ def parse_chain_header(value: str, format: str = "pem") -> tuple[x509.Certificat
         raise _malformed("The forwarded chain could not be read.") from exc
 
 
-def parse_forwarded(value: str, format: str = "nginx_escaped") -> ForwardedCertificate:
-    """Parse a forwarded certificate header in the given dialect.
+def parse_forwarded(
+    value: str, format: str = "nginx_escaped", *, xfcc_require_hash: bool = True
+) -> ForwardedCertificate:
+    """Parse a forwarded certificate header in the given dialect (``xfcc_require_hash``: see
+    ``parse_envoy_xfcc``).
 
     Raises ``CertificateRefused(MALFORMED_CERTIFICATE)`` for any value that is not exactly what the
     dialect promises, ``CertificateRefused(FORWARDED_HASH_MISMATCH)`` when an Envoy XFCC ``Hash``
@@ -314,6 +399,8 @@ def parse_forwarded(value: str, format: str = "nginx_escaped") -> ForwardedCerti
     if not value.strip():
         raise _malformed("The forwarded value is empty.")
     try:
+        if function is parse_envoy_xfcc:
+            return parse_envoy_xfcc(value, require_hash=xfcc_require_hash)
         return function(value)
     except CertificateRefused:
         raise

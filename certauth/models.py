@@ -412,7 +412,9 @@ class TrustedAuthority(models.Model):
 
 class AuthenticationFailure(models.Model):
     """Refused authentications, aggregated: identical refusals (same reason, thumbprint, client IP and
-    identity) within one audit window are one row whose ``count`` is exact."""
+    identity) within one audit window are one row whose ``count`` is exact.  Refusals before the registry
+    step, and unknown certificates past the capture cap, are one row per (reason, client IP, window)
+    whatever the certificate (``aggregated_by_address``; see ``certauth.audit``)."""
 
     key = models.CharField(max_length=64, editable=False)
     window_start = models.DateTimeField(editable=False)
@@ -433,6 +435,13 @@ class AuthenticationFailure(models.Model):
         CertificateIdentity, null=True, blank=True, on_delete=models.SET_NULL, related_name="failures"
     )
     certificate_pem = models.TextField(blank=True, help_text=_("The refused certificate (public data)."))
+    aggregated_by_address = models.BooleanField(
+        default=False,
+        help_text=_("Counts refusals of any certificate from this address; the certificate shown is the first."),
+    )
+    last_thumbprint_sha256 = models.CharField(
+        max_length=64, blank=True, help_text=_("The thumbprint of the latest refused certificate in this row.")
+    )
     count = models.PositiveBigIntegerField(default=1)
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField(db_index=True)

@@ -3,14 +3,16 @@
 Every decision that depends on the database (is this thumbprint registered, revoked, is the identity
 active, which scopes does it have) is cached per worker and keyed by the certificate's thumbprint.  A
 single shared counter, ``RegistryState.generation``, is bumped in the same transaction as every
-registry change; a worker re-reads it at most every ``REGISTRY_MAX_STALENESS_SECONDS`` (0 = on every
+registry change; a worker re-reads it at least every ``REGISTRY_MAX_STALENESS_SECONDS`` (0 = on every
 request) and drops its cache when it moved.  The worker that makes a change drops its cache at once.
 
-With ``SHARED_CACHE_ALIAS`` the counter is also kept in that Django cache (e.g. Redis shared by several
-hosts): written through after every committed change and read from the cache first, so checking it costs
-no database query.  The database stays the truth: any cache error or miss falls back to it, and every
-worker still reads it at least every ``SHARED_CACHE_DATABASE_CHECK_SECONDS`` (10) and repairs the cache when
-the two disagree (which bounds staleness even if the cache lost a write).
+With ``SHARED_CACHE_ALIAS`` (e.g. Redis shared by several hosts) a second counter is kept in that cache,
+incremented after every committed change and read on every request between the database reads, so a
+change is normally seen on the next request everywhere.  The cache can only make a change arrive sooner,
+never later: the database is still read at least every ``REGISTRY_MAX_STALENESS_SECONDS`` (and on every
+request in strict mode, where the cache is not read at all), so a cache that lies, loses a write or is
+down never delays a revocation past that bound.  The counter is read as a plain integer
+(``certauth.sharedcache``), never unpickled; anything else under its key counts as "moved".
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from django.db import DatabaseError, connections, router, transaction
 from django.db.models import F
 from django.db.models.signals import post_delete, post_save
 
+from . import sharedcache
 from .conf import settings
 from .lru import MISSING, BoundedCache
 from .queries import CompiledLookup, update_where_not_after
@@ -78,7 +81,8 @@ class EntrySnapshot:
 class Registry:
     def __init__(self) -> None:
         self._entries: BoundedCache[str, EntrySnapshot | None] = BoundedCache(settings.CACHE_SIZE)
-        self._generation: Hashable | None = None
+        #: (database generation, shared counter token or None), see ``ensure_fresh``.
+        self._generation: tuple[int, Hashable] | None = None
         self._checked_at = 0.0
         self._settings_generation = settings.generation
         self._staleness = float(settings.REGISTRY_MAX_STALENESS_SECONDS)
@@ -121,15 +125,24 @@ class Registry:
                 self._generation = None
                 shared_generation.reset()
         now = time.monotonic()
-        if self._generation is not None and now - self._checked_at < self._staleness:
+        # The database is the truth, read at least every REGISTRY_MAX_STALENESS_SECONDS (every request when
+        # 0) whatever a shared cache says: a cache that lies can never hold a change back past that bound.
+        previous = self._generation
+        database_due = previous is None or now - self._checked_at >= self._staleness
+        # Between database reads a shared counter may tell sooner that something changed (never later); in
+        # strict mode the database is read on every request anyway, so the cache is not consulted.
+        alias = settings.SHARED_CACHE_ALIAS if self._staleness > 0 else None
+        if not database_due and not alias:
             return
-        generation = read_generation()
+        database = previous[0] if previous is not None and not database_due else read_database_generation()
+        generation = (database, shared_generation.read(alias) if alias else None)
         with self._lock:
             if generation != self._generation:
                 self._notify()
                 self._entries.clear()
                 self._generation = generation
-            self._checked_at = now
+            if database_due:
+                self._checked_at = now
 
     # --- lookups -----------------------------------------------------------------------------------
     def lookup(self, thumbprint: str) -> EntrySnapshot | None:
@@ -144,15 +157,6 @@ class Registry:
             if self.epoch == epoch:  # not if the cache was dropped meanwhile: the row may predate the change
                 self._entries.set(thumbprint, snapshot)
         return snapshot
-
-
-def read_generation() -> Hashable:
-    """A token that changes whenever the registry does: the database generation, or with a shared cache
-    the token of ``SharedGeneration.read``.  Raises ``RegistryUnavailable`` when the database is needed and
-    cannot be read."""
-    if settings.SHARED_CACHE_ALIAS:
-        return shared_generation.read(settings.SHARED_CACHE_ALIAS)
-    return read_database_generation()
 
 
 def read_database_generation(using: str | None = None) -> int:
@@ -247,79 +251,60 @@ def registry_changed(using: str | None = None) -> None:
 
 
 # --- the generation in a shared cache ----------------------------------------------------------------
-#: With a shared cache, each worker still compares it with the database at least this often and repairs it:
-#: the bound on staleness should the cache ever lose a change (an outage during a change, an eviction).
-SHARED_CACHE_DATABASE_CHECK_SECONDS = 10.0
-#: After a shared-cache error, the cache is left alone (database only) for this long: a cache that is down
-#: or unreachable costs one failed call per worker per period, never one per request.
+#: After a shared-cache error (or a value that is not an integer), the cache is left alone (database only)
+#: for this long: a cache that is down costs one failed call per worker per period, never one per request.
 SHARED_CACHE_RETRY_SECONDS = 5.0
+#: The token while the shared cache is not consulted (after an error, for SHARED_CACHE_RETRY_SECONDS).
+_NOT_CONSULTED = "not consulted"
+#: The token of a counter that does not exist (yet, or evicted); the first publish creates it.
+_NO_COUNTER = "no counter"
 
 
 class SharedGeneration:
     """A change counter in a Django cache shared by workers and hosts (``SHARED_CACHE_ALIAS``).
 
-    * ``publish`` (after a committed change): ``incr`` — atomic in Redis, so the counter only ever moves
+    * ``publish`` (after a committed change): ``INCR`` — atomic in Redis, so the counter only ever moves
       forward and no race between two publishers can roll it back to a value a worker already holds.
-    * ``read``: the token ``(counter, database generation)``.  The database part is re-read at least every
-      ``SHARED_CACHE_DATABASE_CHECK_SECONDS``: a change whose publish was lost (cache down at that moment,
-      key evicted) is seen within that bound.  Any difference in the token drops the worker's cache.
-    * Errors are logged and never raised; after one, the cache is skipped for ``SHARED_CACHE_RETRY_SECONDS``
-      (the database alone answers; set socket timeouts on the cache too, see docs/performance.md).
+    * ``read``: a token that changes whenever the counter does.  The counter is read as a plain integer
+      (``certauth.sharedcache``), never unpickled.  An error or a value that is not an integer returns a
+      token equal to no other ("moved": the worker drops its cache and reloads from the database), is
+      logged, and the cache is then skipped for ``SHARED_CACHE_RETRY_SECONDS``.
+    * Freshness never depends on it: ``Registry.ensure_fresh`` reads the database within the staleness
+      bound whatever this says.
     """
 
     def __init__(self) -> None:
         self._skip_until = 0.0
-        self._checked_at = -float("inf")
-        self._database: int | None = None
         self._lock = threading.Lock()
 
     def read(self, alias: str) -> Hashable:
-        now = time.monotonic()
-        if now < self._skip_until:
-            return ("database", read_database_generation())
-        key = generation_key()
+        if time.monotonic() < self._skip_until:
+            return _NOT_CONSULTED
         try:
-            cache = _cache(alias)
-            counter = cache.get(key)
-            if counter is None:
-                cache.add(key, 1, timeout=None)  # start (or restart after an eviction); never overwrites
-                counter = cache.get(key)
-        except Exception as exc:  # any backend error (connection refused, timeout, bad alias): database only
+            counter = sharedcache.get_int(_cache(alias), generation_key())
+        except Exception as exc:  # backend error, timeout, bad alias, NotAnInteger, UnsupportedCache
             self._failed(alias, "read", exc)
-            return ("database", read_database_generation())
-        if self._database is None or now - self._checked_at >= SHARED_CACHE_DATABASE_CHECK_SECONDS:
-            self._database = read_database_generation()
-            self._checked_at = now
-        return (counter, self._database)
+            return object()  # moved: equal to no token a worker holds
+        return _NO_COUNTER if counter is None else counter
 
     def publish(self, alias: str, using: str | None = None) -> None:
         """Move the shared counter forward (``registry_changed``, on commit)."""
-        key = generation_key(using)
         try:
-            cache = _cache(alias)
-            try:
-                cache.incr(key)
-            except ValueError:  # no counter yet (or evicted): start one, or count on the one just started
-                if not cache.add(key, 1, timeout=None):
-                    cache.incr(key)
+            sharedcache.increment(_cache(alias), generation_key(using))
         except Exception as exc:
             self._failed(alias, "write", exc)
 
     def reset(self) -> None:
-        """Forget the error back-off and the last database comparison (tests, settings changes)."""
+        """Forget the error back-off (tests, settings changes)."""
         self._skip_until = 0.0
-        self._checked_at = -float("inf")
-        self._database = None
 
     def _failed(self, alias: str, action: str, exc: Exception) -> None:
         with self._lock:
             first = time.monotonic() >= self._skip_until
             self._skip_until = time.monotonic() + SHARED_CACHE_RETRY_SECONDS
-            # Back from an outage, compare with the database at once: a change made meanwhile may be missing.
-            self._checked_at = -float("inf")
         if first:
             logger.warning(
-                "certauth shared cache %r failed (%s: %s); using the database for %.0f s",
+                "certauth shared cache %r failed (%s: %s); using the database alone for %.0f s",
                 alias,
                 action,
                 exc.__class__.__name__,

@@ -37,10 +37,8 @@ Decisions the library leaves to us, made here:
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -56,7 +54,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from .certificates import load_certificates, thumbprint_of
+from .certificates import load_certificates, pem_bodies, thumbprint_of
 from .lru import MISSING, BoundedCache
 from .ocsp import OcspChecker, OcspError
 from .reasons import CertificateRefused, Reason
@@ -200,18 +198,16 @@ def is_ca(certificate: x509.Certificate) -> bool:
     return bool(constraints.ca)
 
 
-_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----\s*(?P<body>[A-Za-z0-9+/=\s]+?)\s*-----END X509 CRL-----")
-
-
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
     """A CRL from PEM or DER.  Raises ``CertificateRefused(CRL_UNAVAILABLE)`` and nothing else."""
     try:
         stripped = data.strip()
         if stripped.startswith(b"-----BEGIN"):
-            match = _PEM_CRL.search(stripped)
-            if match is None:
+            # A linear scan with strict base64 (certificates.pem_bodies): no backtracking on whitespace.
+            bodies = pem_bodies(stripped, "X509 CRL", strict=False)
+            if not bodies:
                 raise CertificateRefused(Reason.CRL_UNAVAILABLE, "No PEM 'X509 CRL' block was found.")
-            der = binascii.a2b_base64(b"".join(match.group("body").split()))
+            der = bodies[0]
         else:
             der = data  # not stripped: a DER signature may well end in a byte that looks like whitespace
         return x509.load_der_x509_crl(der)

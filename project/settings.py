@@ -10,6 +10,8 @@ from typing import Any
 
 import dj_database_url
 
+from certauth.privatefiles import create_file, ensure_private_directory
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CERTAUTH_VAR_DIR", BASE_DIR / "var"))
 
@@ -29,18 +31,17 @@ DEBUG = env_bool("DEBUG", False)
 
 
 def _secret_key() -> str:
-    """SECRET_KEY from the environment; otherwise a random key kept in var/ (never committed)."""
+    """SECRET_KEY from the environment; otherwise a random key kept in var/ (never committed), created
+    0600 from its first byte in a private var/ (several workers starting at once agree on one key)."""
     if os.environ.get("SECRET_KEY"):
         return os.environ["SECRET_KEY"]
     path = VAR_DIR / "secret_key"
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(50)
-        path.write_text(key)
-        path.chmod(0o600)
-        return key
+        ensure_private_directory(VAR_DIR)
+        create_file(path, secrets.token_urlsafe(50).encode())  # loses to a key another process wrote first
+        return path.read_text().strip()
 
 
 SECRET_KEY = _secret_key()
@@ -112,6 +113,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("CONN_MAX_AGE", "600"))
     DATABASES["default"].pop("CONN_HEALTH_CHECKS", None)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+    # The database holds admin sessions: create it 0600 in a private folder before SQLite would create
+    # it with the umask's mode (its -wal and -shm files copy the database file's mode).
+    _sqlite_file = Path(DATABASES["default"]["NAME"])
+    if str(_sqlite_file) != ":memory:" and not _sqlite_file.exists():
+        ensure_private_directory(_sqlite_file.parent)
+        create_file(_sqlite_file, b"")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

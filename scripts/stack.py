@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python scripts/stack.py` as well as `python -m scripts.stack`
     sys.path.insert(0, str(REPO))
 
-from certauth import nginxconf  # noqa: E402  (pure module: no Django needed here)
+from certauth import nginxconf, privatefiles  # noqa: E402  (pure modules: no Django needed here)
 
 DEFAULT_PORT = 8443
 STOP_TIMEOUT = 10.0
@@ -484,9 +485,8 @@ def _admin_password(var_dir: Path) -> tuple[str, str]:
     if path.is_file():
         return path.read_text().strip(), f"kept in {path}"
     password = secrets.token_urlsafe(12)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(password + "\n")
+    if not privatefiles.create_file(path, (password + "\n").encode()):  # 0600 from the first byte, no link followed
+        return path.read_text().strip(), f"kept in {path}"
     return password, f"generated, kept in {path}"
 
 
@@ -516,18 +516,39 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def run(arguments: argparse.Namespace) -> int:
-    var_dir = Path(arguments.var_dir or os.environ.get("CERTAUTH_VAR_DIR") or REPO / "var").absolute()
-    var_dir.mkdir(parents=True, exist_ok=True)
+#: What `make run` keeps in var/ that is secret (admin sessions, the signing key, the admin password).
+SECRET_FILES = ("certauth.sqlite3", "certauth.sqlite3-wal", "certauth.sqlite3-shm", "secret_key", "admin-password")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    env: dict[str, str]
+    pki_dir: Path
+    password: str
+    origin: str
+    created: str
+    demo_warning: str
+
+
+def private_var_dir(var_dir: Path) -> None:
+    """var/ 0700 and its secrets 0600, also when an older `make run` left them readable (0755/0644).
+    Everything created later is private from its first byte (the umask and ``certauth.privatefiles``)."""
+    try:
+        privatefiles.ensure_private_directory(var_dir)
+    except privatefiles.UnsafeDirectory as error:
+        raise StackError(f"refusing to keep secrets in {var_dir}: {error}") from error
+    for name in SECRET_FILES:
+        # Safe to follow: nobody else can write to var/ (just checked), so nothing here is a planted link.
+        with contextlib.suppress(FileNotFoundError):
+            (var_dir / name).chmod(0o600)
+
+
+def prepare(var_dir: Path) -> Prepared:
+    """What `make run` does before starting the servers: a private var/, migrations, static files, the dev
+    PKI, the demo identity, the trusted dev CAs and the admin user (idempotent)."""
     pki_dir = var_dir / "pki"
     env = dict(os.environ, CERTAUTH_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="project.settings")
-
-    if not port_is_free(arguments.host, arguments.port):
-        raise StackError(
-            f"port {arguments.port} on {arguments.host} is already in use (another `make run`?). "
-            f"Stop that process or choose another port: make run PORT=8444"
-        )
-    print(f"== preparing {var_dir}", flush=True)
+    private_var_dir(var_dir)
     _manage(env, "migrate", "--noinput", "--verbosity", "0")
     _manage(env, "collectstatic", "--noinput", "--verbosity", "0")
     # Reuses an existing PKI (renews it when the server or demo certificate is about to expire).
@@ -545,6 +566,23 @@ def run(arguments: argparse.Namespace) -> int:
         {**env, "CERTAUTH_ADMIN_PASSWORD": password}, "shell", "--no-imports", "-c", _ADMIN_SCRIPT, capture=True
     ).stdout.strip()
     print(f"   admin user: {created}", flush=True)
+    return Prepared(env, pki_dir, password, origin, created, demo_warning)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    var_dir = Path(arguments.var_dir or os.environ.get("CERTAUTH_VAR_DIR") or REPO / "var").absolute()
+    # Everything this run and its children create (database, logs, static files, nginx's temp files) is
+    # private from its first byte; nginx runs as this same user, so it still reads what it needs.
+    os.umask(0o077)
+    if not port_is_free(arguments.host, arguments.port):
+        raise StackError(
+            f"port {arguments.port} on {arguments.host} is already in use (another `make run`?). "
+            f"Stop that process or choose another port: make run PORT=8444"
+        )
+    print(f"== preparing {var_dir}", flush=True)
+    prepared = prepare(var_dir)
+    pki_dir, password, origin, created = prepared.pki_dir, prepared.password, prepared.origin, prepared.created
+    demo_warning = prepared.demo_warning
 
     stack = Stack(
         var_dir,

@@ -104,7 +104,7 @@ def test_pure_modules_do_not_import_django() -> None:
         "import sys\n"
         "import certauth.certificates, certauth.forwarding, certauth.proxies, certauth.policy, certauth.reasons\n"
         "import certauth.lru, certauth.devpki, certauth.trust, certauth.matching, certauth.csrf, certauth.nginxconf\n"
-        "import certauth.fetch, certauth.ocsp\n"
+        "import certauth.fetch, certauth.ocsp, certauth.privatefiles\n"
         "bad = [m for m in sys.modules if m == 'django' or m.startswith('django.')]\n"
         "assert not bad, bad\n"
     )

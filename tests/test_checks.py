@@ -22,6 +22,8 @@ CHECKS_SOURCE = REPO / "certauth" / "checks.py"
 
 LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 REDIS = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/8"}
+DB_CACHE = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "certauth_cache_table"}
+FILE_CACHE = {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": "/nonexistent/cache"}
 
 
 def certauth_ids(
@@ -51,6 +53,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("certauth.E009", {"SHARED_CACHE_ALIAS": "no-such-cache"}),
     ("certauth.E009", {"AUDIT_ALERT_THRESHOLD": 10, "AUDIT_ALERT_CACHE_ALIAS": "no-such-cache"}),
     ("certauth.E010", {"AUDIT_HANDLER": "certauth.audit.NoSuchHandler"}),
+    ("certauth.E011", {"SHARED_CACHE_ALIAS": "shared", "_caches": {"default": LOCMEM, "shared": DB_CACHE}}),
+    ("certauth.E011", {"AUDIT_ALERT_THRESHOLD": 10, "_caches": {"default": FILE_CACHE}}),
     ("certauth.E010", {"AUDIT_HANDLER": "certauth.conf.settings"}),  # importable, but not a handler class
     ("certauth.W001", {"TRUSTED_PROXIES": []}),
     ("certauth.W002", {"TRUSTED_PROXIES": ["10.0.0.0/8"], "_debug": True}),
@@ -71,7 +75,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-DEPLOYMENT_CHECKS = {f"certauth.{n}" for n in ("E009", "E010", "W006", "W007", "W008", "W009", "W010")}
+DEPLOYMENT_CHECKS = {f"certauth.{n}" for n in ("E009", "E010", "E011", "W006", "W007", "W008", "W009", "W010")}
 
 
 def _run(case: dict[str, Any]) -> set[str]:

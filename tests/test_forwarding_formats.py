@@ -301,7 +301,7 @@ def test_xfcc_tokeniser_round_trips_any_quoted_values(earlier: list[list[tuple[s
 
 
 def test_xfcc_last_element_wins_even_behind_forged_quoting(pki) -> None:
-    forged = 'Subject="\\",Cert=evil;x=\\"",URI="a,b;c=d"'
+    forged = 'Subject="\\",Cert=evil;x=\\"",By="a,b;c=d"'
     parsed = parse_forwarded(f"{forged},{envoy(pki.client)}", "envoy_xfcc")
     assert parsed.leaf == pki.client.certificate
 

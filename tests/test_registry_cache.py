@@ -279,29 +279,49 @@ def _generation_queries(captured: Any) -> list[str]:
     return [query["sql"] for query in captured if "registrystate" in query["sql"].lower()]
 
 
-def test_strict_mode_with_a_shared_cache_reads_the_generation_from_it(api, pki, register, redis_cache, clock) -> None:
+def test_strict_mode_reads_the_database_on_every_request_even_with_a_shared_cache(
+    api, pki, register, redis_cache, clock
+) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     register(pki.client)
-    assert api.get("/api/whoami/", pki.client).status_code == 200  # first read: the counter is started
-    assert redis_cache.get(registry_module.generation_key()) == 1
+    assert api.get("/api/whoami/", pki.client).status_code == 200
     with CaptureQueriesContext(connection) as captured:
         for _ in range(3):
             assert api.get("/api/whoami/", pki.client).status_code == 200
+    assert len(_generation_queries(captured.captured_queries)) == 3  # the cache cannot vouch for freshness
+
+
+def test_between_database_reads_the_shared_counter_is_read_instead(
+    api, pki, register, redis_cache, settings, clock
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    staleness(settings, 5)
+    register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    with CaptureQueriesContext(connection) as captured:
+        for _ in range(3):
+            clock[0] += 1
+            assert api.get("/api/whoami/", pki.client).status_code == 200
     assert _generation_queries(captured.captured_queries) == []
+    clock[0] += 2  # 5 s since the last database read: read it again, whatever the cache says
+    with CaptureQueriesContext(connection) as captured:
+        assert api.get("/api/whoami/", pki.client).status_code == 200
+    assert len(_generation_queries(captured.captured_queries)) == 1
 
 
 def test_a_change_written_through_the_shared_cache_is_seen_on_the_next_request(
-    api, pki, register, redis_cache, clock
+    api, pki, register, redis_cache, settings, clock
 ) -> None:
+    staleness(settings, 3600)  # sooner than the bound: the counter is read on every request
     entry = register(pki.client)
     assert api.get("/api/whoami/", pki.client).status_code == 200
-    counter = redis_cache.get(registry_module.generation_key())
     revoke_from_another_worker(entry.pk)
     # That worker's registry_changed() moves the shared counter after its commit:
     registry_module.shared_generation.publish("shared")
-    assert redis_cache.get(registry_module.generation_key()) == counter + 1
     assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
 
 
@@ -315,30 +335,33 @@ def test_registry_changed_writes_the_generation_through_on_commit(
     assert redis_cache.get(registry_module.generation_key()) == 42
 
 
-def test_a_change_the_shared_cache_missed_is_repaired_from_the_database(
-    api, pki, register, redis_cache, clock
+def test_a_change_the_shared_cache_missed_is_seen_within_the_bound(
+    api, pki, register, redis_cache, settings, clock
 ) -> None:
+    staleness(settings, 2)
     entry = register(pki.client)
     assert api.get("/api/whoami/", pki.client).status_code == 200
     revoke_from_another_worker(entry.pk)  # ...and its write-through is lost (cache down at that moment)
-    assert api.get("/api/whoami/", pki.client).status_code == 200  # the cache still says "unchanged"
-
-    clock[0] += registry_module.SHARED_CACHE_DATABASE_CHECK_SECONDS  # the periodic database comparison
+    clock[0] += 1.9
+    assert api.get("/api/whoami/", pki.client).status_code == 200  # within the bound; the cache says "unchanged"
+    clock[0] += 0.1  # the bound: the database is read whatever the cache says
     assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
 
 
 def test_shared_cache_down_falls_back_to_the_database(
-    api, pki, register, settings, clock, caplog, django_capture_on_commit_callbacks
+    api, pki, register, settings, clock, caplog, monkeypatch, django_capture_on_commit_callbacks
 ) -> None:
-    cache = use_shared_cache(settings, f"redis://127.0.0.1:{_closed_port()}/0")
+    from certauth import sharedcache
+
+    use_shared_cache(settings, f"redis://127.0.0.1:{_closed_port()}/0", staleness_seconds=1)
     calls = []
-    real_get = cache.get
+    real_get_int = sharedcache.get_int
 
-    def counting_get(*args: Any, **kwargs: Any) -> Any:
+    def counting_get_int(*args: Any, **kwargs: Any) -> Any:
         calls.append(args)
-        return real_get(*args, **kwargs)
+        return real_get_int(*args, **kwargs)
 
-    cache.get = counting_get  # a spy on Django's cache object, to see how often the dead cache is tried
+    monkeypatch.setattr(sharedcache, "get_int", counting_get_int)  # a spy: how often the dead cache is tried
     entry = register(pki.client)
     other = register(pki.client2, identity="other")
     with caplog.at_level(logging.WARNING, logger="certauth"):
@@ -348,7 +371,8 @@ def test_shared_cache_down_falls_back_to_the_database(
     assert len(calls) == 1  # tried once, then left alone for SHARED_CACHE_RETRY_SECONDS: no wait per request
     assert sum("shared cache" in record.getMessage() for record in caplog.records) == 1
 
-    revoke_from_another_worker(entry.pk)  # strict mode: seen on the very next request, from the database
+    revoke_from_another_worker(entry.pk)
+    clock[0] += 1  # the staleness bound: seen from the database
     assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
     with django_capture_on_commit_callbacks(execute=True):
         other.revoke()  # the write-through fails quietly; the change itself stands
@@ -389,3 +413,66 @@ def test_a_row_read_before_a_change_is_never_cached_after_it(pki, register, monk
     assert not stale.revoked  # what was read
     monkeypatch.setattr(registry_module, "load_entry", real_load)
     assert registry.lookup(pki.client.thumbprint).revoked  # never served from the cache afterwards
+
+
+# --- a shared cache that lies: data, never code; never past the bound --------------------------------------
+
+
+class CreatesAFile:
+    """A pickle payload: unpickling it creates ``path`` (what a planted ``os.system`` call would do)."""
+
+    def __init__(self, path: Any) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> Any:
+        return (open, (self.path, "w"))
+
+
+def plant(cache: Any, key: str, value: bytes) -> None:
+    """Write raw bytes under a cache key, as anyone with write access to the Redis server can."""
+    cache._cache.get_client(key, write=True).set(cache.make_and_validate_key(key), value)
+
+
+@pytest.mark.parametrize("seconds", [0, 3600])
+def test_a_pickle_payload_in_the_shared_counter_is_never_unpickled(
+    api, pki, register, redis_cache, settings, clock, tmp_path, seconds
+) -> None:
+    import pickle
+
+    staleness(settings, seconds)
+    entry = register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    marker = tmp_path / "code-ran"
+    revoke_from_another_worker(entry.pk)
+    plant(redis_cache, registry_module.generation_key(), pickle.dumps(CreatesAFile(marker)))
+    # Garbage counts as "moved": answered from the database (even with an hour's staleness bound), no 500.
+    assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
+    assert not marker.exists()
+
+
+def test_a_pinned_counter_cannot_delay_revocation_in_strict_mode(api, pki, register, redis_cache) -> None:
+    key, pinned = registry_module.generation_key(), 7
+    redis_cache.set(key, pinned, timeout=None)
+    entry = register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    revoke_from_another_worker(entry.pk)
+    redis_cache.set(key, pinned, timeout=None)  # the attacker keeps the counter where it was
+    assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
+
+
+def test_a_pinned_counter_cannot_delay_revocation_past_the_bound(
+    api, pki, register, redis_cache, settings, clock
+) -> None:
+    staleness(settings, 3)
+    key, pinned = registry_module.generation_key(), 7
+    redis_cache.set(key, pinned, timeout=None)
+    entry = register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    revoke_from_another_worker(entry.pk)
+    for _ in range(2):
+        clock[0] += 1.4
+        redis_cache.set(key, pinned, timeout=None)
+        assert api.get("/api/whoami/", pki.client).status_code == 200  # within the bound: allowed
+    clock[0] += 0.2  # 3 s since the last database read
+    redis_cache.set(key, pinned, timeout=None)
+    assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"

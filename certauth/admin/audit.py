@@ -28,6 +28,8 @@ DETAIL_FIELDS = (
     "last_seen",
     "identity",
     "thumbprint_sha256",
+    "aggregated_by_address",
+    "last_thumbprint_sha256",
     "subject",
     "issuer",
     "serial_number",
@@ -113,6 +115,14 @@ class AuthenticationFailureAdmin(admin.ModelAdmin):
             return "-"
         # The first 8 bytes identify a certificate at a glance; the full value is in the tooltip and on
         # the detail page, and searching for either spelling finds the row.
+        if obj.aggregated_by_address:
+            # Refusals of any certificate from one address: the first one seen stands for them.
+            return format_html(
+                '<span title="{}"><code>{}…</code> {}</span>',
+                format_thumbprint(obj.thumbprint_sha256),
+                format_thumbprint(obj.thumbprint_sha256[:16]),
+                _("and others from this address"),
+            )
         return format_html(
             '<span title="{}"><code>{}…</code></span>',
             format_thumbprint(obj.thumbprint_sha256),

@@ -1,0 +1,110 @@
+"""Secrets on disk: private from the first byte, never through a planted link (pure module: no Django).
+
+* ``ensure_private_directory(path)`` creates a folder 0700, or accepts an existing one only if it is a
+  real directory (not a symbolic link), owned by this user, and nobody else can write to it (so nobody
+  else can plant a link or a file in it); a readable one is tightened to 0700.  Otherwise it raises
+  ``UnsafeDirectory`` saying why and what to do.
+* ``write_file(path, data, mode)`` writes a new file under a random name in the same folder, created
+  ``O_EXCL | O_NOFOLLOW`` with ``mode`` (never readable by anyone else, not even for an instant), then
+  renames it over ``path``: a link planted at ``path`` is replaced, never followed, and a reader sees the
+  old file or the complete new one.
+* ``create_file(path, data, mode)`` does the same but only if ``path`` does not exist yet (an atomic
+  ``link``); it returns False when another process got there first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from pathlib import Path
+
+__all__ = ["UnsafeDirectory", "create_file", "ensure_private_directory", "write_file"]
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIRECTORY = 0o700
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class UnsafeDirectory(ValueError):
+    """A folder certauth will not write secrets into; the message says why and how to fix it."""
+
+
+def ensure_private_directory(path: Path | str) -> Path:
+    """``path`` as a private directory of this user (created 0700 if missing); raises ``UnsafeDirectory``."""
+    directory = Path(path)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True)
+    info = os.lstat(directory)
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeDirectory(
+            f"{directory} is a symbolic link: give the directory it points to (whoever owns a link can "
+            "switch it to another folder between our checks and our writes)."
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeDirectory(f"{directory} exists and is not a directory.")
+    if info.st_uid != os.geteuid():
+        raise UnsafeDirectory(
+            f"{directory} belongs to another user ({_user(info.st_uid)}), not to {_user(os.geteuid())}: "
+            "that user could read or replace what is written there. Choose a directory of your own."
+        )
+    if info.st_mode & 0o022:
+        raise UnsafeDirectory(
+            f"{directory} can be written by its group or by others (mode {stat.S_IMODE(info.st_mode):04o}): "
+            f"they could plant links or files in it. Run `chmod 700 {directory}` or choose another directory."
+        )
+    if stat.S_IMODE(info.st_mode) != PRIVATE_DIRECTORY:
+        os.chmod(directory, PRIVATE_DIRECTORY)  # ours and nobody else can write to it: no link to follow
+    return directory
+
+
+def write_file(path: Path | str, data: bytes, mode: int = PRIVATE_FILE) -> None:
+    """Replace ``path`` with ``data``, created with ``mode`` (umask applies); never follows a link."""
+    target = Path(path)
+    temporary = _write_temporary(target, data, mode)
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def create_file(path: Path | str, data: bytes, mode: int = PRIVATE_FILE) -> bool:
+    """Create ``path`` with ``data`` unless it exists (anything there, a link included, wins)."""
+    target = Path(path)
+    temporary = _write_temporary(target, data, mode)
+    try:
+        os.link(temporary, target, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+    return True
+
+
+def _write_temporary(target: Path, data: bytes, mode: int) -> Path:
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, _CREATE, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fd = -1
+            handle.write(data)
+    except BaseException:
+        if fd != -1:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return temporary
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
