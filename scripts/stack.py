@@ -136,6 +136,7 @@ class Stack:
         static_root: Path | str | None = None,
         startup_timeout: float = 60.0,
         upstream: Literal["unix", "tcp"] = "unix",
+        requests_per_second: int | None = None,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             # Whoever reaches gunicorn or this nginx decides what certauth sees; keep both local.
@@ -162,6 +163,9 @@ class Stack:
         if upstream not in ("unix", "tcp"):
             raise StackError(f"upstream must be 'unix' or 'tcp', not {upstream!r}")
         self.upstream = upstream
+        # nginx's per-address request rate (None: the shipped configuration's); a benchmark from one
+        # address needs more.
+        self.requests_per_second = requests_per_second
         self.socket_dir = self.run_dir / "gunicorn"
         if upstream == "unix" and len(str(self.socket_path(gunicorn_instances - 1))) > MAX_SOCKET_PATH:
             raise StackError(f"{self.socket_dir} is too long a path for a unix socket: use a shorter --var-dir")
@@ -344,6 +348,7 @@ class Stack:
             prefix=self.run_dir,
             static_root=self.static_root,
             proxy_secret=self.proxy_secret,
+            **({"requests_per_second": self.requests_per_second} if self.requests_per_second else {}),
         )
 
     def _upstream_addresses(self) -> list[str]:
