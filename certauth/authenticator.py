@@ -143,11 +143,14 @@ def proxy_check(cfg: _Config, meta: dict[str, Any]) -> tuple[str, bool, str]:
     """``(peer, trusted, why_not)``: who connected (``peer_address``), whether it is our proxy (a trusted
     address, and the proxy secret when one is configured), and, when not, a detail telling how to fix it."""
     peer = peer_address(meta)
-    where = "the unix socket" if peer == UNIX_SOCKET else (peer or "an unknown address")
-    if peer not in cfg.proxies:
-        return peer, False, f"A certificate header came from {where}, which is not a trusted proxy."
-    if cfg.proxy_secret is None or secret_matches(cfg.proxy_secret, meta.get(cfg.proxy_secret_key)):
+    trusted_address = peer in cfg.proxies
+    if trusted_address and (
+        cfg.proxy_secret is None or secret_matches(cfg.proxy_secret, meta.get(cfg.proxy_secret_key))
+    ):
         return peer, True, ""
+    where = "the unix socket" if peer == UNIX_SOCKET else (peer or "an unknown address")
+    if not trusted_address:
+        return peer, False, f"A certificate header came from {where}, which is not a trusted proxy."
     name = cfg.proxy_secret_header
     if cfg.proxy_secret_problem:
         why = f"certauth cannot check the proxy secret: {cfg.proxy_secret_problem}. Fix it and restart the workers."

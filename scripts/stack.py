@@ -601,6 +601,8 @@ def run(arguments: argparse.Namespace) -> int:
     var_dir.mkdir(parents=True, exist_ok=True)
     pki_dir = var_dir / "pki"
     env = dict(os.environ, CERTAUTH_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="project.settings")
+    # As gunicorn will run (Stack.env): only nginx's unix socket is a proxy.
+    env["CERTAUTH_TRUSTED_PROXIES"] = "unix:"
 
     if not port_is_free(arguments.host, arguments.port):
         raise StackError(
