@@ -3,7 +3,8 @@
 The Django backend, the middleware, the DRF authentication class and the decorator all call
 ``evaluate(request)``; the answer is computed once per request and kept on it.  The steps, in order:
 
-1. Read the forwarded certificate header — believed only from ``TRUSTED_PROXIES`` (else ``untrusted_proxy``).
+1. Read the forwarded certificate header — believed only from ``TRUSTED_PROXIES``, and with the proxy secret
+   when one is configured (else ``untrusted_proxy``).
 2. When the proxy verifies certificates, its verdict must be ``SUCCESS``.
 3. Parse the certificate (cached by the exact header value) — else ``malformed_certificate``.
 4. Policy: validity period and clientAuth usage; then trust: allowed types, chain to an enabled trusted
@@ -22,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -37,7 +39,14 @@ from .forwarding import parse_chain_header, parse_forwarded
 from .lru import MISSING, BoundedCache
 from .policy import PolicyOptions, check_certificate
 from .principal import CertificateAuth, CertificatePrincipal
-from .proxies import ProxyAllowList, canonical_ip, reason_for_proxy_verdict
+from .proxies import (
+    UNIX_SOCKET,
+    ProxyAllowList,
+    canonical_ip,
+    peer_address,
+    reason_for_proxy_verdict,
+    secret_matches,
+)
 from .reasons import CertificateRefused, Reason
 from .registry import EntrySnapshot, RegistryUnavailable, registry, touch_last_used
 from .trust import TrustResult, TrustStore
@@ -92,6 +101,9 @@ class _Config:
         self.chain_key = meta_key(settings.CHAIN_HEADER) if settings.CHAIN_HEADER else None
         self.verify_key = meta_key(settings.VERIFY_HEADER)
         self.client_ip_key = meta_key(settings.CLIENT_IP_HEADER) if settings.CLIENT_IP_HEADER else None
+        self.proxy_secret_header = settings.PROXY_SECRET_HEADER
+        self.proxy_secret_key = meta_key(settings.PROXY_SECRET_HEADER)
+        self.proxy_secret, self.proxy_secret_problem = load_proxy_secret()
         self.format = settings.FORWARDING_FORMAT
         self.xfcc_require_hash = bool(settings.XFCC_REQUIRE_HASH)
         self.proxy_verifies = bool(settings.PROXY_VERIFIES_CERTIFICATE)
@@ -111,6 +123,52 @@ def config() -> _Config:
     if _config is None or _config.generation != settings.generation:
         _config = _Config()
     return _config
+
+
+def load_proxy_secret() -> tuple[bytes | None, str]:
+    """``(secret, problem)`` from ``PROXY_SECRET`` or ``PROXY_SECRET_FILE``; ``(None, "")`` when neither is
+    set.  An unreadable or empty file gives ``b""`` (which no header matches: fail closed) and the problem."""
+    if settings.PROXY_SECRET:
+        return str(settings.PROXY_SECRET).encode(), ""
+    if not settings.PROXY_SECRET_FILE:
+        return None, ""
+    path = Path(settings.PROXY_SECRET_FILE)
+    try:
+        secret = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        return b"", f"PROXY_SECRET_FILE {path} cannot be read ({getattr(error, 'strerror', None) or error})"
+    if not secret:
+        return b"", f"PROXY_SECRET_FILE {path} is empty"
+    return secret.encode(), ""
+
+
+def proxy_check(cfg: _Config, meta: dict[str, Any]) -> tuple[str, bool, str]:
+    """``(peer, trusted, why_not)``: who connected (``peer_address``), whether it is our proxy (a trusted
+    address, and the proxy secret when one is configured), and, when not, a detail telling how to fix it."""
+    peer = peer_address(meta)
+    trusted_address = peer in cfg.proxies
+    if trusted_address and (
+        cfg.proxy_secret is None or secret_matches(cfg.proxy_secret, meta.get(cfg.proxy_secret_key))
+    ):
+        return peer, True, ""
+    where = "the unix socket" if peer == UNIX_SOCKET else (peer or "an unknown address")
+    if not trusted_address:
+        return peer, False, f"A certificate header came from {where}, which is not a trusted proxy."
+    name = cfg.proxy_secret_header
+    if cfg.proxy_secret_problem:
+        why = f"certauth cannot check the proxy secret: {cfg.proxy_secret_problem}. Fix it and restart the workers."
+    elif meta.get(cfg.proxy_secret_key) is None:
+        why = (
+            f"The request came from {where} without the proxy secret header {name}, so it did not come through "
+            f"the proxy, or the proxy is not configured to send it: add `proxy_set_header {name} <secret>;` "
+            f"to every location (certauth nginx-config --proxy-secret-file renders it)."
+        )
+    else:
+        why = (
+            f"The request came from {where} with a wrong proxy secret in {name}: give the proxy and certauth the "
+            f"same current secret (`make run` makes a new one each start) and reload both."
+        )
+    return peer, False, why
 
 
 def meta_key(header: str) -> str:
@@ -211,8 +269,7 @@ def _with_linked_user(outcome: Outcome, user_id: int) -> Outcome:
 def _decide_certificate(request: HttpRequest) -> Outcome:
     cfg = config()
     meta = request.META
-    remote = meta.get("REMOTE_ADDR") or ""
-    from_proxy = remote in cfg.proxies
+    remote, from_proxy, untrusted_detail = proxy_check(cfg, meta)
     forwarded_ip = None
     if from_proxy and cfg.client_ip_key:
         forwarded_ip = cfg.proxies.client_address(meta.get(cfg.client_ip_key))
@@ -226,7 +283,7 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
     if not from_proxy:
         return Outcome(
             Reason.UNTRUSTED_PROXY,
-            f"A certificate header came from {remote or 'an unknown address'}, which is not a trusted proxy.",
+            untrusted_detail,
             client_ip=client_ip,
             proxy_ip=proxy_ip,
         )

@@ -196,6 +196,7 @@ def check_certauth_deployment(app_configs: Any = None, **kwargs: Any) -> list[An
                 id="certauth.W007",
             )
         )
+    messages += _proxy_identity_messages(networks)
     if not django_settings.DEBUG:
         if settings.REVOCATION_MODE != "registry" and settings.REVOCATION_FAIL_OPEN:
             messages.append(
@@ -248,3 +249,32 @@ def check_certauth_deployment(app_configs: Any = None, **kwargs: Any) -> list[An
                 )
             )
     return messages
+
+
+def _proxy_identity_messages(networks: Any) -> list[Any]:
+    """Can certauth tell its own proxy from another process on the same host?  Only by a unix socket that
+    only the proxy may open, or by the proxy secret: every local user reaches a loopback TCP port."""
+    from .authenticator import load_proxy_secret  # needs the apps: imported when the check runs
+
+    secret, problem = load_proxy_secret()
+    if problem:
+        return [
+            Error(
+                f"CERTAUTH proxy secret unusable: {problem}. Every forwarded certificate is refused (untrusted_proxy).",
+                hint="Point PROXY_SECRET_FILE at the file the proxy's secret is written to (readable by the workers).",
+                id="certauth.E012",
+            )
+        ]
+    if not django_settings.DEBUG and secret is None and networks:
+        return [
+            Warning(
+                "CERTAUTH believes forwarded certificates from TCP addresses without a proxy secret: any process "
+                "that can connect to the application server from there (another local user, too) can claim any "
+                "certificate.",
+                hint="Set PROXY_SECRET_FILE (and proxy_set_header it in nginx: certauth nginx-config "
+                "--proxy-secret-file), or serve gunicorn on a unix socket only the proxy can open and set "
+                "TRUSTED_PROXIES = ['unix:'].",
+                id="certauth.W011",
+            )
+        ]
+    return []

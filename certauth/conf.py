@@ -14,8 +14,16 @@ from django.utils.module_loading import import_string
 DEFAULTS: dict[str, Any] = {
     # --- where the certificate comes from -------------------------------------------------------
     # Addresses (IPs or CIDRs) whose forwarded certificate header is believed.  Anyone else's is
-    # ignored and the attempt is refused (untrusted_proxy) and audited.
+    # ignored and the attempt is refused (untrusted_proxy) and audited.  "unix:" trusts connections on
+    # a unix socket (gunicorn --bind unix:PATH), which only the proxy's user should be able to open.
     "TRUSTED_PROXIES": ["127.0.0.1", "::1"],
+    # A random value the proxy adds to every request (proxy_set_header, see certauth.nginxconf) and
+    # certauth then requires, besides the address, before believing any forwarded certificate: other
+    # local users reach 127.0.0.1 too.  PROXY_SECRET_FILE (a path; the file's content, stripped) keeps it
+    # out of settings.py; set one of the two.  None: no secret required.
+    "PROXY_SECRET": None,
+    "PROXY_SECRET_FILE": None,
+    "PROXY_SECRET_HEADER": "X-Certauth-Proxy-Secret",
     # The header the proxy puts the certificate in, as sent on the wire.
     "CERTIFICATE_HEADER": "X-SSL-Client-Cert",
     # Its dialect: nginx_escaped (default), nginx_legacy / pem, base64_der / iis / haproxy, rfc9440,

@@ -39,6 +39,23 @@ UPSTREAM_NAME = "certauth_django"
 ERROR_LOCATION = "@certauth_refused"
 #: Where the refusal location sends nginx's own certificate refusals (``certauth.urls``).
 REFUSED_PATH = "/-/certauth/refused"
+#: The header carrying the proxy secret (``CERTAUTH["PROXY_SECRET_HEADER"]``'s default): a random value only
+#: nginx and Django know, so Django can tell this nginx from another local process (issue 15).
+PROXY_SECRET_HEADER = "X-Certauth-Proxy-Secret"  # noqa: S105 - a header name
+#: What the committed examples carry instead of a secret: replace it, or render your own with
+#: ``certauth nginx-config --proxy-secret-file``.  certauth, given its real secret, refuses requests carrying
+#: this one (``untrusted_proxy``): a forgotten placeholder fails closed.
+PROXY_SECRET_PLACEHOLDER = "REPLACE-with-the-content-of-CERTAUTH-PROXY_SECRET_FILE"  # noqa: S105
+#: gunicorn's largest request line (its ``MAX_REQUEST_LINE``): nginx's header buffers are no larger, so a
+#: request line nginx accepts is one gunicorn accepts too.
+CLIENT_HEADER_BUFFER = "8k"
+#: ``--limit-request-field_size`` for gunicorn: above the escaped form of the largest certificate OpenSSL
+#: accepts (its certificate list is at most 100 KiB: about 140 KiB escaped), so every certificate nginx
+#: forwards reaches certauth, which refuses the oversized ones itself (malformed_certificate, audited)
+#: instead of gunicorn's bare 431.  ``scripts/stack.py`` and docs/deployment.md use it.
+GUNICORN_FIELD_SIZE = 256 * 1024
+#: ``--limit-request-line`` for gunicorn (its maximum; see CLIENT_HEADER_BUFFER).
+GUNICORN_REQUEST_LINE = 8190
 #: Headers carrying the client's request line to the refusal view (set on every request).
 ORIGINAL_URI_HEADER = "X-Certauth-Original-URI"
 ORIGINAL_METHOD_HEADER = "X-Certauth-Original-Method"
@@ -156,13 +173,19 @@ def render(
     standalone: bool = False,
     prefix: StrPath | None = None,
     static_root: StrPath | None = None,
+    proxy_secret: str | None = None,
+    requests_per_second: int = 500,
+    connections_per_address: int = 128,
 ) -> str:
     """Return an nginx configuration for ``mode`` (``on``, ``optional`` or ``optional_no_ca``).
 
     ``upstream`` lists gunicorn addresses (``"127.0.0.1:8000"``, ``"unix:/run/gunicorn.sock"``).
     ``client_ca`` is the CA bundle nginx verifies against; required unless ``optional_no_ca``.
     ``standalone`` needs ``prefix``, under which pid, logs and temp files go.  ``static_root`` adds
-    ``location /static/``.  Raises ``ValueError`` on inconsistent arguments."""
+    ``location /static/``.  ``proxy_secret`` is sent to Django in ``X-Certauth-Proxy-Secret`` on every request
+    (``CERTAUTH["PROXY_SECRET"]``/``PROXY_SECRET_FILE`` must hold the same value); the result then contains it,
+    so keep the file private.  ``requests_per_second`` and ``connections_per_address`` bound what one client
+    address may use.  Raises ``ValueError`` on inconsistent arguments."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if client_ca is None and mode != "optional_no_ca":
@@ -175,6 +198,10 @@ def render(
         raise ValueError("standalone needs prefix (pid, logs and temp files go there)")
     if not 1 <= verify_depth <= 10:
         raise ValueError("verify_depth must be between 1 and 10")
+    if proxy_secret is not None and len(_token(proxy_secret, "proxy_secret")) < 16:
+        raise ValueError("proxy_secret must be at least 16 characters (e.g. secrets.token_urlsafe(32))")
+    if requests_per_second < 1 or connections_per_address < 1:
+        raise ValueError("requests_per_second and connections_per_address must be at least 1")
 
     server = _server(
         mode=mode,
@@ -187,6 +214,9 @@ def render(
         upstream=[_token(address, "upstream") for address in upstream],
         verify_depth=verify_depth,
         static_root=None if static_root is None else _token(static_root, "static_root"),
+        proxy_secret=proxy_secret,
+        requests_per_second=requests_per_second,
+        connections_per_address=connections_per_address,
     )
     if not standalone:
         header = (
@@ -210,6 +240,9 @@ def _server(
     upstream: list[str],
     verify_depth: int,
     static_root: str | None,
+    proxy_secret: str | None,
+    requests_per_second: int,
+    connections_per_address: int,
 ) -> str:
     servers = "\n".join(f"    server {address};" for address in upstream)
     verification = [_MODE_COMMENTS[mode], f"ssl_verify_client {mode};"]
@@ -245,15 +278,21 @@ def _server(
             "        rewrite ^/static/ $uri last;\n"
         )
     verification_text = _indent("\n".join(verification), 4)
-    return f"""# gunicorn must be reachable by nginx only (loopback): whoever reaches it directly can forge the
-# certificate header.  Use TCP on 127.0.0.1 rather than a unix socket: certauth trusts the header by
-# REMOTE_ADDR, and a unix socket gives Django none.
+    return f"""# gunicorn must be reachable by nginx only: whoever reaches it directly can forge the certificate
+# header.  Every local user reaches 127.0.0.1, so prefer a unix socket in a directory only nginx's user
+# may enter (gunicorn --bind unix:PATH, CERTAUTH["TRUSTED_PROXIES"] = ["unix:"]), and send the proxy
+# secret below (CERTAUTH["PROXY_SECRET_FILE"]) whichever way nginx connects.
 upstream {UPSTREAM_NAME} {{
 {servers}
     # Idle connections kept open to gunicorn, so a request does not pay a TCP connect (needs
     # proxy_http_version 1.1 and an empty Connection header below).
     keepalive 16;
 }}
+
+# Per client address: open connections and request rate (one address cannot take every worker
+# connection or every gunicorn worker).  Excess requests get 429 from nginx.
+limit_conn_zone $binary_remote_addr zone=certauth_conn:10m;
+limit_req_zone $binary_remote_addr zone=certauth_req:10m rate={requests_per_second}r/s;
 
 server {{
     listen {listen} ssl;
@@ -285,15 +324,33 @@ server {{
     # the default server of this address:port, so keep them there too.
     underscores_in_headers off;
     ignore_invalid_headers on;
-    large_client_header_buffers 4 16k;
+    # A request line must fit one buffer: {CLIENT_HEADER_BUFFER}, so gunicorn's limit (8190) never answers a bare
+    # 414 for what nginx let through.  Client certificates do not come in headers (see below).
+    large_client_header_buffers 4 {CLIENT_HEADER_BUFFER};
+
+    # --- floods --------------------------------------------------------------------------------
+    # Slow or idle connections are closed soon, so a flood of half-open ones expires instead of
+    # holding every worker connection.  Before nginx 1.25.5 client_header_timeout also bounds the TLS
+    # handshake (later versions: ssl_handshake_timeout, same value).
+    client_header_timeout 10s;
+    client_body_timeout 10s;
+    send_timeout 10s;
+    keepalive_timeout 30s;
+    limit_conn certauth_conn {connections_per_address};
+    limit_req zone=certauth_req burst={2 * requests_per_second} nodelay;
+    limit_conn_status 429;
+    limit_req_status 429;
 
     # --- what Django receives ------------------------------------------------------------------
     # proxy_set_header replaces any client-sent header of the same name (an empty value sends none),
     # so these cannot be forged through nginx.  A proxy_set_header inside a location silently drops
     # all of these there: only location {ERROR_LOCATION} has its own, and it repeats every one.
 {_indent(_header_lines(comments=True), 4)}
+{_indent(_secret_lines(proxy_secret, comments=True), 4)}
     proxy_http_version 1.1;
-    # Response headers from Django (and the forwarded certificate, about 2-3 KB escaped) fit.
+    # Response headers from Django fit.  The forwarded certificate (2-3 KB escaped, at most about
+    # 140 KB: OpenSSL's 100 KiB certificate-list limit) goes upstream whatever its size; gunicorn must
+    # accept it (--limit-request-field_size {GUNICORN_FIELD_SIZE}), certauth refuses oversized ones itself.
     proxy_buffer_size 16k;
     proxy_buffers 8 16k;
 
@@ -330,6 +387,7 @@ server {{
         proxy_set_header Content-Length "";
         # A proxy_set_header here drops the server-level ones, so all of them again:
 {_indent(_header_lines(comments=False), 8)}
+{_indent(_secret_lines(proxy_secret, comments=False), 8)}
         proxy_pass http://{UPSTREAM_NAME};
     }}
 }}
@@ -345,6 +403,24 @@ def _header_lines(*, comments: bool) -> str:
     return "\n".join(lines)
 
 
+def _secret_lines(proxy_secret: str | None, *, comments: bool) -> str:
+    if proxy_secret is None:
+        if not comments:
+            return "# (no proxy secret: only the socket's permissions tell nginx from other local processes)"
+        return (
+            "# No proxy secret: certauth believes any process that reaches gunicorn.  Render one\n"
+            "# (certauth nginx-config --proxy-secret-file) unless gunicorn is on a private unix socket."
+        )
+    line = f"proxy_set_header {PROXY_SECRET_HEADER} {proxy_secret};"
+    if not comments:
+        return line
+    return (
+        '# The proxy secret (CERTAUTH["PROXY_SECRET_FILE"] holds the same value): without it certauth\n'
+        "# believes no forwarded certificate, so another local process reaching gunicorn is not the\n"
+        "# proxy.  Keep this file private (0600) for that reason.\n" + line
+    )
+
+
 def _standalone(server: str, *, prefix: str, mode: str) -> str:
     return f"""# certauth development/test nginx, ssl_verify_client {mode}.  Generated; do not edit.
 # Run unprivileged: nginx -p {prefix} -c {prefix}/nginx.conf -e stderr
@@ -357,8 +433,11 @@ worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log info;
 
+# A flood of idle connections must not use up the connections a legitimate client needs (1024
+# went in 2 s); the timeouts above close them, these bound how many are held meanwhile.
+worker_rlimit_nofile 16384;
 events {{
-    worker_connections 1024;
+    worker_connections 8192;
 }}
 
 http {{
@@ -399,9 +478,13 @@ http {{
 
 __all__ = [
     "FOREIGN_CERTIFICATE_HEADERS",
+    "GUNICORN_FIELD_SIZE",
+    "GUNICORN_REQUEST_LINE",
     "MODES",
     "ORIGINAL_METHOD_HEADER",
     "ORIGINAL_URI_HEADER",
+    "PROXY_SECRET_HEADER",
+    "PROXY_SECRET_PLACEHOLDER",
     "REFUSED_PATH",
     "UPSTREAM_HEADERS",
     "UPSTREAM_NAME",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
-from collections.abc import Iterable
+import socket
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from typing import Any
 
 from .reasons import Reason
 
@@ -13,21 +16,52 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MEMOISED_LENGTH = 256
 
 
+#: The ``TRUSTED_PROXIES`` entry that trusts connections accepted on a unix socket, and the peer address
+#: ``peer_address`` reports for them.  A unix socket's file permissions decide who may connect (only the
+#: proxy's user), which loopback TCP cannot: every local process reaches 127.0.0.1.
+UNIX_SOCKET = "unix:"
+
+
 def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
-    """``["127.0.0.1", "10.0.0.0/8", "::1"]`` -> networks.  Raises ``ValueError`` on a bad entry."""
-    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
+    """``["127.0.0.1", "10.0.0.0/8", "::1"]`` -> networks (a ``"unix:"`` entry is no network and is
+    skipped).  Raises ``ValueError`` on a bad entry."""
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip() != UNIX_SOCKET)
+
+
+def peer_address(meta: Mapping[str, Any]) -> str:
+    """Who connected to the WSGI server: ``REMOTE_ADDR``, or ``UNIX_SOCKET`` for a connection accepted on
+    a unix socket.  gunicorn sets ``REMOTE_ADDR`` to ``""`` there (and shows its socket, whose family says
+    so); ASGI servers on a unix socket give no client address at all.  A TCP peer always has one."""
+    sock = meta.get("gunicorn.socket")
+    if sock is not None:
+        return UNIX_SOCKET if getattr(sock, "family", None) == socket.AF_UNIX else str(meta.get("REMOTE_ADDR") or "")
+    remote = meta.get("REMOTE_ADDR")
+    return str(remote) if remote else UNIX_SOCKET
+
+
+def secret_matches(expected: bytes, presented: str | None) -> bool:
+    """Does the proxy-secret header hold ``expected``?  Constant time in the secret's content (``hmac``),
+    so a neighbour cannot learn it byte by byte; an empty expected secret never matches."""
+    if not expected or presented is None:
+        return False
+    # WSGI header values are latin-1 strings: their bytes as sent.
+    return hmac.compare_digest(expected, presented.encode("latin-1", "replace"))
 
 
 class ProxyAllowList:
-    """An allow-list of proxy addresses (IPs and CIDRs).  Membership answers are memoised per address,
-    so the per-request cost is one dictionary lookup."""
+    """An allow-list of proxy addresses (IPs and CIDRs, and ``"unix:"`` for a unix socket).  Membership
+    answers are memoised per address, so the per-request cost is one dictionary lookup."""
 
     def __init__(self, entries: Iterable[str]) -> None:
+        entries = list(entries)
         self.networks = parse_networks(entries)
+        self.unix_socket = any(entry.strip() == UNIX_SOCKET for entry in entries)
         self._contains = lru_cache(maxsize=4096)(self._lookup)
         self._client_address = lru_cache(maxsize=4096)(self._read_client_address)
 
     def _lookup(self, address: str) -> bool:
+        if address == UNIX_SOCKET:
+            return self.unix_socket
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
@@ -40,7 +74,7 @@ class ProxyAllowList:
         return isinstance(address, str) and bool(address) and self._contains(address)
 
     def __bool__(self) -> bool:
-        return bool(self.networks)
+        return bool(self.networks) or self.unix_socket
 
     @property
     def loopback_only(self) -> bool:

@@ -15,7 +15,15 @@ from urllib.parse import unquote_to_bytes
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from .authenticator import config, evaluate, meta_key, proxy_detail, record_refusal, refusal_after_authentication
+from .authenticator import (
+    config,
+    evaluate,
+    meta_key,
+    proxy_check,
+    proxy_detail,
+    record_refusal,
+    refusal_after_authentication,
+)
 from .decorators import refusal_response
 from .nginxconf import ORIGINAL_METHOD_HEADER, ORIGINAL_URI_HEADER
 from .reasons import Reason
@@ -31,7 +39,7 @@ def original_request_line(request: HttpRequest) -> tuple[str, str]:
     ``request.path`` and has no query string."""
     meta = request.META
     method, path = request.method or "", request.path
-    if meta.get("REMOTE_ADDR") not in config().proxies:
+    if not proxy_check(config(), meta)[1]:
         return method, path
     raw_method = meta.get(_ORIGINAL_METHOD_KEY, "")
     if _METHOD.fullmatch(raw_method):

@@ -183,6 +183,9 @@ CERTAUTH = {
     "PROXY_VERIFIES_CERTIFICATE": env_bool("CERTAUTH_PROXY_VERIFIES_CERTIFICATE", True),
     "REGISTRY_MAX_STALENESS_SECONDS": float(os.environ.get("CERTAUTH_REGISTRY_MAX_STALENESS_SECONDS", "1")),
 }
+if os.environ.get("CERTAUTH_PROXY_SECRET_FILE"):
+    # The random value nginx sends in X-Certauth-Proxy-Secret (`make run` writes a new one each start).
+    CERTAUTH["PROXY_SECRET_FILE"] = os.environ["CERTAUTH_PROXY_SECRET_FILE"]
 if os.environ.get("CERTAUTH_REVOCATION_MODE"):
     CERTAUTH["REVOCATION_MODE"] = os.environ["CERTAUTH_REVOCATION_MODE"]
     CERTAUTH["REVOCATION_FAIL_OPEN"] = env_bool("CERTAUTH_REVOCATION_FAIL_OPEN", False)

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python scripts/stack.py` as well as `python -m scripts.stack`
@@ -38,6 +38,8 @@ from certauth import nginxconf, privatefiles  # noqa: E402  (pure modules: no Dj
 
 DEFAULT_PORT = 8443
 STOP_TIMEOUT = 10.0
+#: sun_path holds 108 bytes on Linux; a longer socket path cannot be bound.
+MAX_SOCKET_PATH = 100
 
 
 class StackError(RuntimeError):
@@ -110,6 +112,13 @@ class Stack:
     ``gunicorn_instances`` > 1 starts that many gunicorn masters on different loopback ports, all in
     nginx's one upstream (what several application hosts behind one proxy look like; they share the
     database named by DATABASE_URL).
+
+    ``upstream="unix"`` (the default) connects nginx to gunicorn over unix sockets in ``run/gunicorn/``
+    (mode 0700, owned by the user running the stack, which nginx's workers run as), and certauth trusts
+    only that socket (``CERTAUTH_TRUSTED_PROXIES=unix:``): other local users cannot connect at all.
+    ``"tcp"`` uses loopback ports (tests that call a gunicorn instance directly).  Either way nginx sends
+    a proxy secret certauth requires (``proxy_secret``, a new one per ``Stack``, kept in
+    ``run/proxy-secret``, mode 0600).
     """
 
     def __init__(
@@ -127,6 +136,8 @@ class Stack:
         crl: Path | str | None = None,
         static_root: Path | str | None = None,
         startup_timeout: float = 60.0,
+        upstream: Literal["unix", "tcp"] = "unix",
+        requests_per_second: int | None = None,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             # Whoever reaches gunicorn or this nginx decides what certauth sees; keep both local.
@@ -150,6 +161,21 @@ class Stack:
         self.log_dir = self.run_dir / "logs"
         self.nginx_conf = self.run_dir / "nginx.conf"
         self.access_log = self.log_dir / "gunicorn-access.log"
+        if upstream not in ("unix", "tcp"):
+            raise StackError(f"upstream must be 'unix' or 'tcp', not {upstream!r}")
+        self.upstream = upstream
+        # nginx's per-address request rate (None: the shipped configuration's); a benchmark from one
+        # address needs more.
+        self.requests_per_second = requests_per_second
+        self.socket_dir = self.run_dir / "gunicorn"
+        if upstream == "unix" and len(str(self.socket_path(gunicorn_instances - 1))) > MAX_SOCKET_PATH:
+            raise StackError(f"{self.socket_dir} is too long a path for a unix socket: use a shorter --var-dir")
+        # Rotated with every stack (every `make run`): written before anything reads the environment, so
+        # manage.py commands run with `env` see the same file gunicorn does.
+        self.proxy_secret = secrets.token_urlsafe(32)
+        self.proxy_secret_file = self.run_dir / "proxy-secret"
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(self.proxy_secret_file, self.proxy_secret + "\n")
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: list[IO[bytes]] = []
         self._previous_handlers: dict[int, Any] = {}
@@ -162,6 +188,15 @@ class Stack:
     def access_log_of(self, instance: int) -> Path:
         """The access log of gunicorn instance ``instance`` (0 is ``access_log``)."""
         return self.access_log if instance == 0 else self.log_dir / f"gunicorn-access-{instance}.log"
+
+    def socket_path(self, instance: int) -> Path:
+        """The unix socket of gunicorn instance ``instance`` (with ``upstream="unix"``)."""
+        return self.socket_dir / ("gunicorn.sock" if instance == 0 else f"gunicorn-{instance}.sock")
+
+    def _bind(self, instance: int) -> str:
+        if self.upstream == "unix":
+            return f"unix:{self.socket_path(instance)}"
+        return f"127.0.0.1:{self.gunicorn_ports[instance]}"
 
     @property
     def ca_file(self) -> Path:
@@ -177,6 +212,9 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
                 # nginx only verifies the chain in on/optional; in optional_no_ca certauth does.
                 "CERTAUTH_PROXY_VERIFIES_CERTIFICATE": "false" if self.mode == "optional_no_ca" else "true",
+                # Only nginx: the socket only the stack's user may open, and the secret only nginx sends.
+                "CERTAUTH_TRUSTED_PROXIES": "unix:" if self.upstream == "unix" else "127.0.0.1",
+                "CERTAUTH_PROXY_SECRET_FILE": str(self.proxy_secret_file),
             }
         )
         # Admin forms posted from the port the browser used (tests pick random ports).
@@ -222,6 +260,14 @@ class Stack:
                 f"Stop that process or choose another port (--port)."
             )
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.upstream == "unix":
+            self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+            # Only this user (nginx's workers run as it, see _nginx_command) may enter: a neighbour cannot
+            # even open the socket.  chmod too: the directory may be left over from an older run.
+            self.socket_dir.chmod(0o700)
+            for instance in range(self.gunicorn_instances):
+                with contextlib.suppress(FileNotFoundError):
+                    self.socket_path(instance).unlink()  # a stale socket from a killed run
         if not self.gunicorn_port:
             self.gunicorn_port = free_port("127.0.0.1")
         self.gunicorn_ports = [self.gunicorn_port]
@@ -229,7 +275,8 @@ class Stack:
             candidate = free_port("127.0.0.1")
             if candidate not in self.gunicorn_ports and candidate != self.port:
                 self.gunicorn_ports.append(candidate)
-        self.nginx_conf.write_text(self.render_nginx_conf())
+        # It holds the proxy secret: private from the first byte.
+        write_private(self.nginx_conf, self.render_nginx_conf())
 
         atexit.register(self.stop)
         self._install_signal_handlers()
@@ -281,7 +328,9 @@ class Stack:
         if name in self._processes:
             raise StackError(f"{name} is already running")
         self._spawn(name, self._gunicorn_command(instance), self.log_dir / f"{name}.log")
-        if wait:
+        if wait and self.upstream == "unix":
+            _wait_for_socket(self.socket_path(instance), self._processes[name], self.startup_timeout)
+        elif wait:
             _wait_for_port("127.0.0.1", self.gunicorn_ports[instance], self._processes[name], self.startup_timeout)
 
     # --- pieces ------------------------------------------------------------------------------
@@ -295,18 +344,24 @@ class Stack:
             server_key=self.pki_dir / "server.key",
             client_ca=self.pki_dir / "ca-bundle.pem" if verifies else None,
             crl=self.crl if verifies else None,
-            upstream=[f"127.0.0.1:{port}" for port in self.gunicorn_ports or [self.gunicorn_port]],
+            upstream=self._upstream_addresses(),
             standalone=True,
             prefix=self.run_dir,
             static_root=self.static_root,
+            proxy_secret=self.proxy_secret,
+            **({"requests_per_second": self.requests_per_second} if self.requests_per_second else {}),
         )
+
+    def _upstream_addresses(self) -> list[str]:
+        if self.upstream == "unix":
+            return [f"unix:{self.socket_path(instance)}" for instance in range(self.gunicorn_instances)]
+        return [f"127.0.0.1:{port}" for port in self.gunicorn_ports or [self.gunicorn_port]]
 
     def _gunicorn_command(self, instance: int = 0) -> list[str]:
         return [
             sys.executable, "-m", "gunicorn", "project.wsgi:application",
-            # TCP on loopback, not a unix socket: certauth believes the certificate header only
-            # when REMOTE_ADDR is a trusted proxy, and a unix socket has no address.
-            "--bind", f"127.0.0.1:{self.gunicorn_ports[instance]}",
+            # A unix socket only nginx's user may open (certauth trusts "unix:"), or loopback TCP.
+            "--bind", self._bind(instance),
             "--workers", str(self.workers),
             "--access-logfile", str(self.access_log_of(instance)),
             # With the worker's pid, so tests can tell that every worker saw a change.
@@ -315,8 +370,10 @@ class Stack:
             # address (gunicorn never rewrites it), which is what certauth checks.  The default
             # header_map ("drop") also drops underscore headers like X-SSL_Client_Cert.
             "--forwarded-allow-ips", "127.0.0.1",
-            # The escaped certificate is 2-3 KB; leave room for large ones (default 8190).
-            "--limit-request-field_size", "32768",
+            # Chosen with nginx's (certauth.nginxconf): any certificate OpenSSL accepts reaches certauth,
+            # which refuses oversized ones itself (audited), never gunicorn's bare 431 / 414.
+            "--limit-request-field_size", str(nginxconf.GUNICORN_FIELD_SIZE),
+            "--limit-request-line", str(nginxconf.GUNICORN_REQUEST_LINE),
             "--graceful-timeout", "5",
             "--chdir", str(REPO),
         ]  # fmt: skip
@@ -397,6 +454,29 @@ class Stack:
         for signum, previous in self._previous_handlers.items():
             signal.signal(signum, previous)
         self._previous_handlers.clear()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only, from the first byte (no chmod afterwards,
+    which a polling reader could beat), replacing any file or symlink there without following it."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _wait_for_socket(path: Path, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"gunicorn on {path} exited with status {process.returncode} while starting")
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1)
+            sock.connect(str(path))
+            return
+        time.sleep(0.1)
+    raise StackError(f"gunicorn did not listen on {path} within {timeout:.0f} s")
 
 
 def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -549,6 +629,8 @@ def prepare(var_dir: Path) -> Prepared:
     pki_dir = var_dir / "pki"
     env = dict(os.environ, CERTAUTH_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="project.settings")
     private_var_dir(var_dir)
+    # As gunicorn will run (Stack.env): only nginx's unix socket is a proxy.
+    env["CERTAUTH_TRUSTED_PROXIES"] = "unix:"
     _manage(env, "migrate", "--noinput", "--verbosity", "0")
     _manage(env, "collectstatic", "--noinput", "--verbosity", "0")
     # Reuses an existing PKI (renews it when the server or demo certificate is about to expire).
@@ -619,7 +701,7 @@ def run(arguments: argparse.Namespace) -> int:
         print(
             f"""
 certauth is running: nginx (ssl_verify_client {arguments.mode}) on {stack.base_url}
-                     -> gunicorn on 127.0.0.1:{stack.gunicorn_port}
+                     -> gunicorn on {stack.socket_path(0)} (only this user may open it)
   API     {url}/api/whoami/   {url}/api/orders/
   Admin   {url}/admin/   login: {login}
           browsers: trust {pki}/ca.pem (or accept the warning);

@@ -222,6 +222,33 @@ def test_add_view_with_an_unknown_failure_warns(admin_client) -> None:
     assert "pem_text" not in response.context["adminform"].form.initial
 
 
+def test_add_view_prefill_from_the_audit_needs_the_audit_view_permission(client, api, pki: FixturePKI) -> None:
+    # A registry operator who may add certificates but not read the audit must not see an audit row's
+    # certificate, CN or identity through the add form.
+    assert api.get("/api/whoami/", pki.stranger).status_code == 401
+    failure = AuthenticationFailure.objects.get(reason="unknown_certificate")
+    assert failure.certificate_pem
+    client.force_login(_staff("view_registeredcertificate", "add_registeredcertificate", "view_certificateidentity"))
+    response = client.get(f"{url(ADD)}?from_failure={failure.pk}")
+    assert response.status_code == 200
+    assert "pem_text" not in response.context["adminform"].form.initial
+    page = response.content.decode()
+    assert failure.certificate_pem.splitlines()[1] not in page  # the certificate's body
+    assert failure.subject_cn not in page
+    assert "needs permission to view the audit" in page
+    # With the audit view permission the same link prefills.
+    auditor = User.objects.create_user("auditor", is_staff=True)
+    auditor.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="certauth",
+            codename__in=["add_registeredcertificate", "view_certificateidentity", "view_authenticationfailure"],
+        )
+    )
+    client.force_login(auditor)
+    response = client.get(f"{url(ADD)}?from_failure={failure.pk}")
+    assert response.context["adminform"].form.initial["pem_text"] == failure.certificate_pem
+
+
 def test_add_view_hides_sensitive_post_parameters(rf, admin_user) -> None:
     from django.contrib.admin.sites import site
 

@@ -30,7 +30,9 @@ def certauth_ids(
     *, debug: bool = False, caches: dict[str, Any] | None = None, rest: Any = None, **certauth: Any
 ) -> set[str]:
     """The certauth check ids Django reports with the project's CERTAUTH updated by ``certauth``."""
-    overrides: dict[str, Any] = {"CERTAUTH": {**django_settings.CERTAUTH, **certauth}, "DEBUG": debug}
+    # As deployed (docs/deployment.md, `make run`): with a proxy secret, unless the case says otherwise.
+    base = {"PROXY_SECRET": "a-proxy-secret-for-the-checks"}
+    overrides: dict[str, Any] = {"CERTAUTH": {**base, **django_settings.CERTAUTH, **certauth}, "DEBUG": debug}
     if caches is not None:
         overrides["CACHES"] = caches
     if rest is not None:
@@ -72,10 +74,15 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("certauth.W009", {"VALIDATE_VALIDITY_PERIOD": False}),
     ("certauth.W009", {"VALIDATE_CERTIFICATE_USE": False}),
     ("certauth.W010", {"REGISTRY_MAX_STALENESS_SECONDS": 600}),
+    # Loopback TCP without a proxy secret: every local process is "the proxy".
+    ("certauth.W011", {"PROXY_SECRET": None, "TRUSTED_PROXIES": ["127.0.0.1", "::1"]}),
+    ("certauth.E012", {"PROXY_SECRET": None, "PROXY_SECRET_FILE": "/nonexistent/certauth-proxy-secret"}),
 ]
 
 
-DEPLOYMENT_CHECKS = {f"certauth.{n}" for n in ("E009", "E010", "E011", "W006", "W007", "W008", "W009", "W010")}
+DEPLOYMENT_CHECKS = {
+    f"certauth.{n}" for n in ("E009", "E010", "E011", "E012", "W006", "W007", "W008", "W009", "W010", "W011")
+}
 
 
 def _run(case: dict[str, Any]) -> set[str]:
@@ -115,8 +122,10 @@ def test_every_check_id_in_the_source_has_a_case() -> None:
         {"REVOCATION_MODE": "crl", "REVOCATION_FAIL_OPEN": True, "VALIDATE_VALIDITY_PERIOD": False, "_debug": True},
         {"TRUSTED_PROXIES": ["10.0.0.0/8", "192.0.2.10"], "REGISTRY_MAX_STALENESS_SECONDS": 0},
         {"AUDIT_HANDLER": "certauth.audit.NullAuditHandler"},
+        # Only the unix socket (file permissions say who the proxy is): no secret needed.
+        {"PROXY_SECRET": None, "TRUSTED_PROXIES": ["unix:"]},
     ],
-    ids=["redis-shared", "alerts-off", "debug-conveniences", "private-proxies-strict", "null-audit"],
+    ids=["redis-shared", "alerts-off", "debug-conveniences", "private-proxies-strict", "null-audit", "unix-socket"],
 )
 def test_sound_configurations_raise_none_of_the_deployment_checks(case: dict[str, Any]) -> None:
     assert _run(case) & DEPLOYMENT_CHECKS == set()
@@ -140,8 +149,10 @@ def production_env(tmp_path: Path) -> dict[str, str]:
             "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
             "SECURE_HSTS_PRELOAD": "true",
             "SECURE_SSL_REDIRECT": "true",
+            "CERTAUTH_PROXY_SECRET_FILE": str(tmp_path / "proxy-secret"),
         }
     )
+    (tmp_path / "proxy-secret").write_text(secrets.token_urlsafe(32) + "\n")
     return env
 
 

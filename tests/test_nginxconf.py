@@ -43,8 +43,9 @@ _PRODUCTION_COMMON = {
     "server_name": "api.example.com",
     "server_cert": "/etc/certauth/server.pem",
     "server_key": "/etc/certauth/server.key",
-    "upstream": ["127.0.0.1:8000"],
+    "upstream": ["unix:/run/certauth/gunicorn.sock"],
     "static_root": "/var/lib/certauth/static",
+    "proxy_secret": nginxconf.PROXY_SECRET_PLACEHOLDER,
 }
 PRODUCTION_EXAMPLES = {
     "production-verify-on.conf": {
@@ -644,3 +645,48 @@ def test_any_original_request_line_header_is_read_without_error(uri: str, method
 def test_original_path_is_decoded_like_request_path() -> None:
     request = RequestFactory().get(REFUSED, REMOTE_ADDR="127.0.0.1", **_original("/api/caf%C3%A9/%2e%2e?x=%41"))
     assert original_request_line(request) == ("POST", "/api/café/..")
+
+
+# --- proxy identity and the edge (issue 15) ----------------------------------------------------------------
+@pytest.mark.parametrize("mode", nginxconf.MODES)
+def test_the_proxy_secret_is_sent_from_every_location(mode: str) -> None:
+    secret = "s3cr3t-" + "x" * 24
+    text = _render(mode=mode, client_ca=None if mode == "optional_no_ca" else "/pki/ca.pem", proxy_secret=secret)
+    line = f"proxy_set_header {nginxconf.PROXY_SECRET_HEADER} {secret};"
+    assert line in _server_level(text)
+    # The refusal location has its own proxy_set_header (which drops the server-level ones): it repeats it.
+    [refusal] = _blocks(text, f"location {nginxconf.ERROR_LOCATION}")
+    assert line in _directives(refusal)
+    for location in _blocks(text, "location"):
+        if "proxy_set_header" in location:
+            assert line in _directives(location)
+    with pytest.raises(ValueError, match="proxy_secret"):
+        _render(proxy_secret="short")
+    with pytest.raises(ValueError, match="proxy_secret"):
+        _render(proxy_secret="has a space in it, which nginx would split")
+
+
+def test_the_committed_examples_use_a_unix_socket_and_the_secret_placeholder() -> None:
+    for filename in PRODUCTION_EXAMPLES:
+        text = (REPO / "nginx" / filename).read_text()
+        assert "server unix:/run/certauth/gunicorn.sock;" in text
+        assert f"proxy_set_header {nginxconf.PROXY_SECRET_HEADER} {nginxconf.PROXY_SECRET_PLACEHOLDER};" in text
+
+
+def test_edge_limits_are_rendered(tmp_path: Path) -> None:
+    server = _server_level(_render())
+    for directive in (
+        "client_header_timeout 10s;",
+        "client_body_timeout 10s;",
+        "keepalive_timeout 30s;",
+        "limit_conn certauth_conn 128;",
+        "limit_req zone=certauth_req burst=1000 nodelay;",
+        f"large_client_header_buffers 4 {nginxconf.CLIENT_HEADER_BUFFER};",
+    ):
+        assert directive in server
+    standalone = _render(standalone=True, prefix=tmp_path)
+    assert "worker_connections 8192;" in _directives(standalone)
+    # gunicorn's limits follow nginx's: a request line nginx accepts fits gunicorn's, and the largest
+    # certificate OpenSSL accepts (100 KiB list, about 1.4x escaped) fits one gunicorn header field.
+    assert int(nginxconf.CLIENT_HEADER_BUFFER.rstrip("k")) * 1024 <= nginxconf.GUNICORN_REQUEST_LINE + 2
+    assert nginxconf.GUNICORN_FIELD_SIZE > 100 * 1024 * 3 // 2

@@ -82,7 +82,7 @@ def test_the_stack_keeps_gunicorn_and_nginx_on_loopback(tmp_path: Path) -> None:
     for host in ("0.0.0.0", "::", "192.0.2.1"):  # noqa: S104 - each must be refused
         with pytest.raises(StackError, match="loopback"):
             Stack(tmp_path, host=host)
-    stack = Stack(tmp_path, port=0, gunicorn_instances=2)
+    stack = Stack(tmp_path, port=0, gunicorn_instances=2, upstream="tcp")
     stack.gunicorn_ports = [40001, 40002]
     for instance in (0, 1):
         command = stack._gunicorn_command(instance)
@@ -90,3 +90,11 @@ def test_the_stack_keeps_gunicorn_and_nginx_on_loopback(tmp_path: Path) -> None:
         assert command[command.index("--forwarded-allow-ips") + 1] == "127.0.0.1"
     assert "server 127.0.0.1:40001;" in stack.render_nginx_conf()
     assert "server 127.0.0.1:40002;" in stack.render_nginx_conf()
+    # The default: unix sockets in a directory only the stack's user may enter, and only they are trusted.
+    stack = Stack(tmp_path / "unix", port=0, gunicorn_instances=2)
+    for instance in (0, 1):
+        command = stack._gunicorn_command(instance)
+        assert command[command.index("--bind") + 1] == f"unix:{stack.socket_path(instance)}"
+        assert f"server unix:{stack.socket_path(instance)};" in stack.render_nginx_conf()
+    assert stack.socket_path(0).parent == stack.socket_dir
+    assert stack.env["CERTAUTH_TRUSTED_PROXIES"] == "unix:"

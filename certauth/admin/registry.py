@@ -52,6 +52,8 @@ CSS = {"all": ["certauth/admin.css"]}
 GRANT_FIELDS = ("match_authority", "match_field", "match_pattern", "scopes")
 # How many entries the revocation confirmation page lists before summarising the rest.
 CONFIRMATION_LIST_LIMIT = 100
+#: ``?from_failure=<pk>`` copies an audit row into the add form: only for users who may read the audit.
+VIEW_AUDIT_PERMISSION = "certauth.view_authenticationfailure"
 LINE_BREAK = mark_safe("<br>")
 
 
@@ -437,10 +439,13 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         """Besides ``?identity=<pk>`` and ``?predecessor=<pk>``, ``?from_failure=<pk>`` prefills the
-        pasted PEM (and the identity, when known) from a refused certificate in the audit."""
+        pasted PEM (and the identity, when known) from a refused certificate in the audit, for a user who
+        may view the audit (the row's certificate, CN and identity are the audit's data, not the registry's)."""
         initial = super().get_changeform_initial_data(request)
         failure_pk = request.GET.get("from_failure", "")
-        if failure_pk:
+        if failure_pk and not request.user.has_perm(VIEW_AUDIT_PERMISSION):
+            messages.warning(request, _("Prefilling from the audit needs permission to view the audit."))
+        elif failure_pk:
             failure = AuthenticationFailure.objects.filter(pk=int(failure_pk)).first() if failure_pk.isdigit() else None
             if failure is None or not failure.certificate_pem:
                 messages.warning(request, _("That audit entry holds no certificate to register."))

@@ -48,6 +48,13 @@ class NginxConfig(Subcommand):
         )
         parser.add_argument("--prefix", type=Path, help="with --standalone: where pid, logs and temp files go")
         parser.add_argument(
+            "--proxy-secret-file",
+            type=Path,
+            help="file holding the proxy secret nginx sends in X-Certauth-Proxy-Secret (the same file as "
+            "CERTAUTH['PROXY_SECRET_FILE']; default: certauth's configured secret, if any). The output then "
+            "contains the secret: write it to a private file",
+        )
+        parser.add_argument(
             "--check-files",
             action="store_true",
             help="fail if a certificate, key, CA or CRL file does not exist on this machine",
@@ -69,6 +76,7 @@ class NginxConfig(Subcommand):
                 path = options[option]
                 if path is not None and not path.is_file():
                     raise CommandError(f"--{option.replace('_', '-')} {path}: no such file")
+        proxy_secret = self._proxy_secret(options["proxy_secret_file"])
         try:
             text = nginxconf.render(
                 mode=mode,
@@ -83,8 +91,26 @@ class NginxConfig(Subcommand):
                 standalone=options["standalone"],
                 prefix=options["prefix"],
                 static_root=options["static_root"],
+                proxy_secret=proxy_secret,
             )
         except ValueError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(text)
         return 0
+
+    @staticmethod
+    def _proxy_secret(path: Path | None) -> str | None:
+        if path is None:
+            from certauth.authenticator import load_proxy_secret
+
+            configured, problem = load_proxy_secret()
+            if problem:
+                raise CommandError(problem)
+            return None if configured is None else configured.decode()
+        try:
+            secret = path.read_text().strip()
+        except OSError as error:
+            raise CommandError(f"--proxy-secret-file {path}: {error.strerror}") from error
+        if not secret:
+            raise CommandError(f"--proxy-secret-file {path} is empty")
+        return secret

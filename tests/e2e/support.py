@@ -305,6 +305,7 @@ def make_stack(
     workers: int = 2,
     gunicorn_instances: int = 1,
     env: dict[str, str] | None = None,
+    upstream: str = "unix",
 ) -> E2EStack:
     """A migrated, not yet started stack with the dev PKI's root and intermediate CA trusted.  SQLite in
     ``base/var`` unless ``database_url`` is given."""
@@ -319,6 +320,7 @@ def make_stack(
         workers=workers,
         gunicorn_instances=gunicorn_instances,
         mode=mode,  # type: ignore[arg-type]
+        upstream=upstream,  # type: ignore[arg-type]
         env={
             "DATABASE_URL": database_url or f"sqlite:///{var / 'e2e.sqlite3'}",
             "CERTAUTH_VAR_DIR": str(var),

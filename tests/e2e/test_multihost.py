@@ -55,6 +55,8 @@ class Hosts:
             headers={
                 "X-SSL-Client-Cert": quote(cert.cert.read_text(), safe=""),
                 "X-SSL-Client-Verify": "SUCCESS",
+                # As nginx sends it: certauth believes the certificate header only with the proxy secret.
+                "X-Certauth-Proxy-Secret": self.e2e.stack.proxy_secret,
                 "X-Forwarded-Proto": "https",
                 "Host": "localhost",
             },
@@ -92,6 +94,7 @@ def hosts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             workers=1,
             gunicorn_instances=2,
             env=env,
+            upstream="tcp",  # the tests ask each host directly, as another proxy would
         )
         setup_registry(
             e2e,
