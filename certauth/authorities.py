@@ -1,8 +1,9 @@
 """Trusted authorities, Django side: the per-worker trust store, authority and CRL services, CRL fetching.
 
 * ``current_trust_store()`` builds a ``certauth.trust.TrustStore`` from the enabled ``TrustedAuthority``
-  rows once per registry generation (saving or deleting an authority bumps it), so disabling an authority
-  takes effect on every worker within ``REGISTRY_MAX_STALENESS_SECONDS``.  Parsed CRLs are kept across
+  rows (the disabled ones go in as its blocklist) once per registry generation (saving or deleting an
+  authority bumps it), so disabling an authority takes effect on every worker within
+  ``REGISTRY_MAX_STALENESS_SECONDS``.  Parsed CRLs are kept across
   generations, keyed by the row's ``updated_at``: a 100,000-entry CRL is parsed and signature-checked once
   per change of the CRL, never per request.
 * ``add_authority`` / ``fill_authority`` / ``store_crl`` are shared by the admin, the CLI and tests.
@@ -42,6 +43,7 @@ from .trust import (
     CrlIndex,
     TrustPolicy,
     TrustStore,
+    check_crl_succession,
     index_crl,
     load_authority_certificate,
     load_crl,
@@ -144,6 +146,7 @@ def current_trust_store() -> TrustStore:
         policy,
         cache_size=settings.CACHE_SIZE,
         ocsp=ocsp_checker() if policy.check_ocsp else None,
+        disabled=load_disabled_authorities(),
     )
     with _cache.lock:
         if _cache.epoch == epoch:  # no invalidation raced with the load: safe to keep
@@ -185,6 +188,26 @@ def load_authorities() -> list[Authority]:
     return authorities
 
 
+def load_disabled_authorities() -> list[Authority]:
+    """The disabled authorities (certificates only): the trust store's blocklist.  Raises
+    ``RegistryUnavailable``."""
+    try:
+        rows = list(
+            TrustedAuthority.objects.filter(is_enabled=False).order_by("pk").values("id", "name", "certificate_pem")
+        )
+    except DatabaseError as exc:
+        raise RegistryUnavailable(str(exc)) from exc
+    disabled = []
+    for row in rows:
+        try:
+            certificate = load_authority_certificate(row["certificate_pem"].encode("ascii", "replace"))
+        except CertificateRefused:
+            logger.error("certauth disabled authority %r has an unreadable certificate; skipped", row["name"])
+            continue
+        disabled.append(Authority.from_certificate(row["id"], row["name"], certificate))
+    return disabled
+
+
 def _load_stored_crl(authority_id: int, certificate: x509.Certificate) -> tuple[CrlIndex | None, str]:
     try:
         der = TrustedAuthority.objects.filter(pk=authority_id).values_list("crl_der", flat=True).first()
@@ -223,23 +246,52 @@ def fill_authority(authority: TrustedAuthority, certificate: x509.Certificate) -
 
 def apply_crl(authority: TrustedAuthority, data: bytes, certificate: x509.Certificate | None = None) -> CrlIndex:
     """Verify a CRL (PEM or DER) against the authority and put it on the row (not saved).  Raises
-    ``CertificateRefused(CRL_UNAVAILABLE)`` when it does not parse or its signature does not verify."""
+    ``CertificateRefused(CRL_UNAVAILABLE)``, leaving the row as it was, when the CRL does not parse, its
+    signature does not verify, it is not a complete CRL certauth can apply (a delta CRL, a partial scope, an
+    unknown critical extension: ``certauth.trust.crl_scope``), or it would not succeed the CRL held (older,
+    lower CRLNumber, or the same number with other content: ``certauth.trust.check_crl_succession``)."""
     issuer = certificate or load_authority_certificate(authority.certificate_pem.encode("ascii", "replace"))
     crl = load_crl(data)
     index = index_crl(crl, issuer)
-    if authority.crl_last_update is not None and index.last_update < authority.crl_last_update:
-        # CRLs usually travel over plain HTTP: an older (validly signed) one replayed by someone on the path
-        # would un-revoke certificates.  Only a CRL at least as new as the one held replaces it.
+    held = _held_crl(authority)
+    if held is None and authority.crl_last_update is not None and index.last_update < authority.crl_last_update:
+        # The CRL held is unreadable, but its date is known: still never go back in time.
         raise CertificateRefused(
             Reason.CRL_UNAVAILABLE,
             f"The CRL was issued at {index.last_update.isoformat()}, before the one already held "
             f"({authority.crl_last_update.isoformat()}): refusing to go back in time.",
         )
+    if held is not None and held.issuer == crl.issuer:  # not when the row now holds another CA's certificate
+        check_crl_succession(held, crl)
     authority.crl_der = crl.public_bytes(serialization.Encoding.DER)
     authority.crl_last_update = index.last_update
     authority.crl_next_update = index.next_update
     authority.crl_error = ""
     return index
+
+
+def _held_crl(authority: TrustedAuthority) -> x509.CertificateRevocationList | None:
+    if not authority.crl_der:
+        return None
+    try:
+        return x509.load_der_x509_crl(bytes(authority.crl_der))
+    except ValueError:
+        return None
+
+
+def refusal_message(authority: TrustedAuthority, why: str) -> str:
+    """What an operator reads when a new CRL for ``authority`` was refused: why, and what stays in force."""
+    if authority.crl_last_update is None:
+        return f"CRL refused: {why} No CRL is held for this authority (in 'crl' mode: crl_unavailable)."
+    next_update = authority.crl_next_update
+    if next_update is None:
+        return f"CRL refused: {why} The previous CRL is kept (it has no nextUpdate)."
+    if next_update <= timezone.now():
+        return (
+            f"CRL refused: {why} The previous CRL is kept, but its nextUpdate {next_update.isoformat()} has "
+            "passed: in 'crl' mode requests get crl_unavailable (or are accepted with REVOCATION_FAIL_OPEN)."
+        )
+    return f"CRL refused: {why} The previous CRL is kept until its nextUpdate {next_update.isoformat()}."
 
 
 @transaction.atomic
@@ -309,7 +361,10 @@ def refresh_crl(
             raise data
         index = apply_crl(authority, data)
     except (CrlFetchError, CertificateRefused) as exc:
-        message = exc.detail if isinstance(exc, CertificateRefused) else f"Could not fetch the CRL: {exc}"
+        if isinstance(exc, CertificateRefused):
+            message = refusal_message(authority, exc.detail)
+        else:
+            message = f"Could not fetch the CRL: {exc}"
         message = printable(message)  # fixed texts today; escaped anyway before a log line or the admin
         TrustedAuthority.objects.filter(pk=authority.pk).update(crl_error=message[:2000], crl_fetched_at=now)
         logger.warning("certauth CRL refresh failed for %r: %s", authority.name, message)

@@ -483,15 +483,28 @@ def issue_server(
     )
 
 
+_last_crl_number = 0
+
+
+def _next_crl_number(now: dt.datetime) -> int:
+    """Microseconds since the epoch, and never twice the same: two CRLs made within one second (or one
+    microsecond) differ in content, and certauth refuses two different CRLs under one number."""
+    global _last_crl_number
+    _last_crl_number = max(int(now.timestamp() * 1_000_000), _last_crl_number + 1)
+    return _last_crl_number
+
+
 def make_crl(
     issuer: Issued,
     revoked_serials: Iterable[int],
     *,
     last_update: dt.datetime | None = None,
     next_update: dt.datetime | None = None,
+    number: int | None = None,
 ) -> x509.CertificateRevocationList:
     """A CRL signed by ``issuer`` listing ``revoked_serials`` (default next_update: now+7d; default
-    last_update: 5 minutes ago, or a day before an explicit next_update that is already past)."""
+    last_update: 5 minutes ago, or a day before an explicit next_update that is already past; default
+    CRLNumber: larger than that of every CRL made before, as RFC 5280 asks)."""
     now = _utcnow()
     if last_update is not None:
         last = last_update
@@ -506,8 +519,8 @@ def make_crl(
         .issuer_name(issuer.certificate.subject)
         .last_update(last)
         .next_update(nxt)
-        # RFC 5280 requires both on a CRL; the number only has to grow, a timestamp does.
-        .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
+        # RFC 5280 requires both on a CRL; the number only has to grow (certauth refuses one that does not).
+        .add_extension(x509.CRLNumber(_next_crl_number(now) if number is None else number), critical=False)
         .add_extension(_aki_for(None, signer), critical=False)
     )
     for serial in revoked_serials:

@@ -17,10 +17,17 @@ Decisions the library leaves to us, made here:
   (pinned only), any other certificate must still chain to an enabled authority.
 * Every enabled authority, root or intermediate, is a trust anchor.  The forwarded chain supplies extra
   intermediates; registered intermediates are anchors themselves (nginx forwards only the leaf).
+* Every disabled authority is a blocklist entry, by subject and public key: never a candidate in a built
+  chain, and a chain that contains it or whose anchor it issued is ``untrusted_issuer``.
 * Revocation (``REVOCATION_MODE = "crl"``): every certificate in the verified chain below the anchor is
-  looked up in the CRL of the authority that issued it.  Revoked -> ``crl_revoked`` (always fatal).  No CRL
-  for that issuer, or a CRL whose nextUpdate has passed -> ``crl_unavailable`` unless fail-open, in which
-  case the certificate is accepted and ``TrustResult.revocation_warning`` says why (the caller audits it).
+  looked up in the CRL of the authority that issued it, and so is the anchor when its own issuer is a
+  registered authority (and so on up).  Revoked -> ``crl_revoked`` (always fatal).  No CRL for that
+  issuer, a CRL whose nextUpdate has passed, or one whose distribution point does not cover the certificate
+  -> ``crl_unavailable`` unless fail-open, in which case the certificate is accepted and
+  ``TrustResult.revocation_warning`` says why (the caller audits it).
+* A CRL is used only if it can stand for all of its issuer's revocations (RFC 5280 5.2/5.3): no delta CRL,
+  no IssuingDistributionPoint scope, no unknown critical extension (``crl_scope``); it replaces the CRL
+  held only if it is not older and its CRLNumber does not go back (``check_crl_succession``).
 * OCSP (``"ocsp"``, or ``"crl+ocsp"`` for both): every certificate below the anchor is asked about through
   ``certauth.ocsp.OcspChecker`` (the issuing authority's configured responder, else the certificate's AIA).
   ``revoked`` -> ``certificate_revoked`` and ``unknown`` -> ``untrusted_issuer`` (both always fatal: the
@@ -37,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.verification import (
     ClientVerifier,
     Criticality,
@@ -85,15 +93,35 @@ class TrustPolicy:
 
 @dataclass(frozen=True, slots=True)
 class CrlIndex:
-    """A CRL parsed once: the revoked serial numbers of one issuer in a frozenset (O(1) lookup)."""
+    """A CRL parsed once: the revoked serial numbers of one issuer in a frozenset (O(1) lookup).
+
+    ``distribution_points`` is empty for a CRL that covers every certificate of its issuer; a CRL whose
+    IssuingDistributionPoint names a distribution point covers only the certificates that name it (or name
+    none), see ``covers``."""
 
     issuer_thumbprint: str
     revoked_serials: frozenset[int]
     last_update: dt.datetime
     next_update: dt.datetime | None
+    number: int | None = None
+    distribution_points: frozenset[x509.GeneralName] = frozenset()
 
     def is_revoked(self, serial_number: int) -> bool:
         return serial_number in self.revoked_serials
+
+    def covers(self, certificate: x509.Certificate) -> bool:
+        """Is ``certificate`` within this CRL's scope (RFC 5280 6.3.3 b.2.i)?  A certificate whose CRL
+        distribution points name none of this CRL's is in another partition: this CRL says nothing of it."""
+        if not self.distribution_points:
+            return True
+        try:
+            points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        except x509.ExtensionNotFound:
+            return True  # the operator attached this CRL to the authority: it is the certificate's CRL
+        except Exception:
+            return False
+        names = {name for point in points for name in (point.full_name or ())}
+        return bool(names & self.distribution_points)
 
     def is_stale(self, now: dt.datetime) -> bool:
         """True once nextUpdate has passed.  A CRL without nextUpdate never goes stale by date."""
@@ -190,8 +218,9 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
 
 
 def index_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> CrlIndex:
-    """Check the CRL belongs to ``issuer`` (name and signature) and index its revoked serials.  Raises
-    ``CertificateRefused(CRL_UNAVAILABLE)`` and nothing else."""
+    """Check the CRL belongs to ``issuer`` (name and signature), is a complete CRL certauth can apply (see
+    ``crl_scope``), and index its revoked serials.  Raises ``CertificateRefused(CRL_UNAVAILABLE)`` and
+    nothing else."""
     try:
         if crl.issuer != issuer.subject:
             raise CertificateRefused(Reason.CRL_UNAVAILABLE, "The CRL was issued by a different authority.")
@@ -199,17 +228,156 @@ def index_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> 
             raise CertificateRefused(
                 Reason.CRL_UNAVAILABLE, "The CRL's signature does not verify with the authority's key."
             )
-        revoked = frozenset(entry.serial_number for entry in crl)
+        distribution_points = crl_scope(crl)
+        if b"\x01\x01\xff" not in crl.tbs_certlist_bytes:
+            # A critical flag is DER BOOLEAN TRUE, 01 01 FF (the parser takes DER only): none anywhere, so no
+            # entry's extensions need reading, which halves the parse of a 100,000-entry CRL.
+            revoked_serials = frozenset(entry.serial_number for entry in crl)
+        else:
+            revoked_serials = _revoked_serials_checking_entries(crl)
         return CrlIndex(
             issuer_thumbprint=thumbprint_of(issuer),
-            revoked_serials=revoked,
+            revoked_serials=revoked_serials,
             last_update=crl.last_update_utc,
             next_update=crl.next_update_utc,
+            number=crl_number(crl),
+            distribution_points=distribution_points,
         )
     except CertificateRefused:
         raise
     except Exception as exc:
         raise CertificateRefused(Reason.CRL_UNAVAILABLE, "The CRL could not be read.") from exc
+
+
+def _revoked_serials_checking_entries(crl: x509.CertificateRevocationList) -> frozenset[int]:
+    revoked = []
+    for entry in crl:
+        # An entry extension certauth does not process, marked critical (certificateIssuer, which makes the
+        # CRL indirect: the entries that follow belong to another CA), makes the whole CRL unusable.
+        for extension in entry.extensions:
+            if extension.critical:
+                raise CertificateRefused(
+                    Reason.CRL_UNAVAILABLE,
+                    f"The CRL's entry for serial {entry.serial_number:x} carries the critical extension "
+                    f"{_extension_name(extension.oid)}, which certauth does not implement (RFC 5280 5.3): "
+                    "the CRL is refused, not applied.",
+                )
+        revoked.append(entry.serial_number)
+    return frozenset(revoked)
+
+
+#: CRL extensions certauth reads or may safely ignore.  Any other extension marked critical makes the CRL
+#: unusable (RFC 5280 5.2: "If a CRL contains a critical extension that the application cannot process,
+#: then the application MUST NOT use that CRL to determine the status of certificates").
+_UNDERSTOOD_CRL_EXTENSIONS = frozenset(
+    {
+        x509.oid.ExtensionOID.CRL_NUMBER,
+        x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        x509.oid.ExtensionOID.ISSUER_ALTERNATIVE_NAME,
+        x509.oid.ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
+        x509.oid.ExtensionOID.FRESHEST_CRL,  # where delta CRLs are; certauth uses the full CRL only
+        x509.oid.ExtensionOID.ISSUING_DISTRIBUTION_POINT,  # read by crl_scope
+    }
+)
+
+
+def crl_scope(crl: x509.CertificateRevocationList) -> frozenset[x509.GeneralName]:
+    """What this CRL covers: every certificate of its issuer (an empty set), or, when its
+    IssuingDistributionPoint names a distribution point, the certificates that name that point.  Raises
+    ``CertificateRefused(CRL_UNAVAILABLE)`` for a CRL certauth cannot hold as an authority's one CRL:
+
+    * a delta CRL (DeltaCRLIndicator): it lists only the changes since a base CRL, so storing it in place of
+      the full CRL would un-revoke everything the full CRL lists;
+    * a CRL scoped by its IssuingDistributionPoint to CA certificates, to user certificates, to attribute
+      certificates or to some revocation reasons, or an indirect CRL: each lists only part of what the
+      authority revoked, so again it must not replace the full CRL;
+    * any other critical extension certauth does not implement."""
+    for extension in crl.extensions:
+        if extension.oid == x509.oid.ExtensionOID.DELTA_CRL_INDICATOR:
+            raise CertificateRefused(
+                Reason.CRL_UNAVAILABLE,
+                "This is a delta CRL (DeltaCRLIndicator): it lists only the changes since a base CRL, and "
+                "certauth applies full CRLs only. Give the authority the CA's full (base) CRL.",
+            )
+        if extension.critical and extension.oid not in _UNDERSTOOD_CRL_EXTENSIONS:
+            raise CertificateRefused(
+                Reason.CRL_UNAVAILABLE,
+                f"The CRL carries the critical extension {_extension_name(extension.oid)}, which certauth "
+                "does not implement (RFC 5280 5.2): the CRL is refused, not applied.",
+            )
+    try:
+        point = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    partial = [
+        label
+        for label, present in (
+            ("onlyContainsUserCerts", point.only_contains_user_certs),
+            ("onlyContainsCACerts", point.only_contains_ca_certs),
+            ("onlyContainsAttributeCerts", point.only_contains_attribute_certs),
+            ("onlySomeReasons", point.only_some_reasons is not None),
+            ("indirectCRL", point.indirect_crl),
+            ("a relative distribution point name", point.relative_name is not None),
+        )
+        if present
+    ]
+    if partial:
+        raise CertificateRefused(
+            Reason.CRL_UNAVAILABLE,
+            f"The CRL's IssuingDistributionPoint limits it to part of the authority's revocations "
+            f"({', '.join(partial)}): it cannot stand in for the full CRL. Give the authority the CA's full CRL.",
+        )
+    return frozenset(point.full_name or ())
+
+
+def crl_number(crl: x509.CertificateRevocationList) -> int | None:
+    try:
+        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def check_crl_succession(held: x509.CertificateRevocationList | None, new: x509.CertificateRevocationList) -> None:
+    """May ``new`` replace ``held`` (both already verified for the same authority)?  CRLs usually travel over
+    plain HTTP: an older CRL, validly signed, replayed by someone on the path would un-revoke certificates.
+    So a CRL replaces the one held only if it is not older (thisUpdate), its CRLNumber does not go backwards,
+    and an equal CRLNumber comes with the same content (a re-fetch of the same CRL).  Raises
+    ``CertificateRefused(CRL_UNAVAILABLE)`` saying which rule failed."""
+    if held is None:
+        return
+    if new.last_update_utc < held.last_update_utc:
+        raise CertificateRefused(
+            Reason.CRL_UNAVAILABLE,
+            f"The CRL was issued at {new.last_update_utc.isoformat()}, before the one already held "
+            f"({held.last_update_utc.isoformat()}): refusing to go back in time.",
+        )
+    held_number, new_number = crl_number(held), crl_number(new)
+    if held_number is None:
+        return  # nothing to compare with (RFC 5280 requires the number; older CAs may omit it)
+    if new_number is None:
+        raise CertificateRefused(
+            Reason.CRL_UNAVAILABLE,
+            f"The CRL carries no CRLNumber, while the one already held carries {held_number}: refused as a "
+            "possible replay (RFC 5280 requires the number on every CRL).",
+        )
+    if new_number < held_number:
+        raise CertificateRefused(
+            Reason.CRL_UNAVAILABLE,
+            f"The CRL's CRLNumber {new_number} is lower than the one already held ({held_number}): an older "
+            "CRL, refusing to go back.",
+        )
+    if new_number == held_number and new.tbs_certlist_bytes != held.tbs_certlist_bytes:
+        raise CertificateRefused(
+            Reason.CRL_UNAVAILABLE,
+            f"The CRL has the same CRLNumber ({new_number}) as the one already held but different content: "
+            "a CA must not issue two different CRLs under one number. The one held is kept; ask the CA which "
+            "is current.",
+        )
+
+
+def _extension_name(oid: x509.ObjectIdentifier) -> str:
+    name = getattr(oid, "_name", "")
+    return f"{name} ({oid.dotted_string})" if name and name != "Unknown OID" else oid.dotted_string
 
 
 def parse_crl(data: bytes, issuer: x509.Certificate) -> CrlIndex:
@@ -286,6 +454,9 @@ class _Verified:
     thumbprints: tuple[str, ...] = ()
     refused: CertificateRefused | None = None
     valid_until: dt.datetime | None = None
+    # Above the anchor: (certificate, the enabled authority that issued it), for an anchor that is itself
+    # issued by another registered authority (an intermediate registered next to its root).
+    above: tuple[tuple[x509.Certificate, Authority], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,9 +469,26 @@ class _Decided:
     until: dt.datetime
 
 
+#: How many registered authorities above a chain's anchor are followed (a cycle of cross-certificates ends
+#: here too).
+MAX_AUTHORITY_DEPTH = 8
+
+
+def authority_key(certificate: x509.Certificate) -> tuple[bytes, bytes]:
+    """What makes two CA certificates the same authority: subject and public key.  A re-issued or
+    cross-signed certificate of a CA (new serial, validity or issuer, same name and key) is the same CA."""
+    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return certificate.subject.public_bytes(), spki
+
+
 class TrustStore:
     """The enabled authorities and the policy, with a bounded cache of chain verifications.  Built once
-    per registry generation (``certauth.authorities.current_trust_store``); immutable afterwards."""
+    per registry generation (``certauth.authorities.current_trust_store``); immutable afterwards.
+
+    ``disabled`` are the registered authorities that are disabled: a blocklist.  Their certificates are
+    removed from every forwarded chain before it is built, and a chain that still contains one of them (an
+    enabled certificate of the same CA: same subject and key) or whose anchor was issued by one is refused
+    with ``untrusted_issuer``."""
 
     def __init__(
         self,
@@ -309,13 +497,25 @@ class TrustStore:
         cache_size: int = 2048,
         *,
         ocsp: OcspChecker | None = None,
+        disabled: Iterable[Authority] = (),
     ) -> None:
         if policy.check_ocsp and ocsp is None:
             raise ValueError("a policy that checks OCSP needs an OcspChecker")
         self.policy = policy
         self.ocsp = ocsp
         self.authorities: tuple[Authority, ...] = tuple(authorities)
+        self.disabled: tuple[Authority, ...] = tuple(disabled)
+        self._disabled_keys: dict[tuple[bytes, bytes], Authority] = {
+            authority_key(a.certificate): a for a in self.disabled
+        }
+        # subject -> registered authorities (enabled or not) with that subject: who may have issued an anchor
+        self._registered_by_subject: dict[x509.Name, list[tuple[Authority, bool, tuple[bytes, bytes]]]] = {}
+        for registered, enabled in [*((a, True) for a in self.authorities), *((a, False) for a in self.disabled)]:
+            entry = (registered, enabled, authority_key(registered.certificate))
+            self._registered_by_subject.setdefault(registered.certificate.subject, []).append(entry)
         self.by_thumbprint: dict[str, Authority] = {a.thumbprint_sha256: a for a in self.authorities}
+        # anchor -> the registered authorities above it (or why a disabled one refuses it); see _check_not_disabled
+        self._above: dict[x509.Certificate, tuple[tuple[x509.Certificate, Authority], ...] | CertificateRefused] = {}
         self._anchors = [a.certificate for a in self.authorities]
         self._anchor_thumbprints: dict[x509.Certificate, str] = {
             a.certificate: a.thumbprint_sha256 for a in self.authorities
@@ -388,8 +588,8 @@ class TrustStore:
 
     def _crl_deadlines(self, verified: _Verified, now: dt.datetime) -> list[dt.datetime]:
         deadlines = []
-        for thumbprint in verified.thumbprints[1:]:
-            issuer = self.by_thumbprint.get(thumbprint)
+        issuers = [self.by_thumbprint.get(t) for t in verified.thumbprints[1:]] + [a for _, a in verified.above]
+        for issuer in issuers:
             if issuer is not None and issuer.crl is not None and issuer.crl.next_update is not None:
                 if now < issuer.crl.next_update:
                     deadlines.append(issuer.crl.next_update)
@@ -402,13 +602,16 @@ class TrustStore:
         Verified by the library with that authority as the only anchor, the forwarded chain and every other
         enabled authority as candidate intermediates."""
         authority = self.by_thumbprint.get(authority_thumbprint)
-        if authority is None:
+        if authority is None or (self._disabled_keys and authority_key(authority.certificate) in self._disabled_keys):
             return False
         key = (thumbprint_of(leaf), tuple(thumbprint_of(c) for c in forwarded), authority_thumbprint)
         cached = self._issued_by.get(key)
         if cached is not MISSING:
             return bool(cached)
-        intermediates = [*forwarded, *(a.certificate for a in self.authorities if a is not authority)]
+        # Never through a disabled CA, nor through an enabled certificate of one (same subject and key).
+        intermediates = self._without_disabled(
+            [*forwarded, *(a.certificate for a in self.authorities if a is not authority)]
+        )
         try:
             self._verifier(Store([authority.certificate]), self._verification_time(leaf, now)).verify(
                 leaf, intermediates
@@ -439,11 +642,19 @@ class TrustStore:
                     Reason.UNTRUSTED_ISSUER, "No trusted authority is enabled, so no chained certificate is trusted."
                 )
             try:
-                result = self._verifier(self._store, self._verification_time(leaf, now)).verify(leaf, list(forwarded))
+                # A disabled authority's certificate is no candidate: no path is built through it.
+                result = self._verifier(self._store, self._verification_time(leaf, now)).verify(
+                    leaf, self._without_disabled(forwarded)
+                )
             except VerificationError as exc:
                 reason, detail = map_verification_error(str(exc))
                 logger.info("certauth chain verification failed (%s): %r", reason, str(exc))  # repr: no forged lines
+                if reason is Reason.UNTRUSTED_ISSUER:
+                    blocked = self._disabled_on_a_path(leaf, forwarded)
+                    if blocked is not None:
+                        detail = _disabled_detail(blocked)
                 raise CertificateRefused(reason, detail) from None
+            above = self._check_not_disabled(tuple(result.chain))
         except CertificateRefused as refused:
             return _Verified("chained", refused=refused, valid_until=retry_at)
         except Exception:
@@ -456,7 +667,87 @@ class TrustStore:
         # Thumbprints already known (the leaf's, the forwarded ones', the anchors') are not hashed again.
         known = {**dict(zip((leaf, *forwarded), key, strict=False)), **self._anchor_thumbprints}
         thumbprints = tuple(known.get(c) or thumbprint_of(c) for c in chain)
-        return _Verified("chained", chain, thumbprints, valid_until=valid_until or retry_at)
+        return _Verified("chained", chain, thumbprints, valid_until=valid_until or retry_at, above=above)
+
+    def _without_disabled(self, forwarded: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+        if not self._disabled_keys:
+            return list(forwarded)
+        return [c for c in forwarded if authority_key(c) not in self._disabled_keys]
+
+    def _check_not_disabled(
+        self, chain: tuple[x509.Certificate, ...]
+    ) -> tuple[tuple[x509.Certificate, Authority], ...]:
+        """Refuse a built chain in which a disabled authority appears, then follow the registered authorities
+        above its anchor (an intermediate registered as an authority is an anchor, but its own issuer may be
+        registered too): a disabled one there refuses the chain as well.  Returns those (certificate, enabled
+        issuing authority) pairs above the anchor, for the revocation check.
+
+        The library returns one built chain.  Could another path avoid the disabled authority?  Its
+        certificates are removed from the forwarded chain before building, so the library never builds
+        through them; a path that avoids the disabled CA entirely (say through a cross-certificate of a
+        subordinate CA issued by another enabled authority) is a path the operator still trusts, and is
+        accepted.  Each certificate's issuer is matched by name and signature, so no path through the
+        disabled CA's key can be accepted under another certificate of it: the key decides, not the name."""
+        for certificate in chain:
+            blocked = self._disabled_keys.get(authority_key(certificate)) if self._disabled_keys else None
+            if blocked is not None:
+                raise CertificateRefused(Reason.UNTRUSTED_ISSUER, _disabled_detail(blocked))
+        anchor = chain[-1]
+        cached = self._above.get(anchor)
+        if cached is None:
+            try:
+                cached = self._authorities_above(anchor)
+            except CertificateRefused as refused:
+                cached = refused
+            self._above[anchor] = cached  # one entry per anchor, and anchors are this store's authorities
+        if isinstance(cached, CertificateRefused):
+            raise CertificateRefused(cached.reason, cached.detail)
+        return cached
+
+    def _authorities_above(self, anchor: x509.Certificate) -> tuple[tuple[x509.Certificate, Authority], ...]:
+        above: list[tuple[x509.Certificate, Authority]] = []
+        top, seen = anchor, {authority_key(anchor)}
+        for _ in range(MAX_AUTHORITY_DEPTH):
+            # Candidates are registered CAs named as top's issuer, other than top's own CA (a self-signed root
+            # ends here without a signature check: its only candidate is itself).
+            parents = [
+                (a, enabled, key)
+                for a, enabled, key in self._registered_by_subject.get(top.issuer, ())
+                if key not in seen and _issued(top, a.certificate)
+            ]
+            for parent, enabled, _key in parents:
+                if not enabled:
+                    raise CertificateRefused(Reason.UNTRUSTED_ISSUER, _disabled_detail(parent))
+            if not parents:
+                break
+            parent, _enabled, key = parents[0]
+            above.append((top, parent))
+            top = parent.certificate
+            seen.add(key)
+        return tuple(above)
+
+    def _disabled_on_a_path(self, leaf: x509.Certificate, forwarded: Sequence[x509.Certificate]) -> Authority | None:
+        """After a refused chain: is a disabled authority the reason (the leaf, or a certificate above it in
+        the forwarded chain, was issued by one)?  Only to say so in the detail."""
+        if not self._disabled_keys:
+            return None
+        pool = [*forwarded, *(a.certificate for a in self.authorities)]
+        current, seen = [leaf], set()
+        for _ in range(MAX_AUTHORITY_DEPTH):
+            following = []
+            for certificate in current:
+                for disabled in self.disabled:
+                    if _issued(certificate, disabled.certificate):
+                        return disabled
+                for candidate in pool:
+                    key = authority_key(candidate)
+                    if key not in seen and _issued(certificate, candidate):
+                        seen.add(key)
+                        following.append(candidate)
+            current = following
+            if not current:
+                break
+        return None
 
     def _verification_time(self, leaf: x509.Certificate, now: dt.datetime) -> dt.datetime:
         if self.policy.validate_validity_period:
@@ -477,23 +768,35 @@ class TrustStore:
         )
 
     def _check_revocation(self, verified: _Verified, now: dt.datetime) -> str:
-        """Each certificate below the anchor against its issuer's CRL.  Returns a fail-open warning or ''."""
+        """Each certificate of the chain against its issuer's CRL: below the anchor, and the anchor itself (and
+        so on up) when its issuer is a registered authority too.  Returns a fail-open warning or ''."""
         problems: list[str] = []
-        for index in range(len(verified.chain) - 1):
-            certificate = verified.chain[index]
-            issuer = self.by_thumbprint.get(verified.thumbprints[index + 1])
+        pairs: list[tuple[x509.Certificate, x509.Certificate, Authority | None]] = [
+            (verified.chain[i], verified.chain[i + 1], self.by_thumbprint.get(verified.thumbprints[i + 1]))
+            for i in range(len(verified.chain) - 1)
+        ]
+        pairs += [(certificate, parent.certificate, parent) for certificate, parent in verified.above]
+        for index, (certificate, issuer_certificate, issuer) in enumerate(pairs):
+            issuer_name = _common_name(issuer_certificate)
             if issuer is None or issuer.crl is None:
                 why = issuer.crl_problem if issuer is not None and issuer.crl_problem else "no CRL is loaded"
-                issuer_name = _common_name(verified.chain[index + 1])
                 problems.append(f"No usable CRL for issuer {issuer_name!r} ({why}).")
                 continue
             if issuer.crl.is_revoked(certificate.serial_number):
-                issuer_name = _common_name(verified.chain[index + 1])
-                what = "The client certificate" if index == 0 else f"The intermediate {_common_name(certificate)!r}"
-                raise CertificateRefused(Reason.CRL_REVOKED, f"{what} is listed in the CRL of {issuer_name!r}.")
+                if index == 0:
+                    what = "The client certificate"
+                else:
+                    what = f"The intermediate {_common_name(certificate)!r} (serial {certificate.serial_number:x})"
+                under = "" if index == 0 else ", so every certificate it issued is refused"
+                raise CertificateRefused(Reason.CRL_REVOKED, f"{what} is listed in the CRL of {issuer_name!r}{under}.")
+            if not issuer.crl.covers(certificate):
+                problems.append(
+                    f"The CRL of {issuer_name!r} covers other distribution points than the one "
+                    f"{_common_name(certificate)!r} names."
+                )
+                continue
             if issuer.crl.is_stale(now):
                 assert issuer.crl.next_update is not None
-                issuer_name = _common_name(verified.chain[index + 1])
                 problems.append(
                     f"The CRL of {issuer_name!r} is stale (nextUpdate {issuer.crl.next_update.isoformat()} has passed)."
                 )
@@ -544,6 +847,24 @@ class TrustStore:
         if not self.policy.revocation_fail_open:
             raise CertificateRefused(Reason.OCSP_UNAVAILABLE, detail)
         return detail, until
+
+
+def _issued(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Was ``certificate`` issued by ``issuer`` (name and signature)?"""
+    if certificate.issuer != issuer.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except Exception:
+        return False
+    return True
+
+
+def _disabled_detail(authority: Authority) -> str:
+    return (
+        f"The chain goes through the authority {_common_name(authority.certificate)!r}, which is disabled: "
+        "certificates under it are refused until an administrator enables it again."
+    )
 
 
 def _ee_policy(policy: TrustPolicy) -> ExtensionPolicy:

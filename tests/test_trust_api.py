@@ -46,9 +46,7 @@ def test_leaf_via_registered_intermediate(api, pki, register) -> None:
 @override_settings(CERTAUTH={"CHAIN_HEADER": "X-SSL-Client-Chain"})
 def test_leaf_via_forwarded_intermediate(api, pki, register) -> None:
     register(pki.via_intermediate)
-    authority = intermediate_authority()
-    authority.is_enabled = False
-    authority.save()
+    intermediate_authority().delete()  # not registered: the forwarded chain brings it
     refused(api.get("/api/whoami/", pki.via_intermediate), Reason.UNTRUSTED_ISSUER)
     chain = quote(pki.intermediate.cert_pem().decode(), safe="")
     assert api.get("/api/whoami/", pki.via_intermediate, **{CHAIN_HEADER: chain}).status_code == 200
@@ -208,8 +206,10 @@ def test_a_disabled_authority_binds_no_rule_even_through_a_forwarded_chain(api, 
     authority.is_enabled = False
     authority.save()
     RegisteredCertificate.objects.all().delete()  # forget what the rule recorded: only the rule is on trial
-    # The root still verifies the forwarded chain, but the rule's own authority is disabled.
-    refused(api.get("/api/whoami/", pki.via_intermediate, **{CHAIN_HEADER: chain}), Reason.UNKNOWN_CERTIFICATE)
+    # The root would still verify the forwarded chain, but a disabled authority is distrusted wherever it
+    # appears: the chain through it is refused before any rule is consulted.
+    body = refused(api.get("/api/whoami/", pki.via_intermediate, **{CHAIN_HEADER: chain}), Reason.UNTRUSTED_ISSUER)
+    assert "disabled" in body["detail"]
 
 
 def test_two_matching_rules_are_ambiguous(api, pki, trusted_root) -> None:

@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import grants
-from ..authorities import apply_crl, fill_authority, refresh_crl
+from ..authorities import apply_crl, fill_authority, refresh_crl, refusal_message
 from ..certificates import format_thumbprint, thumbprint_of
 from ..models import TrustedAuthority
 from ..reasons import CertificateRefused
@@ -54,7 +54,11 @@ class TrustedAuthorityForm(forms.ModelForm):
         model = TrustedAuthority
         fields = ["name", "is_enabled", "notes", "crl_url", "ocsp_url"]
         help_texts = {
-            "is_enabled": _("Disabled authorities are ignored by chain validation on the next request."),
+            "is_enabled": _(
+                "A disabled authority is distrusted wherever it appears: from the next request, every "
+                "certificate whose chain goes through it is refused, also when another authority above or "
+                "below it is enabled."
+            ),
             "crl_url": _("http(s) URL of this CA's CRL, fetched by `certauth crl-refresh` (cron or --loop)."),
         }
 
@@ -95,7 +99,7 @@ class TrustedAuthorityForm(forms.ModelForm):
             except forms.ValidationError as exc:
                 self.add_error("crl_file", exc)
             except CertificateRefused as refused:
-                self.add_error("crl_file", refused.detail)
+                self.add_error("crl_file", refusal_message(self.instance, refused.detail))
         return cleaned
 
     def save(self, commit: bool = True) -> TrustedAuthority:
