@@ -274,8 +274,8 @@ def test_a_public_distribution_point_cannot_redirect_into_our_network() -> None:
 
     for url in ("http://127.0.0.1:22/", "http://10.1.2.3/", "http://169.254.169.254/latest/", "http://[::1]/"):
         with pytest.raises(outbound.FetchError, match=r"^redirect refused$"):
-            outbound._refuse_non_public(outbound._target(url))
-    outbound._refuse_non_public(outbound._target("http://8.8.8.8/crl"))  # public: allowed
+            outbound._addresses(outbound._target(url), outbound._Deadline(5), public_only=True)
+    outbound._addresses(outbound._target("http://8.8.8.8/crl"), outbound._Deadline(5), public_only=True)  # allowed
 
 
 # --- a raw peer that scripts every byte (attack review 1) ------------------------------------------------------
