@@ -539,3 +539,112 @@ def test_a_redirect_to_a_host_with_a_space_is_a_fetch_error_and_stops_no_other_c
         hostile.close()
     assert [(r.authority, r.ok) for r in results] == [("a redirecting", False), ("b fine", True)]
     assert "x y" not in results[0].message  # a fixed text, never the remote's redirect target
+
+
+def test_a_url_host_is_an_ip_literal_or_an_ascii_host_name() -> None:
+    """Checked where the URL is read (a redirect's too), so nothing the remote writes reaches http.client as a
+    host it would refuse with its own exception (or send on the wire)."""
+    from certauth import fetch as outbound
+
+    for url in (
+        "http://x y/",
+        "http://a..b/",
+        "http://-a.example/",
+        "http://a%0d%0ab/",
+        "http://[::1/",
+    ):
+        with pytest.raises(outbound.FetchError, match=r"^invalid URL$"):
+            outbound._target(url)
+    assert outbound._target("http://Bücher.Example/ca.crl").host == "xn--bcher-kva.example"
+    assert outbound._target("https://[::1]:8443/").host == "::1"
+    assert outbound._target("http://_acme.crl.example./").host == "_acme.crl.example."
+
+
+def _resolving(monkeypatch: pytest.MonkeyPatch, names: dict[str, list[tuple[str, int]]]) -> None:
+    real = socket.getaddrinfo
+
+    def resolve(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host in names:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", address) for address in names[host]]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+def test_a_name_with_several_addresses_is_tried_address_by_address(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connecting to the resolved addresses ourselves keeps what create_connection did: a refused address is
+    skipped for the next one, within the same deadline."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_address = closed.getsockname()
+    closed.close()
+    server.routes["/ca.crl"] = body(b"the crl")
+    _resolving(monkeypatch, {"two.example": [closed_address, ("127.0.0.1", server.port)]})
+    assert fetch("http://two.example/ca.crl", timeout=5, max_bytes=1024) == b"the crl"
+    assert server.hits == ["/ca.crl"]
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The socket is connected to the address, TLS is still about the name: SNI and the Host header carry it,
+    and a certificate for another name is refused.  The fetcher's trust store is the one thing widened (to a
+    devpki CA); the server, its certificate and every socket are real."""
+    import ssl
+
+    from certauth import fetch as outbound
+
+    ca = devpki.make_ca("fetch test CA")
+    leaf = devpki.issue_server(ca, ["crl.example"])
+    (tmp_path / "cert.pem").write_bytes(leaf.cert_pem())
+    (tmp_path / "key.pem").write_bytes(leaf.key_pem())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    seen: dict[str, list[str]] = {"sni": [], "host": []}
+    context.sni_callback = lambda _sock, name, _context: seen["sni"].append(name)  # type: ignore[func-returns-value]
+
+    def talk(conn: socket.socket) -> None:
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.settimeout(10)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += tls.recv(4096) or b"\r\n\r\n"
+                seen["host"] += [line[6:].decode() for line in head.split(b"\r\n") if line.startswith(b"Host: ")]
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nthe crl")
+        except OSError:
+            pass  # the client refused our certificate
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=talk, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    real_context = ssl.create_default_context
+
+    def trusting_the_test_ca() -> ssl.SSLContext:
+        trusting = real_context()
+        trusting.load_verify_locations(cadata=ca.cert_pem().decode())
+        return trusting
+
+    monkeypatch.setattr(ssl, "create_default_context", trusting_the_test_ca)
+    _resolving(monkeypatch, {"crl.example": [("127.0.0.1", port)], "other.example": [("127.0.0.1", port)]})
+    try:
+        assert outbound.fetch(f"https://crl.example:{port}/ca.crl", timeout=5, max_bytes=1024) == b"the crl"
+        with pytest.raises(outbound.FetchError, match=r"^TLS handshake failed$"):
+            outbound.fetch(f"https://other.example:{port}/ca.crl", timeout=5, max_bytes=1024)
+    finally:
+        listener.close()
+    assert seen["sni"] == ["crl.example", "other.example"]
+    assert seen["host"] == [f"crl.example:{port}"]
