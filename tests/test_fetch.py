@@ -1,5 +1,6 @@
 """Outbound fetches (certauth.fetch, and crl-refresh on top of it) against real local servers on loopback: the
-remote end is hostile (redirects to other schemes, endless redirects, a trickle, multi-line replies)."""
+remote end is hostile (redirects to other schemes, endless redirects, a trickle, multi-line replies, a trickled
+head, endless interim heads or trailer lines, names with many dead addresses or a rebinding answer)."""
 
 from __future__ import annotations
 
