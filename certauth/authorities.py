@@ -412,6 +412,11 @@ def _download(url: str) -> bytes | CrlFetchError:
         return fetch_crl(url)
     except CrlFetchError as exc:
         return exc
+    except Exception:
+        # fetch() raises FetchError alone; should anything else ever escape, it costs this authority's
+        # refresh only, never the whole run (pool.map would re-raise it and drop every other result).
+        logger.exception("certauth CRL download failed unexpectedly")
+        return CrlFetchError("connection failed")
 
 
 def seconds_until_next_refresh(now: dt.datetime | None = None) -> float:
