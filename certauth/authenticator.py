@@ -352,7 +352,7 @@ def _match_registry(
 ) -> Outcome:
     entry = registry.lookup(info.thumbprint_sha256)
     if entry is not None and not entry.has_issuance_keys:
-        record_issuance_keys(entry.entry_id, info)  # a typed thumbprint, seen for the first time
+        record_issuance_keys(entry, info)  # a typed thumbprint, seen for the first time
     if entry is None or not entry.revoked:
         # Before any rule may admit (and record) it: the same certificate in another encoding, or its key.
         refusal = _related_refusal(info, entry, client_ip, proxy_ip)

@@ -280,8 +280,8 @@ class RegisteredCertificate(models.Model):
     tbs_sha256 = models.CharField(  # noqa: DJ001
         _("signed content (SHA-256 of the TBS)"), max_length=64, null=True, blank=True, editable=False, db_index=True
     )
-    spki_sha256 = models.CharField(  # noqa: DJ001
-        _("public key (SHA-256 of the SPKI)"), max_length=64, null=True, blank=True, editable=False, db_index=True
+    spki_sha256 = models.CharField(  # noqa: DJ001 (indexed with the revocation reason: see Meta.indexes)
+        _("public key (SHA-256 of the SPKI)"), max_length=64, null=True, blank=True, editable=False
     )
     predecessor = models.ForeignKey(
         "self",
@@ -309,7 +309,11 @@ class RegisteredCertificate(models.Model):
         verbose_name_plural = _("registered certificates")
         ordering = ["-created_at"]
         permissions = [("revoke_registeredcertificate", "Can revoke registered certificates")]
-        indexes = [models.Index(fields=["identity", "revoked_at", "not_after"], name="certauth_entry_live_idx")]
+        indexes = [
+            models.Index(fields=["identity", "revoked_at", "not_after"], name="certauth_entry_live_idx"),
+            # "a key revoked as compromised" reads only those rows, however many certificates share the key
+            models.Index(fields=["spki_sha256", "revocation_reason"], name="certauth_entry_key_idx"),
+        ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

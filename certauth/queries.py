@@ -80,13 +80,13 @@ class CompiledLookup:
             row = cursor.fetchone()
         if row is None:
             return None
-        values = list(row)
+        columns = list(row)
         for position, (functions, expression) in compiled.converters:
-            value = values[position]
+            value = columns[position]
             for function in functions:
                 value = function(value, expression, connection)
-            values[position] = value
-        return dict(zip(compiled.names, values, strict=True))
+            columns[position] = value
+        return dict(zip(compiled.names, columns, strict=True))
 
 
 def update_where_not_after(

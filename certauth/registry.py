@@ -291,25 +291,27 @@ def _related_queryset(thumbprint: str, issuer_serial: str, tbs: str, spki: str) 
     )
 
 
-def record_issuance_keys(entry_id: int, info: CertificateInfo) -> None:
+def record_issuance_keys(entry: EntrySnapshot, info: CertificateInfo) -> None:
     """Fill the issuance keys of a typed-thumbprint entry from the certificate just presented under that very
-    thumbprint (its exact bytes), so its revocation also reaches re-encodings.  Once per entry: a change of the
-    registry (other workers drop what they derived without the keys)."""
+    thumbprint (its exact bytes), so that its revocation also reaches re-encodings.  At most once per entry and
+    worker.  For a revoked entry this is a registry change (other workers may hold a "no revoked relative"
+    answer for a re-encoding); a live entry's keys change no answer until it is revoked, which is one."""
     from .models import RegisteredCertificate
 
-    if not info.tbs_sha256:
+    if not info.tbs_sha256 or _keys_recorded.get(entry.entry_id) is not MISSING:
         return
+    _keys_recorded.set(entry.entry_id, True)
     try:
-        entry = RegisteredCertificate.objects.filter(
-            pk=entry_id, thumbprint_sha256=info.thumbprint_sha256, tbs_sha256__isnull=True
-        )
-        changed = entry.update(
+        changed = RegisteredCertificate.objects.filter(
+            pk=entry.entry_id, thumbprint_sha256=info.thumbprint_sha256, tbs_sha256__isnull=True
+        ).update(
             issuer_serial_sha256=info.issuer_serial_sha256, tbs_sha256=info.tbs_sha256, spki_sha256=info.spki_sha256
         )
-        if changed:
+        if changed and entry.revoked:
             registry_changed()
     except DatabaseError:
-        logger.warning("certauth could not record the issuance keys of entry %s", entry_id, exc_info=True)
+        _keys_recorded.pop(entry.entry_id)  # try again on a later request; never fail the request for this
+        logger.warning("certauth could not record the issuance keys of entry %s", entry.entry_id, exc_info=True)
 
 
 def _model(name: str) -> Any:
@@ -333,6 +335,9 @@ registry = Registry()
 # related_entry's answers, dropped with the registry cache (same generation counter, same moments)
 _related: BoundedCache[str, RelatedEntry | None] = BoundedCache(settings.CACHE_SIZE)
 registry.on_invalidate(_related.clear)
+# entries whose keys this worker wrote since its registry cache was last dropped (then re-read with them)
+_keys_recorded: BoundedCache[int, bool] = BoundedCache(65536)
+registry.on_invalidate(_keys_recorded.clear)
 
 
 def registry_changed(using: str | None = None) -> None:

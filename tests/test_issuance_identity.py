@@ -68,9 +68,7 @@ def issue_for_key(issuer: devpki.Issued, common_name: str, key: ec.EllipticCurve
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
         .sign(issuer_key, hashes.SHA256())
     )
     return devpki.Issued(certificate, key)
@@ -225,6 +223,41 @@ def test_another_revocation_reason_leaves_other_certificates_for_the_key_alone(
     )
 
 
+# --- the per-worker caches: warm requests read no rows, a change anywhere reaches the cached answers ------------
+def test_warm_rule_admitted_requests_read_no_registry_rows(api, pki, trusted_root) -> None:
+    """The same-certificate check is cached with the registry cache: once a worker knows a certificate, its
+    requests cost no query on the registry table (only the rate-limited last_used_at write may run)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rule_identity("payments", trusted_root)
+    issued = devpki.issue_client(pki.root, "payments-1", uris=[PAYMENTS_URI])
+    for _ in range(2):  # the first records the entry (a registry change), the second fills the caches again
+        assert api.get("/api/whoami/", issued).status_code == 200
+    with CaptureQueriesContext(connection) as captured:
+        for _ in range(3):
+            assert api.get("/api/whoami/", issued).status_code == 200
+    reads = [q["sql"] for q in captured.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert not [sql for sql in reads if "certauth_registeredcertificate" in sql], reads
+
+
+def test_a_revocation_by_another_worker_reaches_the_cached_answer_for_the_twin(api, pki, register, monkeypatch) -> None:
+    import types
+
+    from certauth import registry as registry_module
+
+    from .test_registry_cache import revoke_from_another_worker
+
+    clock = [1_000.0]
+    monkeypatch.setattr(registry_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    entry = register(pki.client, identity="billing")
+    twin = header(twin_of(pki.client, pki.root))
+    refused(api.get("/api/whoami/", twin), Reason.UNKNOWN_CERTIFICATE, "A re-encoding of registered certificate")
+    revoke_from_another_worker(entry.pk)  # this worker is not told; the shared generation moved
+    clock[0] += 1.5  # past REGISTRY_MAX_STALENESS_SECONDS (1 s)
+    refused(api.get("/api/whoami/", twin), Reason.CERTIFICATE_REVOKED, "Same issuance as revoked entry")
+
+
 # --- registration: services, admin form, CLI -------------------------------------------------------------------
 @pytest.fixture
 def revoked_billing(pki: Any, register: Any) -> RegisteredCertificate:
@@ -247,9 +280,7 @@ def test_the_admin_form_refuses_the_twin_with_the_reason(pki, revoked_billing) -
     from certauth.forms import RegistrationForm
 
     identity = CertificateIdentity.objects.create(name="someone-else")
-    form = RegistrationForm(
-        data={"identity": identity.pk, "pem_text": pem(twin_of(pki.client, pki.root)).decode()}
-    )
+    form = RegistrationForm(data={"identity": identity.pk, "pem_text": pem(twin_of(pki.client, pki.root)).decode()})
     assert not form.is_valid()
     [message] = form.errors["pem_text"]
     assert "certificate_revoked" in message and "same issuance as revoked entry" in message
@@ -266,9 +297,7 @@ def test_the_cli_refuses_the_twin_with_the_reason(pki, revoked_billing, tmp_path
 def test_registering_the_twin_of_a_live_entry_is_a_duplicate(pki, register) -> None:
     register(pki.client, identity="billing")
     with pytest.raises(ValidationError) as raised:
-        services.register_certificate(
-            CertificateIdentity.objects.create(name="other"), twin_of(pki.client, pki.root)
-        )
+        services.register_certificate(CertificateIdentity.objects.create(name="other"), twin_of(pki.client, pki.root))
     assert raised.value.code == "duplicate" and "already registered" in raised.value.messages[0]
 
 
@@ -281,7 +310,9 @@ def test_the_twin_of_a_live_pinned_entry_is_unknown_even_where_a_rule_matches(ap
     register(issued, identity="payments-pinned")
     rule_identity("payments-by-rule", trusted_root)
     twin = twin_of(issued, pki.root)
-    refused(api.get("/api/whoami/", header(twin)), Reason.UNKNOWN_CERTIFICATE, "A re-encoding of registered certificate")
+    refused(
+        api.get("/api/whoami/", header(twin)), Reason.UNKNOWN_CERTIFICATE, "A re-encoding of registered certificate"
+    )
     assert not RegisteredCertificate.objects.filter(thumbprint_sha256=thumbprint_of(twin)).exists()
     assert api.get("/api/whoami/", issued).json()["identity"] == "payments-pinned"
 
@@ -308,6 +339,25 @@ def test_a_typed_thumbprint_learns_its_keys_when_presented(api, pki, trusted_roo
         Reason.CERTIFICATE_REVOKED,
         "Same issuance as revoked entry",
     )
+
+
+def test_a_revoked_typed_thumbprint_learns_its_keys_and_refuses_the_twin(api, pki, trusted_root) -> None:
+    """Revoked before its certificate was ever seen: the refused original teaches the registry its keys (a
+    registry change, so every worker drops a cached answer for a re-encoding), then the twin is refused, even
+    with the entry a rule recorded for it meanwhile."""
+    identity = CertificateIdentity.objects.create(name="typed")
+    entry = services.register_thumbprint(
+        identity, pki.client.thumbprint, not_after=pki.client.certificate.not_valid_after_utc
+    )
+    entry.revoke("key_compromise")
+    rule_identity("billing-by-rule", trusted_root, "spiffe://certauth.dev/billing-service")
+    twin = header(twin_of(pki.client, pki.root))
+    # Nothing to know it by yet: the rule admits (and records) the twin.  The limit of a typed thumbprint.
+    assert api.get("/api/whoami/", twin).json()["identity"] == "billing-by-rule"
+    refused(api.get("/api/whoami/", pki.client), Reason.CERTIFICATE_REVOKED, "revoked")
+    entry.refresh_from_db()
+    assert entry.tbs_sha256 == describe(pki.client.certificate).tbs_sha256
+    refused(api.get("/api/whoami/", twin), Reason.CERTIFICATE_REVOKED, "Same issuance as revoked entry")
 
 
 # --- the data migration -----------------------------------------------------------------------------------------

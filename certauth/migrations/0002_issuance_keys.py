@@ -62,7 +62,6 @@ class Migration(migrations.Migration):
             name="spki_sha256",
             field=models.CharField(
                 blank=True,
-                db_index=True,
                 editable=False,
                 max_length=64,
                 null=True,
@@ -80,6 +79,10 @@ class Migration(migrations.Migration):
                 null=True,
                 verbose_name="signed content (SHA-256 of the TBS)",
             ),
+        ),
+        migrations.AddIndex(
+            model_name="registeredcertificate",
+            index=models.Index(fields=["spki_sha256", "revocation_reason"], name="certauth_entry_key_idx"),
         ),
         migrations.RunPython(fill_issuance_keys, migrations.RunPython.noop, elidable=True),
     ]
