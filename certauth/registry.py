@@ -1,8 +1,7 @@
 """The per-worker view of the registry.
 
 Every decision that depends on the database (is this thumbprint registered, revoked, is the identity
-active, which scopes does it have, is another entry the same certificate: ``related_entry``) is cached per
-worker and keyed by the certificate's thumbprint.  A
+active, which scopes does it have) is cached per worker and keyed by the certificate's thumbprint.  A
 single shared counter, ``RegistryState.generation``, is bumped in the same transaction as every
 registry change; a worker re-reads it at most every ``REGISTRY_MAX_STALENESS_SECONDS`` (0 = on every
 request) and drops its cache when it moved.  The worker that makes a change drops its cache at once.
