@@ -111,6 +111,22 @@ def test_the_twin_keeps_every_issuance_key_and_changes_only_the_thumbprint(pki) 
     )
 
 
+@pytest.mark.parametrize("serial", [1, 127, 128, 255, 256, 2**64, 2**159 - 1])
+def test_the_issuer_and_serial_key_hashes_the_fields_as_signed(pki, serial) -> None:
+    """issuer_serial_of hashes the issuer Name and the serial INTEGER exactly as the TBS carries them."""
+    import hashlib
+
+    from certauth.certificates import issuer_serial_of
+
+    from .derutil import content
+
+    certificate = devpki.issue_client(pki.root, "serial-probe", serial=serial).certificate
+    fields = split(content(certificate.tbs_certificate_bytes))  # [version], serial, signature alg, issuer, ...
+    offset = 1 if fields[0][0] == 0xA0 else 0
+    serial_der, issuer_der = fields[offset], fields[offset + 2]
+    assert issuer_serial_of(certificate) == hashlib.sha256(issuer_der + serial_der).hexdigest()
+
+
 def test_the_key_hash_does_not_depend_on_how_the_point_is_written(pki) -> None:
     """The same EC key written as a compressed point in the SPKI is the same key (key_compromise reaches it)."""
     from cryptography.hazmat.primitives.asymmetric import rsa
