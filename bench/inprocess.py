@@ -129,6 +129,7 @@ def run(sizes: Sizes) -> list[Row]:
     rows += _strict(driver, fixtures, sizes)
     rows += _chain_and_crl(driver, fixtures, sizes)
     rows += _chain_and_ocsp(driver, fixtures, sizes)
+    rows += _rule_admitted(driver, fixtures, sizes)
     return rows
 
 
@@ -264,3 +265,31 @@ def _chain_and_ocsp(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Ro
             "openssl ocsp (one process) on 127.0.0.1; includes chain validation of a never-seen certificate",
         ),
     ]
+
+
+def _rule_admitted(driver: Driver, fixtures: Fixtures, sizes: Sizes) -> list[Row]:
+    """A certificate admitted by an identity rule: not remembered like a pinned acceptance, so every request
+    runs the registry lookups (entry, same-certificate check, rule match) from the per-worker caches."""
+    name = "certauth rule-admitted, warm (registry caches, not the remembered acceptance)"
+    if not trust_available():
+        return [Row(SECTION, name, "n/a (trust policy not available)")]
+    from certauth.models import CertificateIdentity, TrustedAuthority
+
+    from .trust_setup import AUTHORITY_NAME
+
+    CertificateIdentity.objects.update_or_create(
+        name="bench-rule",
+        defaults={
+            "match_authority": TrustedAuthority.objects.get(name=AUTHORITY_NAME),
+            "match_field": "uri_san",
+            "match_pattern": "spiffe://bench/bench-rule",
+        },
+    )
+    rule_env = environ("/bench/certificate/", certificate_headers(certs.escaped(fixtures.issuer.issue("bench-rule"))))
+    stats = interleaved(
+        {"no auth": driver.caller(fixtures.ping_env), "rule": driver.caller(rule_env)},
+        rounds=sizes.rounds,
+        per_round=sizes.per_round,
+        warmup=sizes.warmup,
+    )
+    return [_row(name, stats["rule"], stats["no auth"], "", "", "ratio to its own baseline")]

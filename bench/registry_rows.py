@@ -91,5 +91,8 @@ def facts_of(info: CertificateInfo) -> dict[str, Any]:
         "not_before": info.not_before,
         "not_after": info.not_after,
         "certificate_pem": info.pem(),
+        "issuer_serial_sha256": info.issuer_serial_sha256 or None,  # as RegisteredCertificate.fill_from()
+        "tbs_sha256": info.tbs_sha256 or None,
+        "spki_sha256": info.spki_sha256 or None,
         "label": "bench",
     }

@@ -10,6 +10,8 @@ The Django backend, the middleware, the DRF authentication class and the decorat
 4. Policy: validity period and clientAuth usage; then trust: allowed types, chain to an enabled trusted
    authority, CRLs / OCSP (``certauth.trust`` via ``certauth.authorities``).
 5. Registry: pinned thumbprint, else an identity rule (``certauth.rules``) -> entry, revoked?, identity active?
+   Any revoked entry that is the same certificate in another encoding (issuer and serial, or signed
+   content), or that revoked its key as compromised, refuses it too (``certauth.registry.related_entry``).
 
 An acceptance of a pinned certificate is remembered per worker, keyed by the exact header value(s), and
 served again (steps 3-5 skipped) only while the proxy's verdict is still SUCCESS, ``now`` is inside every
@@ -48,7 +50,14 @@ from .proxies import (
     secret_matches,
 )
 from .reasons import CertificateRefused, Reason
-from .registry import EntrySnapshot, RegistryUnavailable, registry, touch_last_used
+from .registry import (
+    EntrySnapshot,
+    RegistryUnavailable,
+    record_issuance_keys,
+    registry,
+    related_entry,
+    touch_last_used,
+)
 from .trust import TrustResult, TrustStore
 
 logger = logging.getLogger("certauth")
@@ -413,6 +422,13 @@ def _match_registry(
     info: CertificateInfo, now: dt.datetime, trusted: _Trusted, client_ip: str | None, proxy_ip: str | None
 ) -> Outcome:
     entry = registry.lookup(info.thumbprint_sha256)
+    if entry is not None and not entry.has_issuance_keys:
+        record_issuance_keys(entry, info)  # a typed thumbprint, seen for the first time
+    if entry is None or not entry.revoked:
+        # Before any rule may admit (and record) it: the same certificate in another encoding, or its key.
+        refusal = _related_refusal(info, entry, client_ip, proxy_ip)
+        if refusal is not None:
+            return refusal
     pinned = entry is not None and entry.source != "rule"
     if entry is None or (entry.source == "rule" and not entry.revoked):
         # Not pinned (or pinned by a rule earlier): an identity rule may admit it.
@@ -445,6 +461,49 @@ def _match_registry(
         revocation_warning_reason=trusted.result.revocation_warning_reason,
         **common,
     )
+
+
+def _related_refusal(
+    info: CertificateInfo, entry: EntrySnapshot | None, client_ip: str | None, proxy_ip: str | None
+) -> Outcome | None:
+    """The refusal owed to another entry that is this certificate (see ``certauth.registry.related_entry``):
+
+    * a revoked entry of the same issuance (issuer and serial, or signed content): ``certificate_revoked``,
+      whichever entry the presented bytes have; a re-encoded signature does not make a new certificate;
+    * an entry revoked as ``key_compromise`` for the same public key: ``certificate_revoked``, whoever issued
+      the presented certificate and however it is registered;
+    * a live entry of the same issuance while these bytes have no entry of their own: ``unknown_certificate``
+      (the pin is the registered encoding; no identity rule records a second entry for one certificate)."""
+    related = related_entry(info)
+    if related is None:
+        return None
+    common: dict[str, Any] = {
+        "certificate": info,
+        "identity_id": entry.identity.id if entry is not None else related.identity_id,
+        "identity_name": entry.identity.name if entry is not None else related.identity_name,
+        "client_ip": client_ip,
+        "proxy_ip": proxy_ip,
+    }
+    if related.revoked and related.same_issuance:
+        reason = f" ({related.revocation_reason})" if related.revocation_reason else ""
+        detail = (
+            f"Same issuance as revoked entry {related.thumbprint}{reason}: the same issuer and serial number (or "
+            "signed content) in another encoding is the same certificate, and stays revoked."
+        )
+        return Outcome(Reason.CERTIFICATE_REVOKED, detail, **common)
+    if related.revoked:
+        detail = (
+            f"Its key was revoked as compromised (entry {related.thumbprint}): every certificate for that key is "
+            "refused; issue a certificate for a new key."
+        )
+        return Outcome(Reason.CERTIFICATE_REVOKED, detail, **common)
+    if entry is None:
+        detail = (
+            f"A re-encoding of registered certificate {related.thumbprint} (same issuer and serial number, "
+            "different bytes): present the certificate as it was registered."
+        )
+        return Outcome(Reason.UNKNOWN_CERTIFICATE, detail, **common)
+    return None
 
 
 def _event(

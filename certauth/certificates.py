@@ -56,11 +56,50 @@ def thumbprint_of(certificate: x509.Certificate) -> str:
     return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
+# --- "the same certificate" beyond its exact bytes --------------------------------------------------------
+# The thumbprint hashes the whole DER, signature included, and the signature is not covered by what the
+# issuer signed: the same signed content can be re-encoded (an ECDSA signature (r, s) is as valid as
+# (r, n - s)), giving a new thumbprint for the same serial, subject and key.  These keys do not move with
+# such a re-encoding; the registry uses them so that a revocation reaches every encoding.
+
+
+def _der_integer(value: int) -> bytes:
+    """An INTEGER's DER (two's complement, minimal length): how a serial number appears in the TBS."""
+    magnitude = value if value >= 0 else ~value  # bits besides the sign
+    body = value.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True)
+    length = len(body)
+    if length < 0x80:
+        return b"\x02" + bytes([length]) + body
+    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return b"\x02" + bytes([0x80 | len(size)]) + size + body
+
+
+def issuer_serial_of(certificate: x509.Certificate) -> str:
+    """SHA-256 of the issuer name's DER followed by the serial number's DER (two self-delimiting values):
+    per RFC 5280 (4.1.2.2) the issuer and serial identify one certificate, whatever its encoding."""
+    issuer = certificate.issuer.public_bytes()
+    return hashlib.sha256(issuer + _der_integer(certificate.serial_number)).hexdigest()
+
+
+def tbs_of(certificate: x509.Certificate) -> str:
+    """SHA-256 of the TBSCertificate: exactly what the issuer signed, the signature left out."""
+    return hashlib.sha256(certificate.tbs_certificate_bytes).hexdigest()
+
+
+def spki_of(certificate: x509.Certificate) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo as ``cryptography`` re-encodes it, so one key has one hash (an EC
+    point written compressed or uncompressed gives the same value)."""
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class CertificateInfo:
     """What certauth knows about a presented certificate.  Immutable and safe to cache."""
 
-    thumbprint_sha256: str
+    thumbprint_sha256: str  # the exact DER: the operator's handle, what nginx logs
     subject: str
     issuer: str
     subject_cn: str
@@ -82,6 +121,10 @@ class CertificateInfo:
     public_key_bits: int = 0
     signature_hash: str = ""  # e.g. sha256; "" for EdDSA; "unknown" when the library cannot name it
     unsupported_critical_extensions: tuple[str, ...] = ()
+    # the same certificate whatever its encoding (see issuer_serial_of, tbs_of, spki_of); "" when unknown
+    issuer_serial_sha256: str = ""
+    tbs_sha256: str = ""
+    spki_sha256: str = ""  # the public key: the same for every certificate issued for that key
     certificate: x509.Certificate | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -203,6 +246,9 @@ def describe(certificate: x509.Certificate) -> CertificateInfo:
             public_key_bits=key_bits,
             signature_hash=_signature_hash(certificate),
             unsupported_critical_extensions=tuple(unsupported),
+            issuer_serial_sha256=issuer_serial_of(certificate),
+            tbs_sha256=tbs_of(certificate),
+            spki_sha256=spki_of(certificate),
             certificate=certificate,
         )
     except CertificateRefused:

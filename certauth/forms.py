@@ -140,6 +140,11 @@ class RegistrationForm(forms.ModelForm):
         canonical = self.certificate_info.thumbprint_sha256 if self.certificate_info else self.canonical_thumbprint
         if canonical:
             self._check_not_registered(canonical, given[0])
+        if self.certificate_info is not None:
+            try:  # the same certificate in another encoding, or a key revoked as compromised
+                services.check_same_certificate(self.certificate_info)
+            except ValidationError as exc:
+                self.add_error(given[0], exc)
         self._check_predecessor(cleaned)
         return cleaned
 

@@ -279,6 +279,19 @@ class RegisteredCertificate(models.Model):
     not_before = models.DateTimeField(null=True, blank=True)
     not_after = models.DateTimeField(db_index=True)
     certificate_pem = models.TextField(blank=True, help_text=_("The public certificate; never a private key."))
+    # "The same certificate" whatever its encoding (docs/registry.md): the thumbprint pins one encoding, these
+    # find every re-encoding of the same issuance and, for a key revoked as compromised, every certificate for
+    # that key.  NULL (which equals nothing, not even another NULL) for a typed thumbprint until that
+    # certificate is first presented.
+    issuer_serial_sha256 = models.CharField(  # noqa: DJ001
+        _("issuer and serial (SHA-256)"), max_length=64, null=True, blank=True, editable=False, db_index=True
+    )
+    tbs_sha256 = models.CharField(  # noqa: DJ001
+        _("signed content (SHA-256 of the TBS)"), max_length=64, null=True, blank=True, editable=False, db_index=True
+    )
+    spki_sha256 = models.CharField(  # noqa: DJ001 (indexed with the revocation reason: see Meta.indexes)
+        _("public key (SHA-256 of the SPKI)"), max_length=64, null=True, blank=True, editable=False
+    )
     predecessor = models.ForeignKey(
         "self",
         null=True,
@@ -305,7 +318,11 @@ class RegisteredCertificate(models.Model):
         verbose_name_plural = _("registered certificates")
         ordering = ["-created_at"]
         permissions = [("revoke_registeredcertificate", "Can revoke registered certificates")]
-        indexes = [models.Index(fields=["identity", "revoked_at", "not_after"], name="certauth_entry_live_idx")]
+        indexes = [
+            models.Index(fields=["identity", "revoked_at", "not_after"], name="certauth_entry_live_idx"),
+            # "a key revoked as compromised" reads only those rows, however many certificates share the key
+            models.Index(fields=["spki_sha256", "revocation_reason"], name="certauth_entry_key_idx"),
+        ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -371,7 +388,15 @@ class RegisteredCertificate(models.Model):
         self.not_before = info.not_before
         self.not_after = info.not_after
         self.certificate_pem = info.pem()
+        self.fill_issuance_keys(info)
         self.source = self.Source.CERTIFICATE
+
+    def fill_issuance_keys(self, info: CertificateInfo) -> None:
+        """The keys that make a revocation reach every encoding of this certificate (and, for a compromised
+        key, every certificate for it); see ``certauth.certificates.issuer_serial_of``."""
+        self.issuer_serial_sha256 = info.issuer_serial_sha256 or None
+        self.tbs_sha256 = info.tbs_sha256 or None
+        self.spki_sha256 = info.spki_sha256 or None
 
 
 class TrustedAuthority(models.Model):

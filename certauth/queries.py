@@ -1,9 +1,11 @@
 """Queries compiled once per database alias and re-executed with new parameters.
 
-The request path runs two reads (a registry entry by thumbprint, the registry generation) and one
-rate-limited write (``last_used_at``).  Building them through the ORM costs far more than executing them
-(hundreds of microseconds of query compilation against tens for the database), so they are compiled by
-Django once — same SQL, same quoting, same type converters per backend — and then executed directly.
+The request path runs three reads (a registry entry by thumbprint, another entry that is the same
+certificate, the registry generation; the first two once per certificate while the registry cache is
+current) and one rate-limited write (``last_used_at``).  Building them through the ORM costs far more than
+executing them (hundreds of microseconds of query compilation against tens for the database), so they are
+compiled by Django once — same SQL, same quoting, same type converters per backend — and then executed
+directly.
 """
 
 from __future__ import annotations
@@ -16,17 +18,24 @@ from typing import Any
 from django.db import connections, router
 from django.db.models import Field, Model, QuerySet
 
-#: Stands in for the per-call parameter while compiling; never reaches the database.
-PLACEHOLDER = "\x00certauth-parameter\x00"
+#: Stand in for the per-call parameters while compiling; never reach the database.
+PLACEHOLDERS = tuple(f"\x00certauth-parameter-{position}\x00" for position in range(8))
+PLACEHOLDER = PLACEHOLDERS[0]
 
 
 class _Compiled:
     def __init__(self, queryset: QuerySet[Any], alias: str) -> None:
-        query = queryset.order_by()[:1].query
+        # No ORDER BY (not even the model's default) unless the queryset asks for one explicitly.
+        query = (queryset if queryset.query.order_by else queryset.order_by())[:1].query
         compiler = query.get_compiler(using=alias)
         self.sql, params = compiler.as_sql()
         self.params = list(params)
-        self.slot = self.params.index(PLACEHOLDER) if PLACEHOLDER in self.params else None
+        # (index in params, index of the caller's value) for every place a placeholder landed
+        self.slots = [
+            (index, PLACEHOLDERS.index(param))
+            for index, param in enumerate(self.params)
+            if isinstance(param, str) and param in PLACEHOLDERS
+        ]
         # position -> (converter functions, expression): the backend's and the fields' from_db_value.
         self.converters = list(compiler.get_converters([column for column, _, _ in compiler.select]).items())
         # Only values() querysets: the selected names, in order (related ones as "identity__name").
@@ -34,12 +43,17 @@ class _Compiled:
 
 
 class CompiledLookup:
-    """``first(value)`` == ``build(value).first()`` as a dict of the selected values (``values()``
-    querysets), or None.  ``build`` is called once per alias with ``PLACEHOLDER``."""
+    """``first(*values)`` == ``build(*values).first()`` (in the queryset's explicit order, if any) as a dict
+    of the selected values (``values()`` querysets), or None.  ``build`` is called once per alias with
+    ``parameters`` placeholders (``PLACEHOLDERS``), each of which must reach the SQL unchanged (plain
+    equality on text columns)."""
 
-    def __init__(self, model: Callable[[], type[Model]], build: Callable[[Any], QuerySet[Any]]) -> None:
+    def __init__(
+        self, model: Callable[[], type[Model]], build: Callable[..., QuerySet[Any]], parameters: int = 1
+    ) -> None:
         self._model = model
         self._build = build
+        self._parameters = parameters
         self._compiled: dict[tuple[str, str], _Compiled] = {}
         self._lock = threading.Lock()
 
@@ -48,29 +62,31 @@ class CompiledLookup:
         compiled = self._compiled.get(key)
         if compiled is None:
             with self._lock:
-                compiled = self._compiled[key] = _Compiled(self._build(PLACEHOLDER), alias)
+                built = self._build(*PLACEHOLDERS[: self._parameters])
+                compiled = self._compiled[key] = _Compiled(built, alias)
         return compiled
 
-    def first(self, value: Any = None, *, using: str | None = None) -> dict[str, Any] | None:
+    def first(self, *values: Any, using: str | None = None) -> dict[str, Any] | None:
         alias = using or router.db_for_read(self._model())
         compiled = self._for(alias)
         params = compiled.params
-        if compiled.slot is not None:
+        if compiled.slots:
             params = list(params)
-            params[compiled.slot] = value
+            for index, position in compiled.slots:
+                params[index] = values[position]
         connection = connections[alias]  # this thread's connection
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             row = cursor.fetchone()
         if row is None:
             return None
-        values = list(row)
+        columns = list(row)
         for position, (functions, expression) in compiled.converters:
-            value = values[position]
+            value = columns[position]
             for function in functions:
                 value = function(value, expression, connection)
-            values[position] = value
-        return dict(zip(compiled.names, values, strict=True))
+            columns[position] = value
+        return dict(zip(compiled.names, columns, strict=True))
 
 
 def update_where_not_after(

@@ -32,6 +32,7 @@ from django.db.models import F
 from django.db.models.signals import post_delete, post_save
 
 from . import sharedcache
+from .certificates import CertificateInfo
 from .conf import settings
 from .lru import MISSING, BoundedCache
 from .queries import CompiledLookup, update_where_not_after
@@ -76,6 +77,7 @@ class EntrySnapshot:
     not_before: dt.datetime | None
     not_after: dt.datetime
     source: str = "certificate"  # RegisteredCertificate.Source; "rule" entries are re-checked against their rule
+    has_issuance_keys: bool = True  # False for a typed thumbprint whose certificate was never presented
 
 
 class Registry:
@@ -192,6 +194,7 @@ def load_entry(thumbprint: str) -> EntrySnapshot | None:
         not_before=row["not_before"],
         not_after=row["not_after"],
         source=row["source"],
+        has_issuance_keys=row["tbs_sha256"] is not None,
     )
 
 
@@ -207,12 +210,112 @@ def _entry_queryset(thumbprint: str) -> Any:
         "not_after",
         "source",
         "last_used_at",
+        "tbs_sha256",
         "identity_id",
         "identity__name",
         "identity__is_active",
         "identity__scopes",
         "identity__user_id",
     )
+
+
+# --- the same certificate in another encoding ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RelatedEntry:
+    """Another entry that stands for the presented certificate: the same issuance (issuer and serial, or the
+    signed TBS) under another thumbprint, or a certificate whose key was revoked as compromised."""
+
+    thumbprint: str
+    identity_id: int
+    identity_name: str
+    revoked: bool
+    revocation_reason: str
+    same_issuance: bool  # False: only the key is shared (and it was revoked as compromised)
+
+
+def related_entry(info: CertificateInfo) -> RelatedEntry | None:
+    """For a presented certificate (``CertificateInfo``), another entry that is the same issuance (a revoked
+    one first), or that revoked its key as compromised; None when there is none.  Cached per worker by
+    thumbprint like ``Registry.lookup``.  Raises ``RegistryUnavailable``."""
+    if not info.tbs_sha256:
+        return None
+    registry.ensure_fresh()
+    thumbprint = info.thumbprint_sha256
+    cached = _related.get(thumbprint)
+    if cached is not MISSING:
+        return cached  # type: ignore[return-value]
+    epoch = registry.epoch
+    try:
+        row = _RELATED_QUERY.first(thumbprint, info.issuer_serial_sha256, info.tbs_sha256, info.spki_sha256)
+    except DatabaseError as exc:
+        raise RegistryUnavailable(str(exc)) from exc
+    related = None
+    if row is not None:
+        related = RelatedEntry(
+            thumbprint=row["thumbprint_sha256"],
+            identity_id=row["identity_id"],
+            identity_name=row["identity__name"],
+            revoked=row["revoked_at"] is not None,
+            revocation_reason=row["revocation_reason"],
+            same_issuance=row["issuer_serial_sha256"] == info.issuer_serial_sha256
+            or row["tbs_sha256"] == info.tbs_sha256,
+        )
+    with registry._lock:
+        if registry.epoch == epoch:  # as in Registry.lookup: never file a row read before a change after it
+            _related.set(thumbprint, related)
+    return related
+
+
+def _related_queryset(thumbprint: str, issuer_serial: str, tbs: str, spki: str) -> Any:
+    """Entries other than ``thumbprint`` that share its issuance, or its key when that was revoked as
+    compromised; revoked ones first (compiled once, see ``_RELATED_QUERY``)."""
+    from django.db.models import Case, IntegerField, Q, Value, When
+
+    from .models import RegisteredCertificate, RevocationReason
+
+    same_issuance = Q(issuer_serial_sha256=issuer_serial) | Q(tbs_sha256=tbs)
+    compromised_key = Q(
+        spki_sha256=spki, revoked_at__isnull=False, revocation_reason=RevocationReason.KEY_COMPROMISE.value
+    )
+    # A CASE, not revoked_at: no index serves it, so the database selects through the three key indexes.
+    revoked_first = Case(When(revoked_at__isnull=True, then=Value(1)), default=Value(0), output_field=IntegerField())
+    return (
+        RegisteredCertificate.objects.filter(same_issuance | compromised_key)
+        .exclude(thumbprint_sha256=thumbprint)
+        .order_by(revoked_first)
+        .values(
+            "thumbprint_sha256",
+            "revoked_at",
+            "revocation_reason",
+            "issuer_serial_sha256",
+            "tbs_sha256",
+            "identity_id",
+            "identity__name",
+        )
+    )
+
+
+def record_issuance_keys(entry: EntrySnapshot, info: CertificateInfo) -> None:
+    """Fill the issuance keys of a typed-thumbprint entry from the certificate just presented under that very
+    thumbprint (its exact bytes), so that its revocation also reaches re-encodings.  At most once per entry and
+    worker.  For a revoked entry this is a registry change (other workers may hold a "no revoked relative"
+    answer for a re-encoding); a live entry's keys change no answer until it is revoked, which is one."""
+    from .models import RegisteredCertificate
+
+    if not info.tbs_sha256 or _keys_recorded.get(entry.entry_id) is not MISSING:
+        return
+    _keys_recorded.set(entry.entry_id, True)
+    try:
+        changed = RegisteredCertificate.objects.filter(
+            pk=entry.entry_id, thumbprint_sha256=info.thumbprint_sha256, tbs_sha256__isnull=True
+        ).update(
+            issuer_serial_sha256=info.issuer_serial_sha256, tbs_sha256=info.tbs_sha256, spki_sha256=info.spki_sha256
+        )
+        if changed and entry.revoked:
+            registry_changed()
+    except DatabaseError:
+        _keys_recorded.pop(entry.entry_id)  # try again on a later request; never fail the request for this
+        logger.warning("certauth could not record the issuance keys of entry %s", entry.entry_id, exc_info=True)
 
 
 def _model(name: str) -> Any:
@@ -230,8 +333,15 @@ def _generation_queryset(_: object) -> Any:
 # Compiled once per database alias: the ORM's query building costs several times the query itself.
 _ENTRY_QUERY = CompiledLookup(_model("RegisteredCertificate"), _entry_queryset)
 _GENERATION_QUERY = CompiledLookup(_model("RegistryState"), _generation_queryset)
+_RELATED_QUERY = CompiledLookup(_model("RegisteredCertificate"), _related_queryset, parameters=4)
 
 registry = Registry()
+# related_entry's answers, dropped with the registry cache (same generation counter, same moments)
+_related: BoundedCache[str, RelatedEntry | None] = BoundedCache(settings.CACHE_SIZE)
+registry.on_invalidate(_related.clear)
+# entries whose keys this worker wrote since its registry cache was last dropped (then re-read with them)
+_keys_recorded: BoundedCache[int, bool] = BoundedCache(65536)
+registry.on_invalidate(_keys_recorded.clear)
 
 
 def registry_changed(using: str | None = None) -> None:

@@ -10,7 +10,10 @@ Used only when a certificate's thumbprint is not pinned (or was pinned by a rule
   last-used and revocation apply to it like any entry (a revoked one stays refused), and the operator
   sees it in the admin.  Such an entry keeps authenticating only while its rule still matches.
 
-A pinned entry (registered certificate or typed thumbprint) always wins over rules.  Rules and per-
+A pinned entry (registered certificate or typed thumbprint) always wins over rules, and a certificate that is
+the same certificate as another entry in another encoding, or whose key was revoked as compromised, never
+reaches them (``certauth.authenticator._related_refusal``): a rule never records a second entry for one
+certificate, nor re-admits a revoked one under new bytes.  Rules and per-
 certificate results are cached per worker and dropped with the registry cache (same generation counter).
 """
 

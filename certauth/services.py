@@ -9,11 +9,12 @@ from typing import Any
 from cryptography import x509
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from .certificates import CertificateInfo, describe, normalize_thumbprint
+from .certificates import CertificateInfo, describe, format_thumbprint, normalize_thumbprint
 from .models import CertificateIdentity, RegisteredCertificate, RevocationReason, parse_scopes
+from .reasons import Reason
 from .registry import registry_changed
 
 logger = logging.getLogger("certauth")
@@ -44,6 +45,47 @@ def _check_not_registered(thumbprint: str) -> None:
         )
 
 
+def check_same_certificate(info: CertificateInfo) -> None:
+    """Refuse a certificate the registry already knows under another thumbprint (``docs/registry.md``, "the same
+    certificate"): the same issuance (issuer and serial number, or signed content) as another entry, or a key
+    revoked as compromised.  Raises ``ValidationError`` (code ``certificate_revoked`` or ``duplicate``) whose
+    message names the entry and says why."""
+    if not info.tbs_sha256:
+        return
+    same_issuance = Q(issuer_serial_sha256=info.issuer_serial_sha256) | Q(tbs_sha256=info.tbs_sha256)
+    compromised_key = Q(
+        spki_sha256=info.spki_sha256, revoked_at__isnull=False, revocation_reason=RevocationReason.KEY_COMPROMISE
+    )
+    entry = (
+        RegisteredCertificate.objects.filter(same_issuance | compromised_key)
+        .exclude(thumbprint_sha256=info.thumbprint_sha256)
+        .select_related("identity")
+        .order_by(F("revoked_at").asc(nulls_last=True), "pk")  # a revoked one first
+        .first()
+    )
+    if entry is not None:
+        is_twin = entry.issuer_serial_sha256 == info.issuer_serial_sha256 or entry.tbs_sha256 == info.tbs_sha256
+        handle = f"{format_thumbprint(entry.thumbprint_sha256)} (identity {entry.identity.name!r})"
+        if entry.revoked_at is not None and is_twin:
+            raise ValidationError(
+                f"Refused ({Reason.CERTIFICATE_REVOKED}): same issuance as revoked entry {handle}, the same issuer and "
+                "serial number (or signed content) in another encoding. It is the same certificate and stays "
+                "revoked; have a new certificate issued.",
+                code=str(Reason.CERTIFICATE_REVOKED),
+            )
+        if entry.revoked_at is not None:
+            raise ValidationError(
+                f"Refused ({Reason.CERTIFICATE_REVOKED}): its key was revoked as compromised with entry {handle}. "
+                "Every certificate for that key is refused; generate a new key and have a certificate issued for it.",
+                code=str(Reason.CERTIFICATE_REVOKED),
+            )
+        raise ValidationError(
+            f"This certificate is already registered as entry {handle}: the same issuer and serial number (or "
+            "signed content) in another encoding. Use that entry.",
+            code="duplicate",
+        )
+
+
 @transaction.atomic
 def register_certificate(
     identity: CertificateIdentity,
@@ -53,9 +95,11 @@ def register_certificate(
     predecessor: RegisteredCertificate | None = None,
     by: Any = None,
 ) -> RegisteredCertificate:
-    """Register a certificate for an identity.  Raises ``ValidationError`` for a duplicate thumbprint."""
+    """Register a certificate for an identity.  Raises ``ValidationError`` for a duplicate thumbprint, and for
+    the same certificate in another encoding or a compromised key (``check_same_certificate``)."""
     info = certificate if isinstance(certificate, CertificateInfo) else describe(certificate)
     _check_not_registered(info.thumbprint_sha256)
+    check_same_certificate(info)
     entry = RegisteredCertificate(identity=identity, label=label, predecessor=predecessor)
     entry.fill_from(info)
     entry.created_by = by if getattr(by, "pk", None) else None

@@ -81,3 +81,30 @@ def resign(
 
 def der_bytes(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.DER)
+
+
+# The order n of each curve's base point: an ECDSA signature (r, s) verifies exactly when (r, n - s) does.
+CURVE_ORDERS = {
+    "secp256r1": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "secp384r1": int(
+        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16
+    ),
+}
+
+
+def ecdsa_twin(certificate: x509.Certificate, issuer: x509.Certificate) -> x509.Certificate:
+    """The same signed certificate with its ECDSA signature re-encoded as (r, n - s): the TBS (serial,
+    subject, key, validity) is untouched and the issuer's signature still verifies, but the DER, and so the
+    SHA-256 thumbprint, differ.  Anyone can do this with public data alone: no key is needed."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+    issuer_key = issuer.public_key()
+    assert isinstance(issuer_key, ec.EllipticCurvePublicKey), "only an ECDSA signature has an (r, n - s) twin"
+    order = CURVE_ORDERS[issuer_key.curve.name]
+    tbs, algorithm, _signature = split(content(der_bytes(certificate)))
+    r, s = decode_dss_signature(certificate.signature)
+    signature = encode_dss_signature(r, order - s)
+    twin = x509.load_der_x509_certificate(tlv(0x30, tbs + algorithm + tlv(0x03, b"\x00" + signature)))
+    twin.verify_directly_issued_by(issuer)  # the point: it is as valid as the original
+    return twin
