@@ -295,7 +295,7 @@ class ScriptedResponder:
         responder = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 body = responder.answers[min(responder.asked, len(responder.answers) - 1)]
                 responder.asked += 1
