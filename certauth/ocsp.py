@@ -9,8 +9,13 @@ What is accepted, and why:
   else the first http(s) OCSP URL of the certificate's Authority Information Access.
 * **The signature** must verify with the issuing CA's key (responder id = the CA), or with a *delegated
   responder* certificate carried in the response that the same CA issued directly, that has the
-  id-kp-OCSPSigning extended key usage and is valid now (RFC 6960 4.2.2.2).  Anything else, an unrelated
-  key above all, is refused: an attacker on the path could otherwise answer "good" for anything.
+  id-kp-OCSPSigning extended key usage, is valid now (RFC 6960 4.2.2.2) and carries id-pkix-ocsp-nocheck.
+  Anything else, an unrelated key above all, is refused: an attacker on the path could otherwise answer
+  "good" for anything.  The responder certificate's own revocation is not checked (asking its own
+  responder would have it vouch for itself); id-pkix-ocsp-nocheck is the CA saying so (RFC 6960 4.2.2.2.1,
+  required of delegated responders by the CA/Browser Forum), and a CA that sets it keeps the certificate
+  short-lived.  A responder certificate without it is refused rather than trusted unchecked for its whole
+  life.
 * **Freshness**: thisUpdate may be at most ``skew`` in the future; nextUpdate, when present, must not have
   passed (by more than ``skew``); a response without nextUpdate counts as fresh for ``max_age`` after its
   thisUpdate.  The request carries a nonce; when the response echoes one it must match (pre-signed
@@ -211,6 +216,13 @@ def _delegated_responder(response: ocsp.OCSPResponse, issuer: x509.Certificate, 
             raise OcspError("the OCSP responder's certificate lacks the OCSPSigning usage")
         if not candidate.not_valid_before_utc <= now <= candidate.not_valid_after_utc:
             raise OcspError("the OCSP responder's certificate is expired or not yet valid")
+        try:
+            candidate.extensions.get_extension_for_class(x509.OCSPNoCheck)
+        except x509.ExtensionNotFound:
+            # Nothing here can check the responder's own revocation: only the CA's nocheck makes it acceptable.
+            raise OcspError(
+                "the OCSP responder's certificate lacks id-pkix-ocsp-nocheck, so its own revocation is unknown"
+            ) from None
         return candidate
     raise OcspError("the OCSP response is signed by a key that is neither the authority nor its responder")
 

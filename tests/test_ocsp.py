@@ -207,6 +207,20 @@ def test_a_delegated_responder_with_ocsp_signing_is_accepted(ocsp_pki: OcspPki) 
         responder.stop()
 
 
+def test_a_delegated_responder_without_ocsp_nocheck_is_refused(ocsp_pki: OcspPki) -> None:
+    """Nothing checks a delegated responder certificate's own revocation (its responder would vouch for itself):
+    only the CA's id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1) makes that acceptable.  Without it, a revoked (say,
+    compromised) responder key would answer "good" for every certificate until the responder certificate
+    expires: such a response is refused."""
+    unchecked = devpki.issue_ocsp_responder(ocsp_pki.ca, ocsp_nocheck=False)
+    responder = ocsp_pki.start(ocsp_pki.responder_for("no-nocheck", signer=unchecked))
+    try:
+        refused = refusal(store(ocsp_pki, OcspChecker(CountingTransport()), ocsp_url=responder.url), ocsp_pki.good)
+    finally:
+        responder.stop()
+    assert refused.reason is Reason.OCSP_UNAVAILABLE and "ocsp-nocheck" in refused.detail
+
+
 def test_a_response_past_its_next_update_is_refused_and_never_served_from_the_cache(ocsp_pki: OcspPki) -> None:
     responder = ocsp_pki.start(ocsp_pki.responder_for("short", next_minutes=1))
     transport = CountingTransport()
