@@ -23,6 +23,9 @@ What is accepted, and why:
 * **The answer** is cached per certificate (issuer + serial) in a bounded LRU until the earliest of its
   nextUpdate and ``max_age`` from now, so a known certificate costs no network call; a failure is cached
   for ``retry_seconds`` so a responder that is down does not make every request wait for the timeout.
+  A certificate's responder is asked by one thread at a time (per checker, so per worker process): the
+  requests that arrive while it is being asked wait for that answer (or failure) instead of each sending
+  their own, so a cold cache after a restart costs the responder one request per certificate per worker.
 
 Errors are ``OcspError`` with a fixed, safe text (never the responder's words).
 """
@@ -31,7 +34,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -274,6 +279,10 @@ class OcspChecker:
         self.retry = dt.timedelta(seconds=retry_seconds)
         self.send_nonce = send_nonce
         self._answers: BoundedCache[tuple[str, int], OcspAnswer | _Failed] = BoundedCache(cache_size)
+        # Per certificate being asked right now: its lock and how many threads hold or wait for it.  Entries
+        # live only while someone is inside, so this is bounded by the number of threads.
+        self._asking: dict[tuple[str, int], tuple[threading.Lock, int]] = {}
+        self._asking_guard = threading.Lock()
 
     def check(
         self,
@@ -286,18 +295,46 @@ class OcspChecker:
         """The verified status of ``certificate``, from the cache while it holds, else from the responder
         (``responder_url`` when given, else the certificate's AIA).  Raises ``OcspError``."""
         key = (issuer_thumbprint, certificate.serial_number)
+        cached = self._cached(key, now)
+        if cached is not None:
+            return cached
+        with self._one_asker(key):
+            cached = self._cached(key, now)  # the answer another thread fetched while this one waited
+            if cached is not None:
+                return cached
+            try:
+                answer = self._ask(certificate, issuer, now, responder_url)
+            except OcspError as error:
+                self._answers.set(key, _Failed(str(error), now + self.retry))
+                raise
+            self._answers.set(key, answer)
+            return answer
+
+    def _cached(self, key: tuple[str, int], now: dt.datetime) -> OcspAnswer | None:
+        """The answer held for ``key`` at ``now``, None when there is none; raises a failure still held."""
         cached = self._answers.get(key)
         if isinstance(cached, OcspAnswer) and cached.this_update - self.skew <= now < cached.cache_until:
             return cached
         if isinstance(cached, _Failed) and now < cached.retry_at:
             raise OcspError(cached.message)
+        return None
+
+    @contextmanager
+    def _one_asker(self, key: tuple[str, int]) -> Iterator[None]:
+        with self._asking_guard:
+            entry = self._asking.get(key)
+            lock, users = entry if entry is not None else (threading.Lock(), 0)
+            self._asking[key] = (lock, users + 1)
         try:
-            answer = self._ask(certificate, issuer, now, responder_url)
-        except OcspError as error:
-            self._answers.set(key, _Failed(str(error), now + self.retry))
-            raise
-        self._answers.set(key, answer)
-        return answer
+            with lock:
+                yield
+        finally:
+            with self._asking_guard:
+                lock, users = self._asking[key]
+                if users == 1:
+                    del self._asking[key]
+                else:
+                    self._asking[key] = (lock, users - 1)
 
     def _ask(
         self, certificate: x509.Certificate, issuer: x509.Certificate, now: dt.datetime, responder_url: str

@@ -21,7 +21,7 @@ from django.test import override_settings
 
 from certauth import devpki
 from certauth.fetch import fetch
-from certauth.ocsp import OcspChecker, OcspError, build_request, responder_urls, verify_response
+from certauth.ocsp import OcspAnswer, OcspChecker, OcspError, build_request, responder_urls, verify_response
 from certauth.reasons import CertificateRefused, Reason
 from certauth.trust import Authority, TrustPolicy, TrustResult, TrustStore
 from scripts.ocsp_responder import OcspResponder
@@ -137,6 +137,35 @@ def test_the_answer_cache_is_bounded(ocsp_pki: OcspPki) -> None:
     for issued in (ocsp_pki.good, ocsp_pki.good2, ocsp_pki.good):
         evaluate(store(ocsp_pki, checker), issued)
     assert transport.calls == 3  # the first answer was evicted by the second
+
+
+def test_concurrent_first_checks_of_one_certificate_ask_the_responder_once(ocsp_pki: OcspPki) -> None:
+    """While a certificate's responder is being asked, another request for the same certificate waits for that
+    answer instead of sending its own (a cold cache after a restart must not cost the responder one request per
+    concurrent client request).  The first request's transport starts the second check and gives it every
+    chance to finish on its own: it can only if it does not wait.  No timing decides the outcome: the join's
+    bound only limits how long a waiting second check holds up the first."""
+    ca, good = ocsp_pki.ca, ocsp_pki.good
+    asked: list[str] = []
+    second_status: list[str] = []
+    second: list[threading.Thread] = []
+
+    def check() -> OcspAnswer:
+        return checker.check(good.certificate, ca.certificate, ca.thumbprint, now())
+
+    def transport(url: str, request: bytes) -> bytes:
+        asked.append(url)
+        if len(asked) == 1:
+            second.append(threading.Thread(target=lambda: second_status.append(check().status)))
+            second[0].start()
+            second[0].join(timeout=2)
+        return fetch(url, timeout=5, max_bytes=65536, data=request, content_type="application/ocsp-request")
+
+    checker = OcspChecker(transport)
+    first = check()
+    second[0].join(timeout=30)
+    assert first.status == "good" and second_status == ["good"]
+    assert len(asked) == 1, "the second check sent its own request while the first was in flight"
 
 
 def test_a_responder_killed_mid_run_fails_closed_or_open_with_a_warning(ocsp_pki: OcspPki) -> None:
