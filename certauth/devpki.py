@@ -301,6 +301,7 @@ def _leaf(
     eku: x509.ExtendedKeyUsage | None,
     serial: int | None,
     ocsp_url: str | None = None,
+    ocsp_nocheck: bool = False,
 ) -> Issued:
     subject = _name(common_name)
     signer = key if issuer is None else _issuer_key(issuer.private_key)
@@ -327,6 +328,8 @@ def _leaf(
         builder = builder.add_extension(eku, critical=False)
     if ocsp_url is not None:
         builder = builder.add_extension(_aia_ocsp(ocsp_url), critical=False)
+    if ocsp_nocheck:
+        builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
     return Issued(builder.sign(signer, _hash_for(signer)), key)
 
 
@@ -417,10 +420,14 @@ def issue_ocsp_responder(
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     key_type: KeyType = "ec",
+    ocsp_nocheck: bool = True,
 ) -> Issued:
     """A delegated OCSP responder certificate (id-kp-OCSPSigning, RFC 6960 4.2.2.2) issued by ``issuer``:
-    its key signs OCSP responses about ``issuer``'s certificates.  DEVELOPMENT only."""
-    start, end = _validity(not_before, not_after, days=365)
+    its key signs OCSP responses about ``issuer``'s certificates.  It carries id-pkix-ocsp-nocheck (its own
+    status is not asked: the responder would vouch for itself; certauth requires the extension) and so, as
+    RFC 6960 4.2.2.2.1 advises, is short-lived: 7 days.  ``ocsp_nocheck=False`` leaves the extension out
+    (to test that such a responder is refused).  DEVELOPMENT only."""
+    start, end = _validity(not_before, not_after, days=7)
     return _leaf(
         issuer=issuer,
         common_name=common_name,
@@ -430,6 +437,7 @@ def issue_ocsp_responder(
         san=None,
         eku=x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]),
         serial=None,
+        ocsp_nocheck=ocsp_nocheck,
     )
 
 

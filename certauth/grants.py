@@ -8,9 +8,13 @@ permission to create that trust in the first place; a change that only narrows i
   may register may grant.  Disabling (it only narrows) needs ``certauth.disable_certificateidentity``.
 * A trusted authority's certificate is what every rule bound to it and every chain through it trusts.
   Re-enabling a disabled authority, replacing an authority's certificate (plus the grant permission when
-  identity rules are bound to it) or loading a CRL that drops serials the held CRL revokes is trusting
-  anew and needs ``certauth.add_trustedauthority``.  Disabling, and a CRL that revokes as much or more,
-  need only the change permission.
+  identity rules are bound to it), loading a CRL that drops serials the held CRL revokes, or changing where
+  its revocations are read from (``crl_url``, ``ocsp_url``) is trusting anew and needs
+  ``certauth.add_trustedauthority``.  Whoever chooses the revocation source decides which revocations are
+  seen: a responder that answers "good" for everything, or (with ``REVOCATION_FAIL_OPEN``) one that does
+  not answer at all, switches revocation off for every certificate the CA issued; and the server fetches
+  that URL, so it must be one a trusted administrator chose.  Disabling, and a CRL that revokes as much or
+  more, need only the change permission.
 
 These checks take the acting user, so the admin and any other caller share one rule; a model's
 ``clean()`` has no user and validates only the values themselves.  The command line (``manage.py
@@ -32,6 +36,8 @@ GRANT_PERMISSION = "certauth.grant_certificateidentity"
 REGISTER_PERMISSION = "certauth.add_registeredcertificate"
 DISABLE_PERMISSION = "certauth.disable_certificateidentity"
 TRUST_PERMISSION = "certauth.add_trustedauthority"
+#: Where an authority's revocations are read from: changing one is trusting anew.
+REVOCATION_SOURCE_FIELDS = ("crl_url", "ocsp_url")
 
 
 def can_grant(user: Any) -> bool:
@@ -40,7 +46,8 @@ def can_grant(user: Any) -> bool:
 
 
 def can_trust(user: Any) -> bool:
-    """May ``user`` trust a CA anew (re-enable an authority, replace its certificate)?"""
+    """May ``user`` trust a CA anew (re-enable an authority, replace its certificate, change where its
+    revocations are read from)?"""
     return bool(user.has_perm(TRUST_PERMISSION))
 
 
@@ -142,14 +149,25 @@ def describe_identity_change(before: IdentityGrant | None, after: IdentityGrant)
 
 def check_authority_change(authority: TrustedAuthority, *, replaces_certificate: bool, by: Any) -> None:
     """Raise ``PermissionDenied`` when ``by`` may not save ``authority`` as it now is: re-enabling it,
-    replacing its certificate or loading a CRL that un-revokes serials the held CRL lists is trusting anew."""
+    replacing its certificate, loading a CRL that un-revokes serials the held CRL lists or changing its CRL
+    or OCSP URL is trusting anew."""
     if authority.pk is None:
         return  # adding an authority is Django's own add permission, checked by the admin
-    stored = TrustedAuthority.objects.filter(pk=authority.pk).values("is_enabled", "certificate_pem", "crl_der").first()
+    stored = (
+        TrustedAuthority.objects.filter(pk=authority.pk)
+        .values("is_enabled", "certificate_pem", "crl_der", *REVOCATION_SOURCE_FIELDS)
+        .first()
+    )
     if stored is None:
         return
     if authority.is_enabled and not stored["is_enabled"] and not can_trust(by):
         raise PermissionDenied(f"Re-enabling a trusted authority needs the permission {TRUST_PERMISSION}.")
+    moved = [name for name in REVOCATION_SOURCE_FIELDS if getattr(authority, name) != stored[name]]
+    if moved and not can_trust(by):
+        raise PermissionDenied(
+            f"Changing the {' and '.join(moved)} of an authority decides which of its revocations are seen "
+            f"(and which URL the server fetches): that needs the permission {TRUST_PERMISSION}."
+        )
     if replaces_certificate:
         if not can_trust(by):
             raise PermissionDenied(f"Replacing an authority's certificate needs the permission {TRUST_PERMISSION}.")
@@ -164,6 +182,22 @@ def check_authority_change(authority: TrustedAuthority, *, replaces_certificate:
             f"This CRL no longer lists {len(dropped)} serial(s) the current CRL revokes (e.g. "
             f"{min(dropped):X}): un-revoking needs the permission {TRUST_PERMISSION}."
         )
+
+
+def describe_revocation_source_change(authority: TrustedAuthority) -> str:
+    """Old and new value of each revocation source (``crl_url``, ``ocsp_url``) that ``authority`` changes from
+    the stored row, for the admin history; "" when none (or when the authority is new)."""
+    if authority.pk is None:
+        return ""
+    stored = TrustedAuthority.objects.filter(pk=authority.pk).values(*REVOCATION_SOURCE_FIELDS).first()
+    if stored is None:
+        return ""
+    changes = []
+    for name in REVOCATION_SOURCE_FIELDS:
+        old, new = stored[name], getattr(authority, name)
+        if old != new:
+            changes.append(f"{name}: {old or '(none)'!r} → {new or '(none)'!r}")
+    return "; ".join(changes)
 
 
 def unrevoked_serials(held_der: Any, held_certificate_pem: str, authority: TrustedAuthority) -> frozenset[int]:

@@ -9,8 +9,13 @@ What is accepted, and why:
   else the first http(s) OCSP URL of the certificate's Authority Information Access.
 * **The signature** must verify with the issuing CA's key (responder id = the CA), or with a *delegated
   responder* certificate carried in the response that the same CA issued directly, that has the
-  id-kp-OCSPSigning extended key usage and is valid now (RFC 6960 4.2.2.2).  Anything else, an unrelated
-  key above all, is refused: an attacker on the path could otherwise answer "good" for anything.
+  id-kp-OCSPSigning extended key usage, is valid now (RFC 6960 4.2.2.2) and carries id-pkix-ocsp-nocheck.
+  Anything else, an unrelated key above all, is refused: an attacker on the path could otherwise answer
+  "good" for anything.  The responder certificate's own revocation is not checked (asking its own
+  responder would have it vouch for itself); id-pkix-ocsp-nocheck is the CA saying so (RFC 6960 4.2.2.2.1,
+  required of delegated responders by the CA/Browser Forum), and a CA that sets it keeps the certificate
+  short-lived.  A responder certificate without it is refused rather than trusted unchecked for its whole
+  life.
 * **Freshness**: thisUpdate may be at most ``skew`` in the future; nextUpdate, when present, must not have
   passed (by more than ``skew``); a response without nextUpdate counts as fresh for ``max_age`` after its
   thisUpdate.  The request carries a nonce; when the response echoes one it must match (pre-signed
@@ -18,6 +23,9 @@ What is accepted, and why:
 * **The answer** is cached per certificate (issuer + serial) in a bounded LRU until the earliest of its
   nextUpdate and ``max_age`` from now, so a known certificate costs no network call; a failure is cached
   for ``retry_seconds`` so a responder that is down does not make every request wait for the timeout.
+  A certificate's responder is asked by one thread at a time (per checker, so per worker process): the
+  requests that arrive while it is being asked wait for that answer (or failure) instead of each sending
+  their own, so a cold cache after a restart costs the responder one request per certificate per worker.
 
 Errors are ``OcspError`` with a fixed, safe text (never the responder's words).
 """
@@ -26,7 +34,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -211,6 +221,13 @@ def _delegated_responder(response: ocsp.OCSPResponse, issuer: x509.Certificate, 
             raise OcspError("the OCSP responder's certificate lacks the OCSPSigning usage")
         if not candidate.not_valid_before_utc <= now <= candidate.not_valid_after_utc:
             raise OcspError("the OCSP responder's certificate is expired or not yet valid")
+        try:
+            candidate.extensions.get_extension_for_class(x509.OCSPNoCheck)
+        except x509.ExtensionNotFound:
+            # Nothing here can check the responder's own revocation: only the CA's nocheck makes it acceptable.
+            raise OcspError(
+                "the OCSP responder's certificate lacks id-pkix-ocsp-nocheck, so its own revocation is unknown"
+            ) from None
         return candidate
     raise OcspError("the OCSP response is signed by a key that is neither the authority nor its responder")
 
@@ -262,6 +279,10 @@ class OcspChecker:
         self.retry = dt.timedelta(seconds=retry_seconds)
         self.send_nonce = send_nonce
         self._answers: BoundedCache[tuple[str, int], OcspAnswer | _Failed] = BoundedCache(cache_size)
+        # Per certificate being asked right now: its lock and how many threads hold or wait for it.  Entries
+        # live only while someone is inside, so this is bounded by the number of threads.
+        self._asking: dict[tuple[str, int], tuple[threading.Lock, int]] = {}
+        self._asking_guard = threading.Lock()
 
     def check(
         self,
@@ -274,18 +295,46 @@ class OcspChecker:
         """The verified status of ``certificate``, from the cache while it holds, else from the responder
         (``responder_url`` when given, else the certificate's AIA).  Raises ``OcspError``."""
         key = (issuer_thumbprint, certificate.serial_number)
+        cached = self._cached(key, now)
+        if cached is not None:
+            return cached
+        with self._one_asker(key):
+            cached = self._cached(key, now)  # the answer another thread fetched while this one waited
+            if cached is not None:
+                return cached
+            try:
+                answer = self._ask(certificate, issuer, now, responder_url)
+            except OcspError as error:
+                self._answers.set(key, _Failed(str(error), now + self.retry))
+                raise
+            self._answers.set(key, answer)
+            return answer
+
+    def _cached(self, key: tuple[str, int], now: dt.datetime) -> OcspAnswer | None:
+        """The answer held for ``key`` at ``now``, None when there is none; raises a failure still held."""
         cached = self._answers.get(key)
         if isinstance(cached, OcspAnswer) and cached.this_update - self.skew <= now < cached.cache_until:
             return cached
         if isinstance(cached, _Failed) and now < cached.retry_at:
             raise OcspError(cached.message)
+        return None
+
+    @contextmanager
+    def _one_asker(self, key: tuple[str, int]) -> Iterator[None]:
+        with self._asking_guard:
+            entry = self._asking.get(key)
+            lock, users = entry if entry is not None else (threading.Lock(), 0)
+            self._asking[key] = (lock, users + 1)
         try:
-            answer = self._ask(certificate, issuer, now, responder_url)
-        except OcspError as error:
-            self._answers.set(key, _Failed(str(error), now + self.retry))
-            raise
-        self._answers.set(key, answer)
-        return answer
+            with lock:
+                yield
+        finally:
+            with self._asking_guard:
+                lock, users = self._asking[key]
+                if users == 1:
+                    del self._asking[key]
+                else:
+                    self._asking[key] = (lock, users - 1)
 
     def _ask(
         self, certificate: x509.Certificate, issuer: x509.Certificate, now: dt.datetime, responder_url: str

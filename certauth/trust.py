@@ -31,8 +31,10 @@ Decisions the library leaves to us, made here:
 * OCSP (``"ocsp"``, or ``"crl+ocsp"`` for both): every certificate below the anchor is asked about through
   ``certauth.ocsp.OcspChecker`` (the issuing authority's configured responder, else the certificate's AIA).
   ``revoked`` -> ``certificate_revoked`` and ``unknown`` -> ``untrusted_issuer`` (both always fatal: the
-  responder answered); no usable answer -> ``ocsp_unavailable`` unless fail-open, as for CRLs.  The answer
-  holds until the cached OCSP answer expires (its nextUpdate at most).
+  responder answered); no usable answer -> ``ocsp_unavailable`` unless fail-open, as for CRLs.  Every
+  decision resting on an OCSP answer, an acceptance or a refusal ("unknown" is transient, a certificateHold
+  is released), holds until that answer expires in the checker (its nextUpdate at most); one resting on a
+  failure, for the checker's retry interval.
 """
 
 from __future__ import annotations
@@ -481,6 +483,20 @@ def authority_key(certificate: x509.Certificate) -> tuple[bytes, bytes]:
     return certificate.subject.public_bytes(), spki
 
 
+@dataclass(frozen=True, slots=True)
+class _RevocationAnswer:
+    """What one revocation source (the CRLs, OCSP) says about a verified chain: a refusal, or an acceptance
+    with a fail-open ``warning`` (or none), and the instant until which that holds."""
+
+    until: dt.datetime
+    warning: str = ""
+    refused: CertificateRefused | None = None
+
+
+#: No bound yet (every answer consulted narrows it).
+_UNBOUNDED = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
 class TrustStore:
     """The enabled authorities and the policy, with a bounded cache of chain verifications.  Built once
     per registry generation (``certauth.authorities.current_trust_store``); immutable afterwards.
@@ -564,25 +580,23 @@ class TrustStore:
             return _Decided(TrustResult("self_signed", valid_until=until), None, now, until)
         anchor = self.by_thumbprint.get(verified.thumbprints[-1])
         warning, warning_reason = "", Reason.CRL_UNAVAILABLE
+        # Each revocation source answers with its own bound (a CRL's nextUpdate, an OCSP answer's cache_until,
+        # the retry of a failed fetch), and that bound holds for whatever it decided, acceptance or refusal: a
+        # "revoked" or "unknown" answer is as provisional as a "good" one.
         if self.policy.check_crl:
-            # A CRL that is still fresh can only turn stale later: the answer holds until its nextUpdate.
-            until = min([until, *self._crl_deadlines(verified, now)])
-            try:
-                warning = self._check_revocation(verified, now)
-            except CertificateRefused as refused:
-                return _Decided(None, refused, now, until)
+            crl = self._check_revocation(verified, now)
+            until = min(until, crl.until)
+            if crl.refused is not None:
+                return _Decided(None, crl.refused, now, until)
+            warning = crl.warning
         if self.policy.check_ocsp:
-            assert self.ocsp is not None
-            try:
-                ocsp_warning, ocsp_until = self._check_ocsp(verified, now)
-            except CertificateRefused as refused:
-                if refused.reason is Reason.OCSP_UNAVAILABLE:  # asked again once the failure is forgotten
-                    until = min(until, now + self.ocsp.retry)
-                return _Decided(None, refused, now, until)
-            until = min(until, ocsp_until)
-            if ocsp_warning:
+            ocsp = self._check_ocsp(verified, now)
+            until = min(until, ocsp.until)
+            if ocsp.refused is not None:
+                return _Decided(None, ocsp.refused, now, until)
+            if ocsp.warning:
                 warning_reason = Reason.CRL_UNAVAILABLE if warning else Reason.OCSP_UNAVAILABLE
-                warning = f"{warning} {ocsp_warning}".strip()
+                warning = f"{warning} {ocsp.warning}".strip()
         result = TrustResult("chained", verified.thumbprints, anchor, warning, warning_reason, until)
         return _Decided(result, None, now, until)
 
@@ -767,9 +781,11 @@ class TrustStore:
             .build_client_verifier()
         )
 
-    def _check_revocation(self, verified: _Verified, now: dt.datetime) -> str:
+    def _check_revocation(self, verified: _Verified, now: dt.datetime) -> _RevocationAnswer:
         """Each certificate of the chain against its issuer's CRL: below the anchor, and the anchor itself (and
-        so on up) when its issuer is a registered authority too.  Returns a fail-open warning or ''."""
+        so on up) when its issuer is a registered authority too.  A CRL that is still fresh can only turn
+        stale later: what the CRLs say holds until the earliest nextUpdate among them."""
+        until = min(self._crl_deadlines(verified, now), default=_UNBOUNDED)
         problems: list[str] = []
         pairs: list[tuple[x509.Certificate, x509.Certificate, Authority | None]] = [
             (verified.chain[i], verified.chain[i + 1], self.by_thumbprint.get(verified.thumbprints[i + 1]))
@@ -788,7 +804,9 @@ class TrustStore:
                 else:
                     what = f"The intermediate {_common_name(certificate)!r} (serial {certificate.serial_number:x})"
                 under = "" if index == 0 else ", so every certificate it issued is refused"
-                raise CertificateRefused(Reason.CRL_REVOKED, f"{what} is listed in the CRL of {issuer_name!r}{under}.")
+                detail = f"{what} is listed in the CRL of {issuer_name!r}{under}."
+                refused = CertificateRefused(Reason.CRL_REVOKED, detail)
+                return _RevocationAnswer(until, refused=refused)
             if not issuer.crl.covers(certificate):
                 problems.append(
                     f"The CRL of {issuer_name!r} covers other distribution points than the one "
@@ -801,18 +819,18 @@ class TrustStore:
                     f"The CRL of {issuer_name!r} is stale (nextUpdate {issuer.crl.next_update.isoformat()} has passed)."
                 )
         if not problems:
-            return ""
+            return _RevocationAnswer(until)
         detail = " ".join(problems)
         if not self.policy.revocation_fail_open:
-            raise CertificateRefused(Reason.CRL_UNAVAILABLE, detail)
-        return detail
+            return _RevocationAnswer(until, refused=CertificateRefused(Reason.CRL_UNAVAILABLE, detail))
+        return _RevocationAnswer(until, warning=detail)
 
-    def _check_ocsp(self, verified: _Verified, now: dt.datetime) -> tuple[str, dt.datetime]:
-        """Each certificate below the anchor against its issuer's OCSP responder.  Returns a fail-open warning
-        (or '') and the instant until which the answers hold."""
+    def _check_ocsp(self, verified: _Verified, now: dt.datetime) -> _RevocationAnswer:
+        """Each certificate below the anchor against its issuer's OCSP responder.  What it decides holds until
+        the earliest ``cache_until`` of the answers it rests on (``retry`` after a failure)."""
         assert self.ocsp is not None
         problems: list[str] = []
-        until = dt.datetime.max.replace(tzinfo=dt.UTC)
+        until = _UNBOUNDED
         for index in range(len(verified.chain) - 1):
             certificate, issuer_certificate = verified.chain[index], verified.chain[index + 1]
             issuer_thumbprint = verified.thumbprints[index + 1]
@@ -830,23 +848,25 @@ class TrustStore:
             if answer.status == "revoked":
                 since = f" since {answer.revocation_time.isoformat()}" if answer.revocation_time else ""
                 why = f" ({answer.revocation_reason})" if answer.revocation_reason else ""
-                raise CertificateRefused(
+                refused = CertificateRefused(
                     Reason.CERTIFICATE_REVOKED,
                     f"{subject[0].upper()}{subject[1:]} is revoked according to the OCSP responder of "
                     f"{_common_name(issuer_certificate)!r}{since}{why}.",
                 )
+                return _RevocationAnswer(until, refused=refused)  # a certificateHold may be released
             if answer.status == "unknown":
-                raise CertificateRefused(
+                refused = CertificateRefused(
                     Reason.UNTRUSTED_ISSUER,
                     f"The OCSP responder of {_common_name(issuer_certificate)!r} does not know {subject} "
                     "(status unknown): its authority may never have issued it, or the responder serves another CA.",
                 )
+                return _RevocationAnswer(until, refused=refused)  # a responder may learn of it later (RFC 6960)
         if not problems:
-            return "", until
+            return _RevocationAnswer(until)
         detail = " ".join(problems)
         if not self.policy.revocation_fail_open:
-            raise CertificateRefused(Reason.OCSP_UNAVAILABLE, detail)
-        return detail, until
+            return _RevocationAnswer(until, refused=CertificateRefused(Reason.OCSP_UNAVAILABLE, detail))
+        return _RevocationAnswer(until, warning=detail)
 
 
 def _issued(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -5,6 +5,7 @@ called the way nginx calls it.  A forged POST carrying a field the form shows re
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -302,7 +303,8 @@ def test_the_label_is_all_change_permission_edits_on_an_entry(client, register, 
 
 # --- trusted authorities -------------------------------------------------------------------------------------
 def authority_post(client: Any, authority: TrustedAuthority, **forged: Any) -> Any:
-    data = {"name": authority.name, "notes": authority.notes, "crl_url": authority.crl_url, **forged}
+    data = {"name": authority.name, "notes": authority.notes, "crl_url": authority.crl_url,
+            "ocsp_url": authority.ocsp_url, **forged}  # fmt: skip
     if authority.is_enabled and "is_enabled" not in forged:
         data["is_enabled"] = "on"
     return client.post(authority_url(authority), data)
@@ -378,6 +380,78 @@ def test_a_crl_that_unrevokes_needs_the_trust_permission(client, trusted_root, p
     assert len(devpki.x509.load_der_x509_crl(bytes(trusted_root.crl_der))) == 2
     client.force_login(staff("view_trustedauthority", "change_trustedauthority", "add_trustedauthority", username="b"))
     assert authority_post(client, trusted_root, crl_file=crl(pki.client2.serial_number)).status_code == 302
+
+
+def test_changing_an_authoritys_ocsp_responder_needs_the_trust_permission(
+    client, api, pki: FixturePKI, register, trusted_root, tmp_path
+) -> None:
+    """With REVOCATION_FAIL_OPEN a responder that does not answer is an audited acceptance: pointing the
+    authority's ocsp_url at a closed port would switch revocation off for every certificate the CA issued.
+    Choosing where revocations are read from is trusting anew.  (Attack review 1, finding 4.)"""
+    from django.test import override_settings
+
+    from certauth.authorities import clear_trust_store
+    from scripts.ocsp_responder import OcspResponder
+
+    register(pki.client)
+    responder = OcspResponder(tmp_path, pki.root).start(revoked=[pki.client])  # openssl ocsp, signed by the CA
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
+    dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}/"
+    try:
+        TrustedAuthority.objects.filter(pk=trusted_root.pk).update(ocsp_url=responder.url)
+        trusted_root.refresh_from_db()
+        with override_settings(CERTAUTH={"REVOCATION_MODE": "ocsp", "REVOCATION_FAIL_OPEN": True}):
+            clear_trust_store()
+            before = api.get("/api/whoami/", pki.client)
+            assert before.status_code == 401 and before.json()["reason"] == "certificate_revoked", before.content
+
+            client.force_login(staff("view_trustedauthority", "change_trustedauthority"))
+            assert not inputs(client.get(authority_url(trusted_root)), "ocsp_url", "crl_url")  # shown read-only
+            authority_post(client, trusted_root, ocsp_url=dead_url)  # forged anyway
+
+            clear_trust_store()  # the cached "revoked" answer expires (OCSP_MAX_AGE_SECONDS), or another worker
+            after = api.get("/api/whoami/", pki.client)
+    finally:
+        responder.stop()
+        dead.close()
+    trusted_root.refresh_from_db()
+    assert after.status_code == 401, "the OCSP-revoked certificate is accepted again"
+    assert trusted_root.ocsp_url != dead_url, "change permission alone re-pointed the OCSP responder"
+    # Any other caller meets the same rule; who holds the trust permission may, and the history says so.
+    moved = TrustedAuthority.objects.get(pk=trusted_root.pk)
+    moved.ocsp_url = dead_url
+    editor = staff("change_trustedauthority", username="b")
+    with pytest.raises(PermissionDenied, match="ocsp_url"):
+        grants.check_authority_change(moved, replaces_certificate=False, by=editor)
+    trusting = staff("view_trustedauthority", "change_trustedauthority", "add_trustedauthority", username="c")
+    client.force_login(trusting)
+    assert inputs(client.get(authority_url(trusted_root)), "ocsp_url", "crl_url") == {"ocsp_url", "crl_url"}
+    assert authority_post(client, trusted_root, ocsp_url=dead_url).status_code == 302
+    trusted_root.refresh_from_db()
+    assert trusted_root.ocsp_url == dead_url
+    moved_message = f"ocsp_url: {responder.url!r} → {dead_url!r}"
+    assert any(moved_message in message for message in history(trusted_root)), history(trusted_root)
+
+
+def test_changing_an_authoritys_crl_url_needs_the_trust_permission(client, trusted_root) -> None:
+    """The CRL URL decides which CRL is loaded, and "Fetch the CRL now" (change permission) makes the server GET
+    it and report connection refused / timed out / HTTP status: only a URL a trusted administrator chose."""
+    internal = "http://127.0.0.1:5432/"
+    client.force_login(staff("view_trustedauthority", "change_trustedauthority"))
+    assert authority_post(client, trusted_root, crl_url=internal).status_code == 302  # the other fields are saved
+    trusted_root.refresh_from_db()
+    assert trusted_root.crl_url == ""
+    moved = TrustedAuthority.objects.get(pk=trusted_root.pk)
+    moved.crl_url = internal
+    editor = staff("change_trustedauthority", username="b")
+    with pytest.raises(PermissionDenied, match="crl_url"):
+        grants.check_authority_change(moved, replaces_certificate=False, by=editor)
+    client.force_login(staff("view_trustedauthority", "change_trustedauthority", "add_trustedauthority", username="c"))
+    assert authority_post(client, trusted_root, crl_url="http://pki.example/root.crl").status_code == 302
+    trusted_root.refresh_from_db()
+    assert trusted_root.crl_url == "http://pki.example/root.crl"
+    assert any("crl_url: '(none)' → 'http://pki.example/root.crl'" in message for message in history(trusted_root))
 
 
 def test_adding_an_authority_needs_the_add_permission(client) -> None:

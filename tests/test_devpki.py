@@ -462,6 +462,10 @@ def test_ocsp_responder_certificate_and_aia_url() -> None:
     assert list(usages) == [ExtendedKeyUsageOID.OCSP_SIGNING]
     responder.certificate.verify_directly_issued_by(ca.certificate)
     assert not responder.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    # Short-lived and marked id-pkix-ocsp-nocheck, as RFC 6960 4.2.2.2.1 advises (certauth requires the mark).
+    responder.certificate.extensions.get_extension_for_class(x509.OCSPNoCheck)
+    lifetime = responder.certificate.not_valid_after_utc - responder.certificate.not_valid_before_utc
+    assert lifetime <= dt.timedelta(days=8)
     leaf = devpki.issue_client(ca, "with-aia", ocsp_url="http://ocsp.example.test/")
     access = leaf.certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     assert [(d.access_method, d.access_location.value) for d in access] == [

@@ -5,7 +5,9 @@ pure layer (certauth.ocsp, certauth.trust) first, then the DRF API as nginx call
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from django.test import override_settings
 
 from certauth import devpki
 from certauth.fetch import fetch
-from certauth.ocsp import OcspChecker, OcspError, build_request, responder_urls, verify_response
+from certauth.ocsp import OcspAnswer, OcspChecker, OcspError, build_request, responder_urls, verify_response
 from certauth.reasons import CertificateRefused, Reason
 from certauth.trust import Authority, TrustPolicy, TrustResult, TrustStore
 from scripts.ocsp_responder import OcspResponder
@@ -137,6 +139,35 @@ def test_the_answer_cache_is_bounded(ocsp_pki: OcspPki) -> None:
     assert transport.calls == 3  # the first answer was evicted by the second
 
 
+def test_concurrent_first_checks_of_one_certificate_ask_the_responder_once(ocsp_pki: OcspPki) -> None:
+    """While a certificate's responder is being asked, another request for the same certificate waits for that
+    answer instead of sending its own (a cold cache after a restart must not cost the responder one request per
+    concurrent client request).  The first request's transport starts the second check and gives it every
+    chance to finish on its own: it can only if it does not wait.  No timing decides the outcome: the join's
+    bound only limits how long a waiting second check holds up the first."""
+    ca, good = ocsp_pki.ca, ocsp_pki.good
+    asked: list[str] = []
+    second_status: list[str] = []
+    second: list[threading.Thread] = []
+
+    def check() -> OcspAnswer:
+        return checker.check(good.certificate, ca.certificate, ca.thumbprint, now())
+
+    def transport(url: str, request: bytes) -> bytes:
+        asked.append(url)
+        if len(asked) == 1:
+            second.append(threading.Thread(target=lambda: second_status.append(check().status)))
+            second[0].start()
+            second[0].join(timeout=2)
+        return fetch(url, timeout=5, max_bytes=65536, data=request, content_type="application/ocsp-request")
+
+    checker = OcspChecker(transport)
+    first = check()
+    second[0].join(timeout=30)
+    assert first.status == "good" and second_status == ["good"]
+    assert len(asked) == 1, "the second check sent its own request while the first was in flight"
+
+
 def test_a_responder_killed_mid_run_fails_closed_or_open_with_a_warning(ocsp_pki: OcspPki) -> None:
     responder = ocsp_pki.start(ocsp_pki.responder_for("killed"))
     transport = CountingTransport()
@@ -205,6 +236,20 @@ def test_a_delegated_responder_with_ocsp_signing_is_accepted(ocsp_pki: OcspPki) 
         responder.stop()
 
 
+def test_a_delegated_responder_without_ocsp_nocheck_is_refused(ocsp_pki: OcspPki) -> None:
+    """Nothing checks a delegated responder certificate's own revocation (its responder would vouch for itself):
+    only the CA's id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1) makes that acceptable.  Without it, a revoked (say,
+    compromised) responder key would answer "good" for every certificate until the responder certificate
+    expires: such a response is refused."""
+    unchecked = devpki.issue_ocsp_responder(ocsp_pki.ca, ocsp_nocheck=False)
+    responder = ocsp_pki.start(ocsp_pki.responder_for("no-nocheck", signer=unchecked))
+    try:
+        refused = refusal(store(ocsp_pki, OcspChecker(CountingTransport()), ocsp_url=responder.url), ocsp_pki.good)
+    finally:
+        responder.stop()
+    assert refused.reason is Reason.OCSP_UNAVAILABLE and "ocsp-nocheck" in refused.detail
+
+
 def test_a_response_past_its_next_update_is_refused_and_never_served_from_the_cache(ocsp_pki: OcspPki) -> None:
     responder = ocsp_pki.start(ocsp_pki.responder_for("short", next_minutes=1))
     transport = CountingTransport()
@@ -237,18 +282,20 @@ def built_response(
     nonce: bytes | None,
     this_update: dt.datetime,
     next_update: dt.datetime | None,
+    status: x509_ocsp.OCSPCertStatus = x509_ocsp.OCSPCertStatus.GOOD,
 ) -> bytes:
+    revoked = status == x509_ocsp.OCSPCertStatus.REVOKED
     builder = (
         x509_ocsp.OCSPResponseBuilder()
         .add_response(
             cert=issued.certificate,
             issuer=ca.certificate,
             algorithm=hashes.SHA1(),
-            cert_status=x509_ocsp.OCSPCertStatus.GOOD,
+            cert_status=status,
             this_update=this_update,
             next_update=next_update,
-            revocation_time=None,
-            revocation_reason=None,
+            revocation_time=this_update if revoked else None,
+            revocation_reason=x509.ReasonFlags.certificate_hold if revoked else None,
         )
         .responder_id(x509_ocsp.OCSPResponderEncoding.HASH, ca.certificate)
     )
@@ -280,6 +327,74 @@ def test_nonce_and_this_update_are_checked(ocsp_pki: OcspPki) -> None:
         verify_response(built_response(good, ca, nonce=None, **fresh), ocsp_pki.good2.certificate, ca.certificate, at)
     with pytest.raises(OcspError, match="not an OCSP response"):
         verify_response(b"<html>\ncertauth refused forged</html>", good.certificate, ca.certificate, at)
+
+
+class ScriptedResponder:
+    """An http.server on 127.0.0.1:<kernel's port> answering each OCSP POST with the next of ``answers`` (the
+    last one again once they run out), counting the requests."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers, self.asked = answers, 0
+        responder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = responder.answers[min(responder.asked, len(responder.answers) - 1)]
+                responder.asked += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/ocsp-response")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/ocsp"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("first", [x509_ocsp.OCSPCertStatus.UNKNOWN, x509_ocsp.OCSPCertStatus.REVOKED])
+def test_an_ocsp_unknown_refusal_lasts_no_longer_than_the_ocsp_answer(first: x509_ocsp.OCSPCertStatus) -> None:
+    """A responder answers "unknown" for a certificate it has not heard of yet (a CA publishing with a delay),
+    a transient state in RFC 6960; a "revoked" answer with reason certificateHold is released by the CA.  The
+    trust store must keep such a refusal no longer than the OCSP answer it rests on (nextUpdate here), never
+    until the leaf expires.  The clock is injected, nothing sleeps.  (Attack review 1, finding 6.)"""
+    ca = devpki.make_ca("OCSP later-known CA")
+    leaf = devpki.issue_client(ca, "brand new")
+    at = now().replace(microsecond=0)
+    later = at + dt.timedelta(hours=3)
+    minute, hour = dt.timedelta(minutes=1), dt.timedelta(hours=1)
+    server = ScriptedResponder(
+        [
+            built_response(leaf, ca, nonce=None, this_update=at - minute, next_update=at + hour, status=first),
+            built_response(leaf, ca, nonce=None, this_update=later - minute, next_update=later + hour),
+        ]
+    )
+    try:
+        authority = Authority.from_certificate(1, "ca", ca.certificate, ocsp_url=server.url)
+        trust = TrustStore([authority], TrustPolicy(check_ocsp=True), ocsp=OcspChecker(CountingTransport()))
+        with pytest.raises(CertificateRefused) as first_refusal:
+            trust.evaluate(leaf.certificate, [], at)
+        assert first_refusal.value.reason in (Reason.UNTRUSTED_ISSUER, Reason.CERTIFICATE_REVOKED)
+        # Within the answer's life the refusal is served from the store: no second request.
+        with pytest.raises(CertificateRefused):
+            trust.evaluate(leaf.certificate, [], at + dt.timedelta(minutes=30))
+        assert server.asked == 1
+        # Three hours on, the first answer (nextUpdate at + 1 h) is long gone: the responder must be asked
+        # again, and it now knows the certificate.
+        result = trust.evaluate(leaf.certificate, [], later)
+    except CertificateRefused as refused:
+        pytest.fail(f"still refused from the store's cache after the OCSP answer expired: {refused.detail}")
+    finally:
+        server.close()
+    assert result.kind == "chained" and server.asked == 2
 
 
 # --- through the DRF API ----------------------------------------------------------------------------------------

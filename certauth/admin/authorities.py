@@ -182,6 +182,9 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None and not obj.is_enabled and not grants.can_trust(request.user):
             fields.append("is_enabled")  # re-enabling is trusting the CA anew (certauth.grants)
+        if obj is not None and not grants.can_trust(request.user):
+            # Where revocations are read from decides which are seen, and is a URL the server fetches.
+            fields.extend(grants.REVOCATION_SOURCE_FIELDS)
         return fields
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
@@ -196,20 +199,28 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
         # fieldset hiding them is left out: the permission is checked on what is about to be saved.
         replaces = change and getattr(form, "new_certificate", None) is not None
         grants.check_authority_change(obj, replaces_certificate=replaces, by=request.user)
+        form.certauth_revocation_sources = grants.describe_revocation_source_change(obj)  # construct_change_message
         if replaces:
             stored = TrustedAuthority.objects.filter(pk=obj.pk).values_list("thumbprint_sha256", flat=True).first()
             form.certauth_replaced_thumbprint = stored or ""  # read by construct_change_message
         super().save_model(request, obj, form, change)
 
     def construct_change_message(self, request: HttpRequest, form: Any, formsets: Any, add: bool = False) -> Any:
-        """A replaced CA certificate is a new trust: the history names the old and the new thumbprint."""
+        """A replaced CA certificate or a changed CRL / OCSP URL is a new trust: the history names the old and
+        the new thumbprint or URL."""
         message = super().construct_change_message(request, form, formsets, add)
+        details = []
         old = getattr(form, "certauth_replaced_thumbprint", None)
-        if old is None:
+        if old is not None:
+            new = format_thumbprint(form.instance.thumbprint_sha256)
+            details.append(f"certificate: {format_thumbprint(old)} → {new}")
+        if getattr(form, "certauth_revocation_sources", ""):
+            details.append(form.certauth_revocation_sources)
+        if not details:
             return message
         summary = LogEntry(change_message=json.dumps(message)).get_change_message()
-        replaced = f"certificate: {format_thumbprint(old)} → {format_thumbprint(form.instance.thumbprint_sha256)}"
-        return f"{summary} {replaced}." if summary else f"{replaced}."
+        changed = "; ".join(details)
+        return f"{summary} {changed}." if summary else f"{changed}."
 
     def has_enable_permission(self, request: HttpRequest) -> bool:
         return grants.can_trust(request.user)
