@@ -118,8 +118,12 @@ class TrustedAuthorityForm(forms.ModelForm):
         authority: TrustedAuthority = super().save(commit=False)
         if self.new_certificate is not None:
             fill_authority(authority, self.new_certificate)
-        if commit:
+        if commit and authority.pk is None:
             authority.save()
+        elif commit:  # as TrustedAuthorityAdmin.save_model: the CRL only through store_crl (raises if refused)
+            save_without_crl(authority)
+            if self.crl_data is not None:
+                store_crl(authority, self.crl_data)
         return authority
 
 
