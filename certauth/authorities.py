@@ -6,7 +6,8 @@
   ``REGISTRY_MAX_STALENESS_SECONDS``.  Parsed CRLs are kept across
   generations, keyed by the row's ``updated_at``: a 100,000-entry CRL is parsed and signature-checked once
   per change of the CRL, never per request.
-* ``add_authority`` / ``fill_authority`` / ``store_crl`` are shared by the admin, the CLI and tests.
+* ``add_authority`` / ``fill_authority`` / ``store_crl`` are shared by the admin, the CLI and tests;
+  ``store_crl`` is the one writer of a CRL onto an existing row (locked re-read, checked, conditional write).
 * ``refresh_crl`` fetches ``crl_url`` through ``certauth.fetch`` (checked redirects, one total deadline);
   ``refresh_due_crls`` is what ``certauth crl-refresh`` runs on a schedule (every ``CRL_REFRESH_SECONDS``
   and at each nextUpdate), downloading the due CRLs concurrently so one slow authority delays no other.
@@ -37,7 +38,7 @@ from .models import TrustedAuthority
 from .ocsp import MAX_RESPONSE_BYTES as MAX_OCSP_RESPONSE_BYTES
 from .ocsp import OcspChecker
 from .reasons import CertificateRefused, Reason
-from .registry import RegistryUnavailable, registry
+from .registry import RegistryUnavailable, registry, registry_changed
 from .trust import (
     Authority,
     CrlIndex,
@@ -270,6 +271,69 @@ def apply_crl(authority: TrustedAuthority, data: bytes, certificate: x509.Certif
     return index
 
 
+#: The columns a stored CRL occupies; written only by ``store_crl`` (and, for a new row, ``add_authority``).
+CRL_FIELDS = ("crl_der", "crl_last_update", "crl_next_update", "crl_error", "crl_fetched_at")
+
+#: How often ``store_crl`` re-reads and re-checks when another writer changed the row under it.
+STORE_CRL_ATTEMPTS = 3
+
+
+def store_crl(authority: TrustedAuthority, data: bytes, *, fetched_at: dt.datetime | None = None) -> CrlIndex:
+    """Verify a CRL (PEM or DER) against the authority *as stored now* and store it: the one function that
+    writes a CRL onto an existing row (``refresh_crl``, so ``crl-refresh`` and the admin's "Fetch the CRL
+    now"; the admin's CRL upload).
+
+    A download takes up to ``CRL_FETCH_TIMEOUT_SECONDS`` (a peer on the plain-HTTP path stretches it at will):
+    checking the succession ("never go back") against the row as read before it would let an older CRL
+    overwrite a newer one another writer stored meanwhile.  So the row is re-read here, locked
+    (``select_for_update``: PostgreSQL holds the row until commit), the CRL checked against that fresh row and
+    written with an UPDATE that only matches while the row's ``updated_at`` is still the one checked
+    (SQLite has no row locks: a write that slipped in between is seen, and the check runs again on the newer
+    row).  Raises ``CertificateRefused(CRL_UNAVAILABLE)`` like ``apply_crl``; either way ``authority``'s CRL
+    fields are left as stored, so ``refusal_message(authority, ...)`` names the CRL really kept."""
+    for _attempt in range(STORE_CRL_ATTEMPTS):
+        with transaction.atomic():
+            fresh = TrustedAuthority.objects.select_for_update().filter(pk=authority.pk).first()
+            if fresh is None:
+                raise CertificateRefused(
+                    Reason.CRL_UNAVAILABLE, "The authority was removed while its CRL was being fetched."
+                )
+            try:
+                index = apply_crl(fresh, data)  # the issuer too is the stored one (a CA replaced meanwhile)
+            except CertificateRefused:
+                _copy_crl_fields(fresh, authority)  # apply_crl left ``fresh`` as stored
+                raise
+            if fetched_at is not None:
+                fresh.crl_fetched_at = fetched_at
+            stamp = timezone.now()
+            written = TrustedAuthority.objects.filter(pk=fresh.pk, updated_at=fresh.updated_at).update(
+                **{field: getattr(fresh, field) for field in CRL_FIELDS}, updated_at=stamp
+            )
+            if written:
+                registry_changed()  # update() sends no post_save: every worker reloads its trust store
+                authority.updated_at = stamp
+                _copy_crl_fields(fresh, authority)
+                return index
+        # Another writer changed the row between the read and the write: read it again and check again.
+    raise CertificateRefused(
+        Reason.CRL_UNAVAILABLE,
+        "The authority's row kept changing while this CRL was being stored; nothing was written. Try again.",
+    )
+
+
+def save_without_crl(authority: TrustedAuthority) -> None:
+    """Save an existing row's columns except its CRL ones.  The CRL on an instance is the one read when the
+    instance was loaded (an admin form, say); written back as a whole row it would undo a CRL ``store_crl``
+    stored meanwhile.  A CRL goes onto an existing row only through ``store_crl``."""
+    fields = [f.name for f in authority._meta.concrete_fields if not f.primary_key and f.name not in CRL_FIELDS]
+    authority.save(update_fields=fields)
+
+
+def _copy_crl_fields(source: TrustedAuthority, target: TrustedAuthority) -> None:
+    for field in CRL_FIELDS:
+        setattr(target, field, getattr(source, field))
+
+
 def _held_crl(authority: TrustedAuthority) -> x509.CertificateRevocationList | None:
     if not authority.crl_der:
         return None
@@ -351,15 +415,16 @@ class RefreshResult:
 def refresh_crl(
     authority: TrustedAuthority, *, now: dt.datetime | None = None, fetched: bytes | CrlFetchError | None = None
 ) -> RefreshResult:
-    """Fetch and store the authority's CRL from ``crl_url`` (or store ``fetched``, what a concurrent fetch
-    got).  On failure the previous CRL stays (it turns stale at its nextUpdate) and ``crl_error`` says why;
-    that write does not bump the registry generation."""
+    """Fetch the authority's CRL from ``crl_url`` (or take ``fetched``, what a concurrent fetch got) and store
+    it through ``store_crl`` (checked against the row as stored after the download, not as read before it).
+    On failure the previous CRL stays (it turns stale at its nextUpdate) and ``crl_error`` says why; that
+    write does not bump the registry generation."""
     now = now or timezone.now()
     try:
         data = fetch_crl(authority.crl_url) if fetched is None else fetched
         if isinstance(data, CrlFetchError):
             raise data
-        index = apply_crl(authority, data)
+        index = store_crl(authority, data, fetched_at=now)
     except (CrlFetchError, CertificateRefused) as exc:
         if isinstance(exc, CertificateRefused):
             message = refusal_message(authority, exc.detail)
@@ -369,10 +434,6 @@ def refresh_crl(
         TrustedAuthority.objects.filter(pk=authority.pk).update(crl_error=message[:2000], crl_fetched_at=now)
         logger.warning("certauth CRL refresh failed for %r: %s", authority.name, message)
         return RefreshResult(authority.name, False, message)
-    authority.crl_fetched_at = now
-    authority.save(
-        update_fields=["crl_der", "crl_last_update", "crl_next_update", "crl_error", "crl_fetched_at", "updated_at"]
-    )
     next_update = index.next_update.isoformat() if index.next_update else "never"
     return RefreshResult(authority.name, True, f"{len(index)} revoked serials, next update {next_update}")
 

@@ -268,8 +268,10 @@ def make_ca(
     not_after: dt.datetime | None = None,
     path_length: int | None = None,
     key_type: KeyType = "ec",
+    ocsp_url: str | None = None,
 ) -> Issued:
-    """A root CA (``issuer=None``) or an intermediate signed by ``issuer``.  DEVELOPMENT only."""
+    """A root CA (``issuer=None``) or an intermediate signed by ``issuer``; ``ocsp_url`` adds an Authority
+    Information Access naming the issuer's OCSP responder (an intermediate's).  DEVELOPMENT only."""
     key = _new_key(key_type)
     start, end = _validity(not_before, not_after, days=3650)
     subject = _name(common_name)
@@ -287,6 +289,8 @@ def make_ca(
         .add_extension(_ski(key), critical=False)
         .add_extension(_aki_for(issuer, key), critical=False)
     )
+    if ocsp_url is not None:
+        builder = builder.add_extension(_aia_ocsp(ocsp_url), critical=False)
     return Issued(builder.sign(signer, _hash_for(signer)), key)
 
 

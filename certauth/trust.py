@@ -28,8 +28,9 @@ Decisions the library leaves to us, made here:
 * A CRL is used only if it can stand for all of its issuer's revocations (RFC 5280 5.2/5.3): no delta CRL,
   no IssuingDistributionPoint scope, no unknown critical extension (``crl_scope``); it replaces the CRL
   held only if it is not older and its CRLNumber does not go back (``check_crl_succession``).
-* OCSP (``"ocsp"``, or ``"crl+ocsp"`` for both): every certificate below the anchor is asked about through
-  ``certauth.ocsp.OcspChecker`` (the issuing authority's configured responder, else the certificate's AIA).
+* OCSP (``"ocsp"``, or ``"crl+ocsp"`` for both): every certificate below the anchor, and the anchor when its
+  own issuer is a registered authority (and so on up), is asked about through ``certauth.ocsp.OcspChecker``
+  (the issuing authority's configured responder, else the certificate's AIA).
   ``revoked`` -> ``certificate_revoked`` and ``unknown`` -> ``untrusted_issuer`` (both always fatal: the
   responder answered); no usable answer -> ``ocsp_unavailable`` unless fail-open, as for CRLs.  Every
   decision resting on an OCSP answer, an acceptance or a refusal ("unknown" is transient, a certificateHold
@@ -826,14 +827,20 @@ class TrustStore:
         return _RevocationAnswer(until, warning=detail)
 
     def _check_ocsp(self, verified: _Verified, now: dt.datetime) -> _RevocationAnswer:
-        """Each certificate below the anchor against its issuer's OCSP responder.  What it decides holds until
-        the earliest ``cache_until`` of the answers it rests on (``retry`` after a failure)."""
+        """Each certificate below the anchor against its issuer's OCSP responder, and the anchor itself (and so
+        on up) when its issuer is a registered authority too, as for CRLs: an intermediate registered next to
+        its root is asked about at the root's responder (the root authority's ``ocsp_url``, else the
+        intermediate's AIA).  What it decides holds until the earliest ``cache_until`` of the answers it
+        rests on (``retry`` after a failure)."""
         assert self.ocsp is not None
         problems: list[str] = []
         until = _UNBOUNDED
-        for index in range(len(verified.chain) - 1):
-            certificate, issuer_certificate = verified.chain[index], verified.chain[index + 1]
-            issuer_thumbprint = verified.thumbprints[index + 1]
+        pairs = [
+            (verified.chain[index], verified.chain[index + 1], verified.thumbprints[index + 1])
+            for index in range(len(verified.chain) - 1)
+        ]
+        pairs += [(certificate, parent.certificate, parent.thumbprint_sha256) for certificate, parent in verified.above]
+        for index, (certificate, issuer_certificate, issuer_thumbprint) in enumerate(pairs):
             issuer = self.by_thumbprint.get(issuer_thumbprint)
             subject = "the client certificate" if index == 0 else f"the intermediate {_common_name(certificate)!r}"
             try:

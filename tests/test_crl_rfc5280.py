@@ -423,3 +423,186 @@ def test_a_refusal_says_when_the_crl_kept_is_already_stale(pki, trusted_root) ->
     message = refusal_message(trusted_root, "This is a delta CRL.")
     assert message.startswith("CRL refused: This is a delta CRL. The previous CRL is kept, but its nextUpdate")
     assert "has passed" in message and "crl_unavailable" in message
+
+
+# --- succession against the row as stored, not as read before a download (attack review 1, F2) --------------
+class _RacingCrlHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``body`` after running ``meanwhile()``: what happens while a CRL download is on the line."""
+
+    body = b""
+    meanwhile: Any = None
+
+    def do_GET(self) -> None:
+        type(self).meanwhile()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_crl_refresh_cannot_roll_back_a_newer_crl_stored_while_it_downloaded() -> None:
+    """refresh_due_crls reads the authorities, downloads (up to CRL_FETCH_TIMEOUT_SECONDS, a window someone on
+    the CRL's plain-http path stretches at will by trickling), then stores.  A newer CRL stored meanwhile (an
+    administrator's upload, the admin's "Fetch the CRL now", a second crl-refresh run) must not be overwritten
+    by an older one: the succession check runs against the row as stored after the download.  Here the
+    distribution point itself stores the newer CRL (as that concurrent writer, its own thread and database
+    connection) before it answers with the older, validly signed one."""
+    from django.db import connection
+
+    from certauth.authorities import add_authority, apply_crl, refresh_due_crls
+    from certauth.models import TrustedAuthority
+
+    ca = devpki.make_ca("race CA")
+    base = now().replace(microsecond=0)
+    held = devpki.make_crl(ca, [], last_update=base - dt.timedelta(hours=3))
+    replayed = devpki.make_crl(ca, [], last_update=base - dt.timedelta(hours=2))  # the one the path serves
+    newer = devpki.make_crl(ca, [0xBAD], last_update=base - dt.timedelta(hours=1))  # revokes serial 0xBAD
+
+    def meanwhile() -> None:
+        try:
+            row = TrustedAuthority.objects.get(name="race CA")
+            apply_crl(row, der(newer))
+            row.save()
+        finally:
+            connection.close()
+
+    handler = type("Handler", (_RacingCrlHandler,), {"body": der(replayed), "meanwhile": staticmethod(meanwhile)})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ca.crl"
+        add_authority("race CA", ca.cert_pem(), crl_data=der(held), crl_url=url)
+        [result] = refresh_due_crls()
+    finally:
+        server.shutdown()
+        server.server_close()
+    stored = TrustedAuthority.objects.get(name="race CA")
+    # Either the refresh refuses to go back in time, or it leaves the newer CRL in place: never the older one.
+    assert stored.crl_last_update == base - dt.timedelta(hours=1), (result, stored.crl_last_update)
+    assert not result.ok and "refusing to go back in time" in result.message
+    assert bytes(stored.crl_der) == der(newer)
+
+
+@pytest.mark.django_db
+def test_store_crl_checks_again_when_the_row_changed_between_its_read_and_its_write(
+    pki, trusted_root, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite has no row locks (select_for_update is a no-op there): store_crl's write only matches the row
+    it checked.  Here another writer stores a newer CRL right after store_crl's check passed and before its
+    write; the write matches nothing, the check runs again on the newer row and refuses the older CRL."""
+    from django.utils import timezone
+
+    from certauth import authorities
+    from certauth.models import TrustedAuthority
+
+    base = now().replace(microsecond=0)
+    authorities.store_crl(
+        trusted_root, der(build_crl(pki.root, [], number=1, last_update=base - dt.timedelta(hours=3)))
+    )
+    older = build_crl(pki.root, [], number=2, last_update=base - dt.timedelta(hours=2))
+    newer = build_crl(pki.root, [pki.client.serial_number], number=3, last_update=base - dt.timedelta(hours=1))
+    real_apply, checks = authorities.apply_crl, []
+
+    def apply_then_another_writer(row: Any, data: bytes, *args: Any) -> Any:
+        index = real_apply(row, data, *args)
+        checks.append(row.crl_last_update)
+        if len(checks) == 1:  # between this check and store_crl's write, the newer CRL lands
+            TrustedAuthority.objects.filter(pk=row.pk).update(
+                crl_der=der(newer), crl_last_update=newer.last_update_utc, updated_at=timezone.now()
+            )
+        return index
+
+    monkeypatch.setattr(authorities, "apply_crl", apply_then_another_writer)
+    with pytest.raises(CertificateRefused) as info:
+        authorities.store_crl(trusted_root, der(older))
+    assert "refusing to go back in time" in info.value.detail
+    assert len(checks) == 1  # the second check refused before it could record anything
+    stored = TrustedAuthority.objects.get(pk=trusted_root.pk)
+    assert bytes(stored.crl_der) == der(newer)
+    # The caller's instance shows the CRL really kept, for refusal_message.
+    assert trusted_root.crl_last_update == newer.last_update_utc
+
+
+@pytest.mark.django_db
+def test_a_delta_crl_served_at_the_crl_url_does_not_unrevoke_the_base_crl(
+    api, pki, register, trusted_root, crl_server
+) -> None:
+    """A delta CRL (DeltaCRLIndicator, RFC 5280 5.2.4, always critical) is signed by the CA and newer than the
+    base CRL; CAs that publish deltas (AD CS does by default) serve them over plain http next to the base CRL,
+    so anyone on the path can swap one for the other.  crl-refresh must not store it in place of the base
+    CRL: every revocation the base lists would be forgotten."""
+    from certauth.authorities import apply_crl, clear_trust_store, refresh_due_crls
+
+    register(pki.client)
+    at = now().replace(microsecond=0)
+    base = devpki.make_crl(pki.root, [pki.client.serial_number], last_update=at - dt.timedelta(hours=2))
+    apply_crl(trusted_root, der(base))
+    trusted_root.save()
+    delta_crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(pki.root.certificate.subject)
+        .last_update(at - dt.timedelta(minutes=5))
+        .next_update(at + dt.timedelta(days=1))
+        .add_extension(x509.CRLNumber(int(at.timestamp())), critical=False)
+        .add_extension(x509.DeltaCRLIndicator(int(at.timestamp()) - 7200), critical=True)
+        .sign(pki.root.private_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    with override_settings(CERTAUTH=CRL_MODE):
+        clear_trust_store()
+        assert api.get("/api/whoami/", pki.client).status_code == 401  # revoked by the base CRL
+        crl_server.body = der(delta_crl)
+        trusted_root.crl_url = crl_server.url
+        trusted_root.save()
+        refresh_due_crls(force=True)
+        clear_trust_store()
+        response = api.get("/api/whoami/", pki.client)
+    assert response.status_code == 401, "the revoked certificate is accepted again after a delta CRL was fetched"
+    assert response.json()["reason"] == "crl_revoked"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("upload", [False, True], ids=["other-fields", "older-crl-upload"])
+def test_an_admin_save_never_writes_back_a_crl_older_than_one_stored_while_it_ran(
+    pki, trusted_root, admin_client, upload: bool
+) -> None:
+    """The admin reads the row, then saves it whole: the CRL columns as read then (or a CRL uploaded against
+    them) would undo a newer CRL crl-refresh stored meanwhile.  The newer CRL lands just before the admin
+    writes (a pre_save receiver, the one moment in the request the race can hit); it stays."""
+    from django.db.models.signals import pre_save
+    from django.utils import timezone
+
+    from certauth.authorities import apply_crl
+    from certauth.models import TrustedAuthority
+
+    base = now().replace(microsecond=0)
+    apply_crl(trusted_root, der(build_crl(pki.root, [], number=1, last_update=base - dt.timedelta(hours=3))))
+    trusted_root.save()
+    older = build_crl(pki.root, [], number=2, last_update=base - dt.timedelta(hours=2))
+    newer = build_crl(pki.root, [pki.client.serial_number], number=3, last_update=base - dt.timedelta(hours=1))
+    landed = []
+
+    def crl_refresh_lands(sender: Any, instance: Any, **kwargs: Any) -> None:
+        if not landed:
+            landed.append(True)
+            TrustedAuthority.objects.filter(pk=instance.pk).update(
+                crl_der=der(newer), crl_last_update=newer.last_update_utc, updated_at=timezone.now()
+            )
+
+    form = {"name": trusted_root.name, "is_enabled": "on", "crl_url": "", "notes": "edited"}
+    if upload:
+        form["crl_file"] = SimpleUploadedFile("older.crl", der(older))
+    pre_save.connect(crl_refresh_lands, sender=TrustedAuthority)
+    try:
+        response = admin_client.post(f"/admin/certauth/trustedauthority/{trusted_root.pk}/change/", form, follow=True)
+    finally:
+        pre_save.disconnect(crl_refresh_lands, sender=TrustedAuthority)
+    assert response.status_code == 200 and landed
+    stored = TrustedAuthority.objects.get(pk=trusted_root.pk)
+    assert stored.notes == "edited"  # the rest of the form was saved
+    assert bytes(stored.crl_der) == der(newer), "the admin's save rolled the CRL back"
+    if upload:
+        assert "refusing to go back in time" in response.content.decode()

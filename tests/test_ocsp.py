@@ -487,3 +487,106 @@ def test_cli_adds_an_authority_with_its_ocsp_responder(ocsp_pki: OcspPki, tmp_pa
     call_command("certauth", "authority", "add", "--name", "ocsp CA", "--cert", str(ca_file),
                  "--ocsp-url", ocsp_pki.responder.url)  # fmt: skip
     assert TrustedAuthority.objects.get(name="ocsp CA").ocsp_url == ocsp_pki.responder.url
+
+
+# --- above the anchor: an intermediate registered next to its root --------------------------------------------
+@dataclass
+class LayeredPki:
+    """A root and an intermediate, both registered; the leaf's responder (the intermediate's) says good; the
+    root runs two responders, one saying the intermediate is good, the other (named in the intermediate's
+    AIA) that it is revoked."""
+
+    root: devpki.Issued
+    intermediate: devpki.Issued
+    leaf: devpki.Issued
+    root_good: OcspResponder
+    root_revoked: OcspResponder
+    root_down: OcspResponder  # never started
+
+
+@pytest.fixture(scope="module")
+def layered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LayeredPki]:
+    directory = tmp_path_factory.mktemp("ocsp-layered")
+    root = devpki.make_ca("certauth OCSP layered root")
+    root_good = OcspResponder(directory, root, name="root-good", next_minutes=60)
+    root_revoked = OcspResponder(directory, root, name="root-revoked", next_minutes=60)
+    intermediate = devpki.make_ca("certauth OCSP layered intermediate", issuer=root, ocsp_url=root_revoked.url)
+    intermediate_responder = OcspResponder(directory, intermediate, name="intermediate", next_minutes=60)
+    leaf = devpki.issue_client(intermediate, "ocsp-under-intermediate", ocsp_url=intermediate_responder.url)
+    pki = LayeredPki(
+        root, intermediate, leaf, root_good, root_revoked, OcspResponder(directory, root, name="root-down")
+    )
+    started = [
+        intermediate_responder.start(good=[leaf]),
+        root_good.start(good=[intermediate]),
+        root_revoked.start(revoked=[intermediate]),
+    ]
+    try:
+        yield pki
+    finally:
+        for responder in started:
+            responder.stop()
+
+
+def layered_store(pki: LayeredPki, *, root_ocsp_url: str = "", fail_open: bool = False) -> TrustStore:
+    authorities = [
+        Authority.from_certificate(1, "root", pki.root.certificate, ocsp_url=root_ocsp_url),
+        Authority.from_certificate(2, "intermediate", pki.intermediate.certificate),
+    ]
+    policy = TrustPolicy(check_ocsp=True, revocation_fail_open=fail_open)
+    return TrustStore(authorities, policy, ocsp=OcspChecker(CountingTransport()))
+
+
+def test_a_registered_intermediate_is_asked_about_at_its_roots_responder(layered: LayeredPki) -> None:
+    """The intermediate is an anchor (nginx forwards the leaf alone), but its root is registered too: the
+    root's responder is asked about the intermediate, as the root's CRL is.  Revoked there: every leaf under
+    it is refused, with or without the forwarded chain."""
+    good = layered_store(layered, root_ocsp_url=layered.root_good.url)  # the root authority's responder
+    assert good.evaluate(layered.leaf.certificate, [], now()).kind == "chained"
+    for forwarded in ([], [layered.intermediate.certificate]):
+        with pytest.raises(CertificateRefused) as info:  # no ocsp_url on the root: the intermediate's AIA
+            layered_store(layered).evaluate(layered.leaf.certificate, forwarded, now())
+        assert info.value.reason is Reason.CERTIFICATE_REVOKED
+        assert "OCSP" in info.value.detail
+        assert "intermediate 'certauth OCSP layered intermediate'" in info.value.detail
+        assert "'certauth OCSP layered root'" in info.value.detail
+    # Revoked is revoked, failing open or not.
+    with pytest.raises(CertificateRefused):
+        layered_store(layered, fail_open=True).evaluate(layered.leaf.certificate, [], now())
+
+
+def test_the_root_above_a_registered_intermediate_must_answer_too(layered: LayeredPki) -> None:
+    """No answer about the intermediate is no answer about the chain: ocsp_unavailable, or accepted with a
+    warning naming the intermediate when failing open."""
+    refused = refusal(layered_store(layered, root_ocsp_url=layered.root_down.url), layered.leaf)
+    assert refused.reason is Reason.OCSP_UNAVAILABLE
+    assert "intermediate 'certauth OCSP layered intermediate'" in refused.detail
+    accepted = layered_store(layered, root_ocsp_url=layered.root_down.url, fail_open=True).evaluate(
+        layered.leaf.certificate, [], now()
+    )
+    assert "intermediate 'certauth OCSP layered intermediate'" in accepted.revocation_warning
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["ocsp", "crl+ocsp"])
+def test_api_an_intermediate_revoked_at_its_roots_responder_refuses_leaves_under_it(
+    api: Any, register: Any, layered: LayeredPki, mode: str
+) -> None:
+    from certauth.authorities import add_authority, clear_trust_store
+
+    def crl(ca: devpki.Issued) -> bytes:
+        return devpki.make_crl(ca, []).public_bytes(serialization.Encoding.DER)  # lists nothing
+
+    clear_trust_store()
+    root = add_authority("layered root", layered.root.cert_pem(), crl_data=crl(layered.root))
+    add_authority("layered intermediate", layered.intermediate.cert_pem(), crl_data=crl(layered.intermediate))
+    register(layered.leaf)
+    with override_settings(CERTAUTH={"REVOCATION_MODE": mode}):
+        root.ocsp_url = layered.root_good.url
+        root.save()
+        assert api.get("/api/whoami/", layered.leaf).status_code == 200
+        root.ocsp_url = ""  # now the intermediate's AIA: the responder that lists it as revoked
+        root.save()
+        clear_trust_store()  # and forget the good answer (the worker's OCSP answers outlive a registry change)
+        body = refused(api.get("/api/whoami/", layered.leaf), Reason.CERTIFICATE_REVOKED)
+    assert "OCSP" in body["detail"] and "intermediate 'certauth OCSP layered intermediate'" in body["detail"]

@@ -20,7 +20,15 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import grants
-from ..authorities import apply_crl, fill_authority, refresh_crl, refusal_message
+from ..authorities import (
+    CRL_FIELDS,
+    apply_crl,
+    fill_authority,
+    refresh_crl,
+    refusal_message,
+    save_without_crl,
+    store_crl,
+)
 from ..certificates import format_thumbprint, thumbprint_of
 from ..models import TrustedAuthority
 from ..reasons import CertificateRefused
@@ -65,6 +73,7 @@ class TrustedAuthorityForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.new_certificate: x509.Certificate | None = None
+        self.crl_data: bytes | None = None  # an uploaded CRL that verified; stored by save_model (store_crl)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -95,7 +104,10 @@ class TrustedAuthorityForm(forms.ModelForm):
         if crl_upload and not self.errors:
             try:
                 issuer = self.new_certificate or load_authority_certificate(self.instance.certificate_pem.encode())
-                apply_crl(self.instance, _read(crl_upload), issuer)
+                data = _read(crl_upload)
+                # On the instance for the form's and grants' checks; written by save_model through store_crl.
+                apply_crl(self.instance, data, issuer)
+                self.crl_data = data
             except forms.ValidationError as exc:
                 self.add_error("crl_file", exc)
             except CertificateRefused as refused:
@@ -106,8 +118,12 @@ class TrustedAuthorityForm(forms.ModelForm):
         authority: TrustedAuthority = super().save(commit=False)
         if self.new_certificate is not None:
             fill_authority(authority, self.new_certificate)
-        if commit:
+        if commit and authority.pk is None:
             authority.save()
+        elif commit:  # as TrustedAuthorityAdmin.save_model: the CRL only through store_crl (raises if refused)
+            save_without_crl(authority)
+            if self.crl_data is not None:
+                store_crl(authority, self.crl_data)
         return authority
 
 
@@ -198,12 +214,24 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
         # The form's declared fields (certificate_file, certificate_text) are read from the POST even when the
         # fieldset hiding them is left out: the permission is checked on what is about to be saved.
         replaces = change and getattr(form, "new_certificate", None) is not None
+        if change and getattr(form, "crl_data", None) is None:
+            obj.refresh_from_db(fields=list(CRL_FIELDS))  # no CRL in this form: the one held now, not as first read
         grants.check_authority_change(obj, replaces_certificate=replaces, by=request.user)
         form.certauth_revocation_sources = grants.describe_revocation_source_change(obj)  # construct_change_message
         if replaces:
             stored = TrustedAuthority.objects.filter(pk=obj.pk).values_list("thumbprint_sha256", flat=True).first()
             form.certauth_replaced_thumbprint = stored or ""  # read by construct_change_message
-        super().save_model(request, obj, form, change)
+        if not change:
+            super().save_model(request, obj, form, change)  # a new row: nobody else wrote a CRL onto it
+            return
+        # The CRL columns as this request read them may be stale (crl-refresh, another administrator): they are
+        # never written back; an uploaded CRL is checked again against the row as stored now.
+        save_without_crl(obj)
+        if getattr(form, "crl_data", None) is not None:
+            try:
+                store_crl(obj, form.crl_data)
+            except CertificateRefused as refused:
+                self.message_user(request, refusal_message(obj, refused.detail), messages.ERROR)
 
     def construct_change_message(self, request: HttpRequest, form: Any, formsets: Any, add: bool = False) -> Any:
         """A replaced CA certificate or a changed CRL / OCSP URL is a new trust: the history names the old and
