@@ -10,6 +10,9 @@
   old file or the complete new one.
 * ``create_file(path, data, mode)`` does the same but only if ``path`` does not exist yet (an atomic
   ``link``); it returns False when another process got there first.
+* ``read_private_file(path)`` / ``check_private_file(path)`` accept an existing secret only if it is a regular
+  file (not a link), owned by this user, that nobody else may read or write; otherwise ``UnsafeFile`` says
+  why and how to fix it.  A secret someone else wrote (or can read) is no secret of ours: never adopted.
 """
 
 from __future__ import annotations
@@ -20,15 +23,76 @@ import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["UnsafeDirectory", "create_file", "ensure_private_directory", "write_file"]
+__all__ = [
+    "UnsafeDirectory",
+    "UnsafeFile",
+    "check_private_file",
+    "create_file",
+    "ensure_private_directory",
+    "read_private_file",
+    "write_file",
+]
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIRECTORY = 0o700
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: a FIFO planted under the name must not hang the reader (it is then refused as no regular file).
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
 class UnsafeDirectory(ValueError):
     """A folder certauth will not write secrets into; the message says why and how to fix it."""
+
+
+class UnsafeFile(ValueError):
+    """An existing file certauth will not take a secret from; the message says why and how to fix it."""
+
+
+def file_exposure(info: os.stat_result, *, owners: tuple[int, ...] | None = None) -> str:
+    """Why a file with these ``fstat``/``lstat`` facts is not private to this user ('' when it is): not a regular
+    file, owned by someone else (``owners`` defaults to this user only), or readable/writable by group or others."""
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link (whoever owns it can point it elsewhere)"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if info.st_uid not in (owners if owners is not None else (os.geteuid(),)):
+        return f"belongs to another user ({_user(info.st_uid)}), who could have written it or read it"
+    if info.st_mode & 0o077:
+        return f"can be read or written by its group or by others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return ""
+
+
+def check_private_file(path: Path | str) -> None:
+    """Raise ``UnsafeFile`` unless ``path`` (which must exist: ``FileNotFoundError``) is a private file of ours."""
+    target = Path(path)
+    problem = file_exposure(os.lstat(target))
+    if problem:
+        raise UnsafeFile(_file_advice(target, problem))
+
+
+def read_private_file(path: Path | str) -> bytes:
+    """The content of ``path`` if it is a private file of ours (see ``file_exposure``), checked on the open file
+    (``fstat``, no link followed) so that what is checked is what is read; else ``UnsafeFile``."""
+    target = Path(path)
+    try:
+        fd = os.open(target, _READ)
+    except OSError as error:
+        if os.path.islink(target):  # ELOOP from O_NOFOLLOW
+            raise UnsafeFile(_file_advice(target, file_exposure(os.lstat(target)))) from None
+        raise error
+    with os.fdopen(fd, "rb") as handle:
+        problem = file_exposure(os.fstat(handle.fileno()))
+        if problem:
+            raise UnsafeFile(_file_advice(target, problem))
+        return handle.read()
+
+
+def _file_advice(path: Path, problem: str) -> str:
+    return (
+        f"{path} {problem}: certauth does not use a secret another user may have written or can read. "
+        f"If it is yours and nobody else had access, run `chown {_user_name(os.geteuid())} {path} && chmod 600 "
+        f"{path}`; otherwise delete it (a new one is created) and rotate what depended on it."
+    )
 
 
 def ensure_private_directory(path: Path | str) -> Path:
@@ -99,6 +163,15 @@ def _write_temporary(target: Path, data: bytes, mode: int) -> Path:
             os.unlink(temporary)
         raise
     return temporary
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
 
 
 def _user(uid: int) -> str:

@@ -221,6 +221,89 @@ def test_the_secret_key_and_database_are_private_from_the_first_byte(open_parent
         assert not nobody_can_read(var_dir / "secret_key")
 
 
+def _plant(var_dir: Path, *, owner_nobody: bool) -> str:
+    """What an attacker does before the service first starts: a var/ of their own (or one anybody may write
+    to) holding a secret key they know and an empty database file they can read and write."""
+    planted = "attacker-knows-this-secret-key-" + "x" * 30
+    var_dir.mkdir(mode=0o777)
+    var_dir.chmod(0o777)
+    (var_dir / "secret_key").write_text(planted)
+    (var_dir / "certauth.sqlite3").write_bytes(b"")
+    (var_dir / "certauth.sqlite3").chmod(0o666)
+    if owner_nobody:
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        for path in (var_dir, var_dir / "secret_key", var_dir / "certauth.sqlite3"):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    return planted
+
+
+def _import_settings(var_dir: Path, code: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DATABASE_URL"}}
+    env.update(CERTAUTH_VAR_DIR=str(var_dir), PYTHONPATH=str(Path(__file__).resolve().parent.parent), **env_vars)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("owner_nobody", [False, True], ids=["world-writable-var", "var-owned-by-nobody"])
+def test_settings_never_adopt_a_secret_key_from_a_folder_others_control(open_parent: Path, owner_nobody: bool) -> None:
+    """Attack review 2: ``_secret_key`` checked the folder only when it had to create the key, so a local user
+    who created ``CERTAUTH_VAR_DIR`` first chose the service's SECRET_KEY.  Now refused, saying how to fix it."""
+    if owner_nobody and not ROOT:
+        pytest.skip("needs root (chown to nobody)")
+    open_parent.chmod(0o1777)
+    var_dir = open_parent / "var"
+    planted = _plant(var_dir, owner_nobody=owner_nobody)
+    result = _import_settings(var_dir, "import project.settings as s; print(s.SECRET_KEY)")
+    adopted = result.returncode == 0 and result.stdout.strip() == planted
+    assert not adopted, "the service started with a SECRET_KEY another user wrote"
+    assert "ImproperlyConfigured" in result.stderr and str(var_dir) in result.stderr
+
+
+@pytest.mark.parametrize("owner_nobody", [False, True], ids=["world-writable-var", "var-owned-by-nobody"])
+def test_settings_never_use_a_database_file_others_can_read(open_parent: Path, owner_nobody: bool) -> None:
+    """The same for the SQLite file (it holds admin sessions), with SECRET_KEY from the environment as in
+    production: no key file to create, and yet the folder and the database are checked."""
+    if owner_nobody and not ROOT:
+        pytest.skip("needs root (chown to nobody)")
+    open_parent.chmod(0o1777)
+    var_dir = open_parent / "var"
+    _plant(var_dir, owner_nobody=owner_nobody)
+    (var_dir / "secret_key").unlink()  # only the database planted this time
+    code = "import project.settings as s; print(s.DATABASES['default']['NAME'])"
+    result = _import_settings(var_dir, code, SECRET_KEY="k" * 50)
+    database = var_dir / "certauth.sqlite3"
+    used = result.returncode == 0 and result.stdout.strip() == str(database)
+    readable_by_others = bool(os.stat(database).st_mode & 0o044) or os.stat(database).st_uid != os.geteuid()
+    assert not (used and readable_by_others), "settings accepted a database file another user can read or owns"
+
+
+@pytest.mark.parametrize("name", ["secret_key", "certauth.sqlite3", "certauth.sqlite3-wal"])
+@pytest.mark.parametrize("exposure", ["readable-by-others", "group-writable", "link"])
+def test_an_exposed_key_or_database_in_a_private_folder_is_refused(tmp_path: Path, name: str, exposure: str) -> None:
+    """In our own 0700 var/, an existing secret file that others can read or write (an older run's umask, a
+    copy) or that is a link is refused too, with the fix in the message; a private one is used."""
+    var_dir = tmp_path / "var"
+    var_dir.mkdir(mode=0o700)
+    code = "import project.settings as s; print(s.SECRET_KEY)"
+    assert _import_settings(var_dir, code).returncode == 0  # creates a private key and database
+    target = var_dir / name
+    if exposure == "link":
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.write_bytes(b"")
+        elsewhere.chmod(0o600)
+        target.unlink(missing_ok=True)
+        target.symlink_to(elsewhere)
+    else:
+        if not target.exists():
+            target.write_bytes(b"")
+        target.chmod(0o644 if exposure == "readable-by-others" else 0o620)
+    result = _import_settings(var_dir, code)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and str(target) in result.stderr
+    assert "chmod 600" in result.stderr or "symbolic link" in result.stderr
+
+
 def test_the_secret_key_is_written_without_a_readable_window(tmp_path, creation_log, monkeypatch) -> None:
     import importlib
 
