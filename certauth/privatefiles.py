@@ -30,6 +30,7 @@ __all__ = [
     "create_file",
     "ensure_private_directory",
     "read_private_file",
+    "shared_secret_exposure",
     "write_file",
 ]
 
@@ -60,6 +61,29 @@ def file_exposure(info: os.stat_result, *, owners: tuple[int, ...] | None = None
     if info.st_mode & 0o077:
         return f"can be read or written by its group or by others (mode {stat.S_IMODE(info.st_mode):04o})"
     return ""
+
+
+def shared_secret_exposure(info: os.stat_result) -> tuple[str, str]:
+    """``(refuse, warn)`` for a secret file that an operator provisions for us (the proxy secret), given the
+    ``fstat`` of the file as opened (links followed: a Kubernetes or systemd credential may be one).  Refused:
+    not a regular file, readable or writable by every local user, writable by its group, or owned by a user
+    other than us and root (who could change it).  Warned: readable by its group, or root's rather than ours
+    (fine only if that group holds the workers' user alone)."""
+    mode = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file", ""
+    if mode & 0o007:
+        return f"can be read or written by every local user (mode {mode:04o}): run `chmod 600` on it", ""
+    if mode & 0o020:
+        return f"can be written by its group (mode {mode:04o}): run `chmod 600` on it", ""
+    if info.st_uid not in (os.geteuid(), 0):
+        return f"belongs to another user ({_user(info.st_uid)}), who could change it: chown it to us", ""
+    warnings = []
+    if mode & 0o040:
+        warnings.append(f"can be read by its group (gid {info.st_gid}, mode {mode:04o})")
+    if info.st_uid != os.geteuid():
+        warnings.append(f"belongs to {_user(info.st_uid)}, not to {_user(os.geteuid())}")
+    return "", " and ".join(warnings)
 
 
 def check_private_file(path: Path | str) -> None:
