@@ -2,8 +2,12 @@
 
 * ``ensure_private_directory(path)`` creates a folder 0700, or accepts an existing one only if it is a
   real directory (not a symbolic link), owned by this user, and nobody else can write to it (so nobody
-  else can plant a link or a file in it); a readable one is tightened to 0700.  Otherwise it raises
-  ``UnsafeDirectory`` saying why and what to do.
+  else can plant a link or a file in it); a readable one is tightened to 0700.  Every folder above it must
+  be owned by root or this user and writable by nobody else unless sticky (OpenSSH's StrictModes): else
+  another user could rename the checked folder away and put one of theirs (or a link) in its place after
+  the check, and every later step by name would use theirs.  With the whole path safe, a check by name
+  stays true, so callers may keep working with names.  Otherwise it raises ``UnsafeDirectory`` saying why
+  and what to do.
 * ``write_file(path, data, mode)`` writes a new file under a random name in the same folder, created
   ``O_EXCL | O_NOFOLLOW`` with ``mode`` (never readable by anyone else, not even for an instant), then
   renames it over ``path``: a link planted at ``path`` is replaced, never followed, and a reader sees the
@@ -132,6 +136,7 @@ def ensure_private_directory(path: Path | str) -> Path:
         )
     if not stat.S_ISDIR(info.st_mode):
         raise UnsafeDirectory(f"{directory} exists and is not a directory.")
+    _check_ancestors(directory)
     if info.st_uid != os.geteuid():
         raise UnsafeDirectory(
             f"{directory} belongs to another user ({_user(info.st_uid)}), not to {_user(os.geteuid())}: "
@@ -145,6 +150,33 @@ def ensure_private_directory(path: Path | str) -> Path:
     if stat.S_IMODE(info.st_mode) != PRIVATE_DIRECTORY:
         os.chmod(directory, PRIVATE_DIRECTORY)  # ours and nobody else can write to it: no link to follow
     return directory
+
+
+def _check_ancestors(directory: Path) -> None:
+    """Every folder above ``directory``, as written and as resolved (links followed), may be changed only by
+    root or us: owned by one of them, and writable by group or others only if sticky (like /tmp, where
+    nobody may rename what is not theirs)."""
+    trusted = (0, os.geteuid())
+    seen: set[Path] = set()
+    for path in (directory.absolute(), Path(os.path.realpath(directory))):
+        for ancestor in path.parents:
+            if ancestor in seen:
+                continue
+            seen.add(ancestor)
+            info = os.stat(ancestor)
+            if info.st_uid not in trusted:
+                raise UnsafeDirectory(
+                    f"{directory} is inside {ancestor}, which belongs to another user ({_user(info.st_uid)}): "
+                    f"they could rename {directory} away and put a folder of theirs in its place after certauth "
+                    "checked it. Choose a directory whose parents only root or you can change."
+                )
+            if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+                raise UnsafeDirectory(
+                    f"{directory} is inside {ancestor}, which its group or others can write to (mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}, not sticky): they could rename {directory} away and put a "
+                    f"folder of theirs in its place after certauth checked it. Run `chmod go-w {ancestor}` (or "
+                    "`chmod +t` it, as /tmp is) or choose another directory."
+                )
 
 
 def write_file(path: Path | str, data: bytes, mode: int = PRIVATE_FILE) -> None:

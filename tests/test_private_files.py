@@ -172,6 +172,79 @@ def test_a_folder_that_is_a_link_is_refused(tmp_path) -> None:
 # --- the building blocks ------------------------------------------------------------------------------------
 
 
+@needs_root
+def test_devpki_out_cannot_be_swapped_for_an_attacker_pki_after_the_check(tmp_path: Path, monkeypatch) -> None:
+    """Attack review 2: ``create_dev_pki`` checked its folder once, by name, and never its parent.  Another
+    user who can write to the parent renames the checked folder away and puts a link to a complete PKI of
+    theirs in its place; it was "reused" (`make run` trusting a root CA whose key they hold).  The attacker's
+    timing is played deterministically: right after the check, as ``nobody``.  Now a folder inside a parent
+    others can write to (not sticky) is refused before anything is written."""
+    attacker_pki = devpki.create_dev_pki(tmp_path / "attacker")
+    parent = Path(tempfile.mkdtemp(prefix="certauth-attack2-parent-"))
+    try:
+        parent.chmod(0o777)  # others may write to the parent (not sticky), not to the folder we check
+        elsewhere = parent / "elsewhere"
+        shutil.copytree(attacker_pki.out_dir, elsewhere)
+        subprocess.run(["chown", "-R", "nobody", str(elsewhere)], check=True)
+        real_check = privatefiles.ensure_private_directory
+
+        def check_then_swap(directory: Path | str) -> Path:
+            checked = real_check(directory)
+            swap = f"mv {checked.name} {checked.name}.old && ln -s elsewhere {checked.name}"
+            subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c", swap], cwd=parent, check=True)
+            return checked
+
+        monkeypatch.setattr(devpki, "ensure_private_directory", check_then_swap)
+        try:
+            pki = devpki.create_dev_pki(parent / "pki")
+        except privatefiles.UnsafeDirectory as refused:
+            assert str(parent) in str(refused) and "chmod go-w" in str(refused)
+            assert not (parent / "pki").exists() or not any((parent / "pki").iterdir())
+            return  # refused: a folder whose parent others can write to is no private folder
+        assert pki.thumbprint("ca") != attacker_pki.thumbprint("ca"), "the attacker's root CA was adopted"
+        assert not (elsewhere / "ca.key").exists() or (elsewhere / "ca.key").stat().st_uid != 0
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("parent_mode", "owner", "refused"),
+    [
+        (0o777, "us", True),
+        (0o770, "us", True),
+        (0o1777, "us", False),  # sticky, like /tmp: nobody may rename what is not theirs
+        (0o755, "nobody", True),  # its owner can chmod it and rename our folder
+        (0o1777, "nobody", True),  # sticky, but the folder's owner may still rename anything in it
+        (0o755, "us", False),
+    ],
+    ids=["0777", "0770", "1777", "0755-nobody", "1777-nobody", "0755"],
+)
+def test_a_folder_inside_a_parent_others_can_change_is_refused(parent_mode: int, owner: str, refused: bool) -> None:
+    """The whole path is checked (OpenSSH's StrictModes), the grandparent too, and through links."""
+    if owner == "nobody" and not ROOT:
+        pytest.skip("needs root (chown to nobody)")
+    top = Path(tempfile.mkdtemp(prefix="certauth-strict-"))
+    try:
+        top.chmod(0o755)
+        parent = top / "parent"
+        parent.mkdir()
+        parent.chmod(parent_mode)
+        if owner == "nobody":
+            import pwd
+
+            os.chown(parent, pwd.getpwnam("nobody").pw_uid, -1)
+        (top / "safe").mkdir(mode=0o755)
+        (top / "safe" / "link").symlink_to(parent / "below", target_is_directory=True)
+        for target in (parent / "pki", parent / "below" / "pki", top / "safe" / "link" / "pki"):
+            if refused:
+                with pytest.raises(privatefiles.UnsafeDirectory, match=str(parent)):
+                    devpki.create_dev_pki(target)
+            else:
+                assert devpki.create_dev_pki(target).thumbprint("ca")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_create_file_never_replaces_nor_follows_what_is_there(tmp_path, creation_log) -> None:
     folder = privatefiles.ensure_private_directory(tmp_path / "var")
     assert privatefiles.create_file(folder / "secret", b"first")
