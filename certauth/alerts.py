@@ -77,10 +77,15 @@ def count_refusal(event: RefusalEvent) -> list[Alert]:
     alerts = []
     for kind, value in tracked_values(event):
         key = f"{KEY_PREFIX}:{kind}:{value}:{bucket}"
-        refusals = sharedcache.increment(cache, key, timeout=timeout)
-        # add_flag is atomic (SET NX): one worker wins.
-        if refusals > threshold and sharedcache.add_flag(cache, f"{key}:alerted", timeout):
-            alerts.append(Alert(kind, value, refusals, window, int(threshold)))
+        try:
+            refusals = sharedcache.increment(cache, key, timeout=timeout)
+            # add_flag is atomic (SET NX): one worker wins.
+            if refusals > threshold and sharedcache.add_flag(cache, f"{key}:alerted", timeout):
+                alerts.append(Alert(kind, value, refusals, window, int(threshold)))
+        except Exception:
+            # One counter failing (a broken or hostile cache) never stops the others: the client address is
+            # still counted when the thumbprint's counter cannot be.
+            logger.exception("certauth alert counting failed", extra={"certauth_alert_kind": kind})
     return alerts
 
 

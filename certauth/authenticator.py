@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,10 @@ from .certificates import CertificateInfo, describe, thumbprint_of
 from .conf import settings
 from .forwarding import parse_chain_header, parse_forwarded
 from .lru import MISSING, BoundedCache
+from .nginxconf import PROXY_SECRET_MIN_LENGTH, PROXY_SECRET_PLACEHOLDER
 from .policy import PolicyOptions, check_certificate
 from .principal import CertificateAuth, CertificatePrincipal
+from .privatefiles import shared_secret_exposure
 from .proxies import (
     UNIX_SOCKET,
     ProxyAllowList,
@@ -136,19 +139,52 @@ def config() -> _Config:
 
 def load_proxy_secret() -> tuple[bytes | None, str]:
     """``(secret, problem)`` from ``PROXY_SECRET`` or ``PROXY_SECRET_FILE``; ``(None, "")`` when neither is
-    set.  An unreadable or empty file gives ``b""`` (which no header matches: fail closed) and the problem."""
+    set.  A secret others know or can learn gives ``b""`` (which no header matches: fail closed) and the
+    problem: an unreadable or empty file, a file every local user can read (``shared_secret_exposure``), the
+    committed examples' placeholder, or fewer than ``PROXY_SECRET_MIN_LENGTH`` characters."""
     if settings.PROXY_SECRET:
-        return str(settings.PROXY_SECRET).encode(), ""
+        return _guessable_or_not(str(settings.PROXY_SECRET), "PROXY_SECRET")
     if not settings.PROXY_SECRET_FILE:
         return None, ""
     path = Path(settings.PROXY_SECRET_FILE)
     try:
-        secret = path.read_text().strip()
+        # O_NONBLOCK: a FIFO there must not hang the worker (it is then refused as no regular file).
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            refuse, _warn = shared_secret_exposure(os.fstat(handle.fileno()))
+            raw = b"" if refuse else handle.read()
+        secret = raw.decode().strip()
     except (OSError, UnicodeDecodeError) as error:
         return b"", f"PROXY_SECRET_FILE {path} cannot be read ({getattr(error, 'strerror', None) or error})"
+    if refuse:
+        return b"", (
+            f"PROXY_SECRET_FILE {path} {refuse}; then write a new secret into it and into nginx's config "
+            "(others may have read the old one)"
+        )
     if not secret:
         return b"", f"PROXY_SECRET_FILE {path} is empty"
+    return _guessable_or_not(secret, f"PROXY_SECRET_FILE {path}")
+
+
+def _guessable_or_not(secret: str, where: str) -> tuple[bytes, str]:
+    fix = (
+        "put a random one there (python -c 'import secrets; print(secrets.token_urlsafe(32))') and render "
+        "nginx's config from it (certauth nginx-config --proxy-secret-file)"
+    )
+    if secret == PROXY_SECRET_PLACEHOLDER:
+        return b"", f"{where} holds the placeholder of the committed nginx examples, which everyone can read: {fix}"
+    if len(secret) < PROXY_SECRET_MIN_LENGTH:
+        return b"", f"{where} is shorter than {PROXY_SECRET_MIN_LENGTH} characters, a neighbour could guess it: {fix}"
     return secret.encode(), ""
+
+
+def proxy_secret_file_warning() -> str:
+    """What is not quite private about ``PROXY_SECRET_FILE`` (group-readable, root's): '' when nothing."""
+    if settings.PROXY_SECRET or not settings.PROXY_SECRET_FILE:
+        return ""
+    try:
+        return shared_secret_exposure(os.stat(settings.PROXY_SECRET_FILE))[1]
+    except OSError:
+        return ""  # reported by load_proxy_secret as a problem
 
 
 def proxy_check(cfg: _Config, meta: dict[str, Any]) -> tuple[str, bool, str]:

@@ -254,15 +254,27 @@ def check_certauth_deployment(app_configs: Any = None, **kwargs: Any) -> list[An
 def _proxy_identity_messages(networks: Any) -> list[Any]:
     """Can certauth tell its own proxy from another process on the same host?  Only by a unix socket that
     only the proxy may open, or by the proxy secret: every local user reaches a loopback TCP port."""
-    from .authenticator import load_proxy_secret  # needs the apps: imported when the check runs
+    from .authenticator import load_proxy_secret, proxy_secret_file_warning  # needs the apps: at check time
 
     secret, problem = load_proxy_secret()
     if problem:
         return [
             Error(
                 f"CERTAUTH proxy secret unusable: {problem}. Every forwarded certificate is refused (untrusted_proxy).",
-                hint="Point PROXY_SECRET_FILE at the file the proxy's secret is written to (readable by the workers).",
+                hint="PROXY_SECRET_FILE: a file of at least 16 random characters, owned by the workers' user, "
+                "mode 0600, that nginx's config repeats (certauth nginx-config --proxy-secret-file).",
                 id="certauth.E012",
+            )
+        ]
+    exposure = proxy_secret_file_warning()
+    if exposure:
+        return [
+            Warning(
+                f"CERTAUTH's PROXY_SECRET_FILE {settings.PROXY_SECRET_FILE} {exposure}: whoever can read it can "
+                "pass as the proxy.",
+                hint="chown it to the workers' user and chmod 600 it; keep it group-readable only if that group "
+                "holds the workers' user alone (then silence certauth.W012).",
+                id="certauth.W012",
             )
         ]
     if not django_settings.DEBUG and secret is None and networks:

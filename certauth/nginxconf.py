@@ -46,6 +46,9 @@ PROXY_SECRET_HEADER = "X-Certauth-Proxy-Secret"  # noqa: S105 - a header name
 #: ``certauth nginx-config --proxy-secret-file``.  certauth, given its real secret, refuses requests carrying
 #: this one (``untrusted_proxy``): a forgotten placeholder fails closed.
 PROXY_SECRET_PLACEHOLDER = "REPLACE-with-the-content-of-CERTAUTH-PROXY_SECRET_FILE"  # noqa: S105
+#: The shortest proxy secret certauth and this renderer accept: a shorter one a neighbour guesses (each attempt
+#: costs them only an audit row).  ``secrets.token_urlsafe(32)`` gives 43 characters.
+PROXY_SECRET_MIN_LENGTH = 16
 #: gunicorn's largest request line (its ``MAX_REQUEST_LINE``): nginx's header buffers are no larger, so a
 #: request line nginx accepts is one gunicorn accepts too.
 CLIENT_HEADER_BUFFER = "8k"
@@ -198,8 +201,10 @@ def render(
         raise ValueError("standalone needs prefix (pid, logs and temp files go there)")
     if not 1 <= verify_depth <= 10:
         raise ValueError("verify_depth must be between 1 and 10")
-    if proxy_secret is not None and len(_token(proxy_secret, "proxy_secret")) < 16:
-        raise ValueError("proxy_secret must be at least 16 characters (e.g. secrets.token_urlsafe(32))")
+    if proxy_secret is not None and len(_token(proxy_secret, "proxy_secret")) < PROXY_SECRET_MIN_LENGTH:
+        raise ValueError(
+            f"proxy_secret must be at least {PROXY_SECRET_MIN_LENGTH} characters (e.g. secrets.token_urlsafe(32))"
+        )
     if requests_per_second < 1 or connections_per_address < 1:
         raise ValueError("requests_per_second and connections_per_address must be at least 1")
 
@@ -484,6 +489,7 @@ __all__ = [
     "ORIGINAL_METHOD_HEADER",
     "ORIGINAL_URI_HEADER",
     "PROXY_SECRET_HEADER",
+    "PROXY_SECRET_MIN_LENGTH",
     "PROXY_SECRET_PLACEHOLDER",
     "REFUSED_PATH",
     "UPSTREAM_HEADERS",

@@ -60,8 +60,11 @@ def get_int(cache: BaseCache, key: str) -> int | None:
 
 def increment(cache: BaseCache, key: str, *, timeout: int | None = None) -> int:
     """Add one to the counter under ``key`` atomically and return the new value.  A missing counter starts
-    at 1 (with ``timeout`` seconds to live; None = kept); one that holds anything but an integer is
-    replaced by 1 (a planted value must not stop the counting)."""
+    at 1 (with ``timeout`` seconds to live; None = kept); one that holds anything but a positive count (a
+    string that is no integer, another Redis type such as a hash or list: WRONGTYPE, an integer at the edge
+    of 64 bits, a negative one planted to stay below any threshold) is replaced by 1 with the same lifetime:
+    a planted value must not stop the counting.  Only the backend's own failures (connection, permission)
+    raise."""
     if isinstance(cache, RedisCache):
         client, raw_key = _redis(cache, key, write=True)
         pipeline = client.pipeline(transaction=True)
@@ -70,10 +73,11 @@ def increment(cache: BaseCache, key: str, *, timeout: int | None = None) -> int:
         pipeline.incr(raw_key)
         results = pipeline.execute(raise_on_error=False)
         value = results[-1]
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             return value
-        if isinstance(value, Exception) and "not an integer" not in str(value):
-            raise value
+        # INCR answered an error about the value (not an integer, WRONGTYPE, overflow) or a count no INCR from
+        # 0 gives: replace the key, whatever type it holds (SET overwrites any type).  A connection or ACL
+        # failure raises from execute() or from this SET, never silently.
         client.set(raw_key, 1, ex=None if timeout is None else max(1, int(timeout)))
         return 1
     if isinstance(cache, LocMemCache):

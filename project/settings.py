@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
-from certauth.privatefiles import create_file, ensure_private_directory
+from certauth.privatefiles import (
+    UnsafeDirectory,
+    UnsafeFile,
+    check_private_file,
+    create_file,
+    ensure_private_directory,
+    read_private_file,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CERTAUTH_VAR_DIR", BASE_DIR / "var"))
@@ -30,18 +38,44 @@ def env_list(name: str, default: str) -> list[str]:
 DEBUG = env_bool("DEBUG", False)
 
 
+def _private_directory(directory: Path) -> None:
+    """Check (or create 0700) a folder we read secrets from, every start and before reading anything in it:
+    in a folder another user owns or may write to, they could have planted the key or the database."""
+    try:
+        ensure_private_directory(directory)
+    except UnsafeDirectory as error:
+        raise ImproperlyConfigured(
+            f"{error} certauth keeps its secret key and SQLite database there (CERTAUTH_VAR_DIR, DATABASE_URL)."
+        ) from None
+
+
+def _refuse_unless_private(path: Path) -> None:
+    """An existing secret file (key, database) that is a link, another user's, or open to others: refused."""
+    try:
+        check_private_file(path)
+    except FileNotFoundError:
+        pass
+    except UnsafeFile as error:
+        raise ImproperlyConfigured(str(error)) from None
+
+
 def _secret_key() -> str:
     """SECRET_KEY from the environment; otherwise a random key kept in var/ (never committed), created
-    0600 from its first byte in a private var/ (several workers starting at once agree on one key)."""
+    0600 from its first byte in a private var/ (several workers starting at once agree on one key).  An
+    existing key is used only from a private var/, as a private file of ours (a planted key would let its
+    author forge sessions and signed values)."""
     if os.environ.get("SECRET_KEY"):
         return os.environ["SECRET_KEY"]
     path = VAR_DIR / "secret_key"
+    _private_directory(VAR_DIR)
     try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        ensure_private_directory(VAR_DIR)
-        create_file(path, secrets.token_urlsafe(50).encode())  # loses to a key another process wrote first
-        return path.read_text().strip()
+        try:
+            return read_private_file(path).decode().strip()
+        except FileNotFoundError:
+            create_file(path, secrets.token_urlsafe(50).encode())  # loses to a key another process wrote first
+            return read_private_file(path).decode().strip()
+    except UnsafeFile as error:
+        raise ImproperlyConfigured(str(error)) from None
 
 
 SECRET_KEY = _secret_key()
@@ -115,10 +149,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     # The database holds admin sessions: create it 0600 in a private folder before SQLite would create
     # it with the umask's mode (its -wal and -shm files copy the database file's mode).
+    # An existing one (and its -wal/-shm/-journal files) is used only if it is a private file of ours in a
+    # private folder, checked at every start: a database someone else planted or can read is refused.
     _sqlite_file = Path(DATABASES["default"]["NAME"])
-    if str(_sqlite_file) != ":memory:" and not _sqlite_file.exists():
-        ensure_private_directory(_sqlite_file.parent)
-        create_file(_sqlite_file, b"")
+    if str(_sqlite_file) not in {"", ":memory:"} and not str(_sqlite_file).startswith("file:"):
+        _private_directory(_sqlite_file.parent)
+        for _suffix in ("", "-wal", "-shm", "-journal"):
+            _refuse_unless_private(_sqlite_file.with_name(_sqlite_file.name + _suffix))
+        if not _sqlite_file.exists():
+            create_file(_sqlite_file, b"")  # anything another worker wrote first wins (and is ours: private folder)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

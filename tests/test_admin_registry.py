@@ -222,6 +222,40 @@ def test_add_view_with_an_unknown_failure_warns(admin_client) -> None:
     assert "pem_text" not in response.context["adminform"].form.initial
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from_failure=%C2%B2",  # "²": str.isdigit() says yes, int() says no -> ValueError
+        "predecessor=%C2%B2",
+        "identity=%C2%B2",  # handed to the autocomplete widget's query
+        "from_failure=" + "9" * 5000,  # isdigit(), but int() refuses more than 4300 digits -> ValueError
+        "predecessor=" + "9" * 5000,
+        "from_failure=-1",
+        "predecessor=0",
+    ],
+    ids=[
+        "from_failure-superscript",
+        "predecessor-superscript",
+        "identity-superscript",
+        "from_failure-5000-digits",
+        "predecessor-5000-digits",
+        "from_failure-negative",
+        "predecessor-zero",
+    ],
+)
+def test_add_form_prefill_parameters_never_answer_500(admin_client, query: str) -> None:
+    """Attack review 2: ``int(x)`` guarded by ``x.isdigit()`` accepted Unicode digits (and overlong numbers)
+    that ``int()`` rejects: an uncaught ValueError, a 500.  A bad primary key is ignored with a message."""
+    admin_client.raise_request_exception = False
+    response = admin_client.get(f"{url(ADD)}?{query}")
+    assert response.status_code == 200, f"{query[:40]} -> {response.status_code}"
+    initial = response.context["adminform"].form.initial
+    assert "pem_text" not in initial
+    assert not {"identity", "predecessor"} & set(initial)
+    page = response.content.decode()
+    assert "not a record number" in page or "holds no certificate" in page
+
+
 def test_add_view_prefill_from_the_audit_needs_the_audit_view_permission(client, api, pki: FixturePKI) -> None:
     # A registry operator who may add certificates but not read the audit must not see an audit row's
     # certificate, CN or identity through the add form.

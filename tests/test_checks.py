@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +79,34 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     # Loopback TCP without a proxy secret: every local process is "the proxy".
     ("certauth.W011", {"PROXY_SECRET": None, "TRUSTED_PROXIES": ["127.0.0.1", "::1"]}),
     ("certauth.E012", {"PROXY_SECRET": None, "PROXY_SECRET_FILE": "/nonexistent/certauth-proxy-secret"}),
+    # A secret others know or can guess or read (attack review 2).
+    ("certauth.E012", {"PROXY_SECRET": "REPLACE-with-the-content-of-CERTAUTH-PROXY_SECRET_FILE"}),
+    ("certauth.E012", {"PROXY_SECRET": "changeme"}),
+    ("certauth.E012", {"PROXY_SECRET": None, "_secret_file_mode": 0o644}),
+    ("certauth.W012", {"PROXY_SECRET": None, "_secret_file_mode": 0o640}),
 ]
 
 
 DEPLOYMENT_CHECKS = {
-    f"certauth.{n}" for n in ("E009", "E010", "E011", "E012", "W006", "W007", "W008", "W009", "W010", "W011")
+    f"certauth.{n}" for n in ("E009", "E010", "E011", "E012", "W006", "W007", "W008", "W009", "W010", "W011", "W012")
 }
 
 
 def _run(case: dict[str, Any]) -> set[str]:
     case = dict(case)
-    return certauth_ids(
-        debug=case.pop("_debug", False), caches=case.pop("_caches", None), rest=case.pop("_rest", None), **case
-    )
+    folder = None
+    if "_secret_file_mode" in case:  # a PROXY_SECRET_FILE with this mode, in a folder of its own
+        folder = Path(tempfile.mkdtemp(prefix="certauth-checks-"))
+        (folder / "proxy-secret").write_text(secrets.token_urlsafe(32))
+        (folder / "proxy-secret").chmod(case.pop("_secret_file_mode"))
+        case["PROXY_SECRET_FILE"] = str(folder / "proxy-secret")
+    try:
+        return certauth_ids(
+            debug=case.pop("_debug", False), caches=case.pop("_caches", None), rest=case.pop("_rest", None), **case
+        )
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_reference_project_raises_no_certauth_check() -> None:
@@ -124,8 +141,18 @@ def test_every_check_id_in_the_source_has_a_case() -> None:
         {"AUDIT_HANDLER": "certauth.audit.NullAuditHandler"},
         # Only the unix socket (file permissions say who the proxy is): no secret needed.
         {"PROXY_SECRET": None, "TRUSTED_PROXIES": ["unix:"]},
+        # A proxy secret file of ours, 0600.
+        {"PROXY_SECRET": None, "_secret_file_mode": 0o600},
     ],
-    ids=["redis-shared", "alerts-off", "debug-conveniences", "private-proxies-strict", "null-audit", "unix-socket"],
+    ids=[
+        "redis-shared",
+        "alerts-off",
+        "debug-conveniences",
+        "private-proxies-strict",
+        "null-audit",
+        "unix-socket",
+        "private-secret-file",
+    ],
 )
 def test_sound_configurations_raise_none_of_the_deployment_checks(case: dict[str, Any]) -> None:
     assert _run(case) & DEPLOYMENT_CHECKS == set()
@@ -153,6 +180,7 @@ def production_env(tmp_path: Path) -> dict[str, str]:
         }
     )
     (tmp_path / "proxy-secret").write_text(secrets.token_urlsafe(32) + "\n")
+    (tmp_path / "proxy-secret").chmod(0o600)  # as docs/deployment.md says (0644 would be certauth.E012)
     return env
 
 

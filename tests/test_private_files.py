@@ -172,6 +172,79 @@ def test_a_folder_that_is_a_link_is_refused(tmp_path) -> None:
 # --- the building blocks ------------------------------------------------------------------------------------
 
 
+@needs_root
+def test_devpki_out_cannot_be_swapped_for_an_attacker_pki_after_the_check(tmp_path: Path, monkeypatch) -> None:
+    """Attack review 2: ``create_dev_pki`` checked its folder once, by name, and never its parent.  Another
+    user who can write to the parent renames the checked folder away and puts a link to a complete PKI of
+    theirs in its place; it was "reused" (`make run` trusting a root CA whose key they hold).  The attacker's
+    timing is played deterministically: right after the check, as ``nobody``.  Now a folder inside a parent
+    others can write to (not sticky) is refused before anything is written."""
+    attacker_pki = devpki.create_dev_pki(tmp_path / "attacker")
+    parent = Path(tempfile.mkdtemp(prefix="certauth-attack2-parent-"))
+    try:
+        parent.chmod(0o777)  # others may write to the parent (not sticky), not to the folder we check
+        elsewhere = parent / "elsewhere"
+        shutil.copytree(attacker_pki.out_dir, elsewhere)
+        subprocess.run(["chown", "-R", "nobody", str(elsewhere)], check=True)
+        real_check = privatefiles.ensure_private_directory
+
+        def check_then_swap(directory: Path | str) -> Path:
+            checked = real_check(directory)
+            swap = f"mv {checked.name} {checked.name}.old && ln -s elsewhere {checked.name}"
+            subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c", swap], cwd=parent, check=True)
+            return checked
+
+        monkeypatch.setattr(devpki, "ensure_private_directory", check_then_swap)
+        try:
+            pki = devpki.create_dev_pki(parent / "pki")
+        except privatefiles.UnsafeDirectory as refused:
+            assert str(parent) in str(refused) and "chmod go-w" in str(refused)
+            assert not (parent / "pki").exists() or not any((parent / "pki").iterdir())
+            return  # refused: a folder whose parent others can write to is no private folder
+        assert pki.thumbprint("ca") != attacker_pki.thumbprint("ca"), "the attacker's root CA was adopted"
+        assert not (elsewhere / "ca.key").exists() or (elsewhere / "ca.key").stat().st_uid != 0
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("parent_mode", "owner", "refused"),
+    [
+        (0o777, "us", True),
+        (0o770, "us", True),
+        (0o1777, "us", False),  # sticky, like /tmp: nobody may rename what is not theirs
+        (0o755, "nobody", True),  # its owner can chmod it and rename our folder
+        (0o1777, "nobody", True),  # sticky, but the folder's owner may still rename anything in it
+        (0o755, "us", False),
+    ],
+    ids=["0777", "0770", "1777", "0755-nobody", "1777-nobody", "0755"],
+)
+def test_a_folder_inside_a_parent_others_can_change_is_refused(parent_mode: int, owner: str, refused: bool) -> None:
+    """The whole path is checked (OpenSSH's StrictModes), the grandparent too, and through links."""
+    if owner == "nobody" and not ROOT:
+        pytest.skip("needs root (chown to nobody)")
+    top = Path(tempfile.mkdtemp(prefix="certauth-strict-"))
+    try:
+        top.chmod(0o755)
+        parent = top / "parent"
+        parent.mkdir()
+        parent.chmod(parent_mode)
+        if owner == "nobody":
+            import pwd
+
+            os.chown(parent, pwd.getpwnam("nobody").pw_uid, -1)
+        (top / "safe").mkdir(mode=0o755)
+        (top / "safe" / "link").symlink_to(parent / "below", target_is_directory=True)
+        for target in (parent / "pki", parent / "below" / "pki", top / "safe" / "link" / "pki"):
+            if refused:
+                with pytest.raises(privatefiles.UnsafeDirectory, match=str(parent)):
+                    devpki.create_dev_pki(target)
+            else:
+                assert devpki.create_dev_pki(target).thumbprint("ca")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_create_file_never_replaces_nor_follows_what_is_there(tmp_path, creation_log) -> None:
     folder = privatefiles.ensure_private_directory(tmp_path / "var")
     assert privatefiles.create_file(folder / "secret", b"first")
@@ -219,6 +292,89 @@ def test_the_secret_key_and_database_are_private_from_the_first_byte(open_parent
     assert _settings_in_subprocess(var_dir).stdout.strip() == key  # kept
     if ROOT:
         assert not nobody_can_read(var_dir / "secret_key")
+
+
+def _plant(var_dir: Path, *, owner_nobody: bool) -> str:
+    """What an attacker does before the service first starts: a var/ of their own (or one anybody may write
+    to) holding a secret key they know and an empty database file they can read and write."""
+    planted = "attacker-knows-this-secret-key-" + "x" * 30
+    var_dir.mkdir(mode=0o777)
+    var_dir.chmod(0o777)
+    (var_dir / "secret_key").write_text(planted)
+    (var_dir / "certauth.sqlite3").write_bytes(b"")
+    (var_dir / "certauth.sqlite3").chmod(0o666)
+    if owner_nobody:
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        for path in (var_dir, var_dir / "secret_key", var_dir / "certauth.sqlite3"):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    return planted
+
+
+def _import_settings(var_dir: Path, code: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DATABASE_URL"}}
+    env.update(CERTAUTH_VAR_DIR=str(var_dir), PYTHONPATH=str(Path(__file__).resolve().parent.parent), **env_vars)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("owner_nobody", [False, True], ids=["world-writable-var", "var-owned-by-nobody"])
+def test_settings_never_adopt_a_secret_key_from_a_folder_others_control(open_parent: Path, owner_nobody: bool) -> None:
+    """Attack review 2: ``_secret_key`` checked the folder only when it had to create the key, so a local user
+    who created ``CERTAUTH_VAR_DIR`` first chose the service's SECRET_KEY.  Now refused, saying how to fix it."""
+    if owner_nobody and not ROOT:
+        pytest.skip("needs root (chown to nobody)")
+    open_parent.chmod(0o1777)
+    var_dir = open_parent / "var"
+    planted = _plant(var_dir, owner_nobody=owner_nobody)
+    result = _import_settings(var_dir, "import project.settings as s; print(s.SECRET_KEY)")
+    adopted = result.returncode == 0 and result.stdout.strip() == planted
+    assert not adopted, "the service started with a SECRET_KEY another user wrote"
+    assert "ImproperlyConfigured" in result.stderr and str(var_dir) in result.stderr
+
+
+@pytest.mark.parametrize("owner_nobody", [False, True], ids=["world-writable-var", "var-owned-by-nobody"])
+def test_settings_never_use_a_database_file_others_can_read(open_parent: Path, owner_nobody: bool) -> None:
+    """The same for the SQLite file (it holds admin sessions), with SECRET_KEY from the environment as in
+    production: no key file to create, and yet the folder and the database are checked."""
+    if owner_nobody and not ROOT:
+        pytest.skip("needs root (chown to nobody)")
+    open_parent.chmod(0o1777)
+    var_dir = open_parent / "var"
+    _plant(var_dir, owner_nobody=owner_nobody)
+    (var_dir / "secret_key").unlink()  # only the database planted this time
+    code = "import project.settings as s; print(s.DATABASES['default']['NAME'])"
+    result = _import_settings(var_dir, code, SECRET_KEY="k" * 50)
+    database = var_dir / "certauth.sqlite3"
+    used = result.returncode == 0 and result.stdout.strip() == str(database)
+    readable_by_others = bool(os.stat(database).st_mode & 0o044) or os.stat(database).st_uid != os.geteuid()
+    assert not (used and readable_by_others), "settings accepted a database file another user can read or owns"
+
+
+@pytest.mark.parametrize("name", ["secret_key", "certauth.sqlite3", "certauth.sqlite3-wal"])
+@pytest.mark.parametrize("exposure", ["readable-by-others", "group-writable", "link"])
+def test_an_exposed_key_or_database_in_a_private_folder_is_refused(tmp_path: Path, name: str, exposure: str) -> None:
+    """In our own 0700 var/, an existing secret file that others can read or write (an older run's umask, a
+    copy) or that is a link is refused too, with the fix in the message; a private one is used."""
+    var_dir = tmp_path / "var"
+    var_dir.mkdir(mode=0o700)
+    code = "import project.settings as s; print(s.SECRET_KEY)"
+    assert _import_settings(var_dir, code).returncode == 0  # creates a private key and database
+    target = var_dir / name
+    if exposure == "link":
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.write_bytes(b"")
+        elsewhere.chmod(0o600)
+        target.unlink(missing_ok=True)
+        target.symlink_to(elsewhere)
+    else:
+        if not target.exists():
+            target.write_bytes(b"")
+        target.chmod(0o644 if exposure == "readable-by-others" else 0o620)
+    result = _import_settings(var_dir, code)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and str(target) in result.stderr
+    assert "chmod 600" in result.stderr or "symbolic link" in result.stderr
 
 
 def test_the_secret_key_is_written_without_a_readable_window(tmp_path, creation_log, monkeypatch) -> None:

@@ -5,12 +5,16 @@ tests/e2e/test_edge.py."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.core import checks
 from django.test import override_settings
 
+from certauth.nginxconf import PROXY_SECRET_MIN_LENGTH, PROXY_SECRET_PLACEHOLDER
 from certauth.proxies import UNIX_SOCKET, ProxyAllowList, peer_address, secret_matches
 from certauth.reasons import Reason
 
@@ -66,6 +70,7 @@ def test_proxy_secret_is_read_from_a_file(api, pki, register, tmp_path: Path) ->
     register(pki.client)
     path = tmp_path / "proxy-secret"
     path.write_text(SECRET + "\n")
+    path.chmod(0o600)
     with override_settings(CERTAUTH={"PROXY_SECRET_FILE": str(path)}):
         assert api.get("/api/whoami/", pki.client, **{SECRET_META: SECRET}).status_code == 200
         _refused(api.get("/api/whoami/", pki.client, **{SECRET_META: "guess"}), Reason.UNTRUSTED_PROXY)
@@ -82,6 +87,105 @@ def test_an_unusable_secret_file_fails_closed(api, pki, register, tmp_path: Path
         for presented in ({}, {SECRET_META: ""}, {SECRET_META: content or "x"}):
             body = _refused(api.get("/api/whoami/", pki.client, **presented), Reason.UNTRUSTED_PROXY)
             assert "PROXY_SECRET_FILE" in body["detail"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "configured",
+    [
+        # The committed nginx examples carry it; an operator who makes the 401s go away by putting the same
+        # string into PROXY_SECRET_FILE (instead of replacing it in nginx) has a secret everyone can read.
+        PROXY_SECRET_PLACEHOLDER,
+        "changeme",  # nginxconf.render refuses secrets under 16 characters; certauth took any
+        "x" * (PROXY_SECRET_MIN_LENGTH - 1),
+    ],
+    ids=["committed-placeholder", "short", "one-short"],
+)
+@pytest.mark.parametrize("source", ["setting", "file"])
+def test_a_public_or_short_proxy_secret_is_not_believed(
+    api, pki, register, settings, tmp_path: Path, configured: str, source: str
+) -> None:
+    """Attack review 2: ``load_proxy_secret`` accepted any non-empty value, the committed placeholder and
+    guessable ones included; a neighbour on 127.0.0.1 sending it with a registered certificate got 200.
+    Now it fails closed, saying how to fix it, and ``certauth.E012`` reports it."""
+    assert configured == PROXY_SECRET_PLACEHOLDER or len(configured) < 16
+    register(pki.client, identity="billing")
+    if source == "file":
+        path = tmp_path / "proxy-secret"
+        path.write_text(configured + "\n")
+        path.chmod(0o600)
+        settings.CERTAUTH = {**settings.CERTAUTH, "PROXY_SECRET": None, "PROXY_SECRET_FILE": str(path)}
+    else:
+        settings.CERTAUTH = {**settings.CERTAUTH, "PROXY_SECRET": configured}
+    response = api.get("/api/whoami/", pki.client, HTTP_X_CERTAUTH_PROXY_SECRET=configured)
+    assert response.status_code == 401, f"a neighbour knowing {configured!r} is believed as the proxy"
+    body = response.json()
+    assert body["reason"] == "untrusted_proxy"
+    assert "token_urlsafe" in body["detail"] and configured not in body["detail"]
+    assert "certauth.E012" in _check_ids()
+
+
+def _check_ids() -> set[str]:
+    return {m.id for m in checks.run_checks(tags=[checks.Tags.security]) if m.id and m.id.startswith("certauth.")}
+
+
+def _secret_file_messages(path: Path) -> list[Any]:
+    return [
+        m
+        for m in checks.run_checks(tags=[checks.Tags.security])
+        if m.id and m.id.startswith("certauth.") and m.level >= checks.WARNING and str(path) in m.msg
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("file_mode", [0o644, 0o604, 0o660, 0o602], ids=["0644", "0604", "0660", "0602"])
+def test_a_proxy_secret_file_other_users_can_read_is_reported(
+    api, pki, register, tmp_path: Path, settings, file_mode: int
+) -> None:
+    """Attack review 2: the proxy secret exists to tell nginx from the other local users, yet a
+    ``PROXY_SECRET_FILE`` every local user can read (0644 under the usual umask) was used and reported by
+    nothing.  Now: refused (fail closed, ``untrusted_proxy`` with the fix) and ``certauth.E012``."""
+    register(pki.client)
+    path = tmp_path / "proxy-secret"
+    path.write_text(SECRET + "\n")
+    path.chmod(file_mode)
+    tmp_path.chmod(0o755)
+    settings.CERTAUTH = {"PROXY_SECRET_FILE": str(path), "TRUSTED_PROXIES": ["127.0.0.1"]}
+    messages = _secret_file_messages(path)
+    assert messages, "no check reports a proxy secret file every local user can read"
+    assert {m.id for m in messages} == {"certauth.E012"}
+    body = _refused(api.get("/api/whoami/", pki.client, **{SECRET_META: SECRET}), Reason.UNTRUSTED_PROXY)
+    assert str(path) in body["detail"] and "chmod 600" in body["detail"]
+
+
+@pytest.mark.django_db
+def test_a_group_readable_proxy_secret_file_is_warned_about(api, pki, register, tmp_path: Path, settings) -> None:
+    """0640 (readable by a group meant to hold the workers' user alone) still works, with ``certauth.W012``;
+    0600 is silent."""
+    register(pki.client)
+    path = tmp_path / "proxy-secret"
+    path.write_text(SECRET + "\n")
+    path.chmod(0o640)
+    settings.CERTAUTH = {"PROXY_SECRET_FILE": str(path), "TRUSTED_PROXIES": ["127.0.0.1"]}
+    assert {m.id for m in _secret_file_messages(path)} == {"certauth.W012"}
+    assert api.get("/api/whoami/", pki.client, **{SECRET_META: SECRET}).status_code == 200
+    path.chmod(0o600)
+    assert _secret_file_messages(path) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to nobody)")
+@pytest.mark.django_db
+def test_a_proxy_secret_file_another_user_owns_is_refused(api, pki, register, tmp_path: Path, settings) -> None:
+    import pwd
+
+    register(pki.client)
+    path = tmp_path / "proxy-secret"
+    path.write_text(SECRET + "\n")
+    path.chmod(0o600)
+    os.chown(path, pwd.getpwnam("nobody").pw_uid, -1)
+    settings.CERTAUTH = {"PROXY_SECRET_FILE": str(path), "TRUSTED_PROXIES": ["127.0.0.1"]}
+    assert {m.id for m in _secret_file_messages(path)} == {"certauth.E012"}
+    _refused(api.get("/api/whoami/", pki.client, **{SECRET_META: SECRET}), Reason.UNTRUSTED_PROXY)
 
 
 @pytest.mark.django_db

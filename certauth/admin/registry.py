@@ -55,6 +55,22 @@ CONFIRMATION_LIST_LIMIT = 100
 #: ``?from_failure=<pk>`` copies an audit row into the add form: only for users who may read the audit.
 VIEW_AUDIT_PERMISSION = "certauth.view_authenticationfailure"
 LINE_BREAK = mark_safe("<br>")
+#: Query-string primary keys longer than this are refused unread (no table of ours gets near 10**18 rows).
+PRIMARY_KEY_MAX_DIGITS = 18
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def parse_primary_key(value: object) -> int | None:
+    """``value`` (a query-string parameter) as a positive primary key, or None.  Strict on purpose:
+    ``str.isdigit()`` also says yes to "²" and to 5000-digit strings, which ``int()`` then refuses (a 500)."""
+    text = str(value) if value is not None else ""
+    if not text or len(text) > PRIMARY_KEY_MAX_DIGITS or not _ASCII_DIGITS.issuperset(text):
+        return None
+    try:
+        number = int(text)
+    except ValueError:  # cannot happen for 1-18 ASCII digits; kept so no future change turns it into a 500
+        return None
+    return number if number > 0 else None
 
 
 # --- rendering helpers -------------------------------------------------------------------------------
@@ -442,11 +458,18 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
         pasted PEM (and the identity, when known) from a refused certificate in the audit, for a user who
         may view the audit (the row's certificate, CN and identity are the audit's data, not the registry's)."""
         initial = super().get_changeform_initial_data(request)
-        failure_pk = request.GET.get("from_failure", "")
-        if failure_pk and not request.user.has_perm(VIEW_AUDIT_PERMISSION):
+        # Every primary key from the query string goes through parse_primary_key: a bad one is dropped with
+        # a message (the form then starts empty there), never handed to a query or a widget (a 500).
+        for field in ("identity", "predecessor"):
+            if field in initial and parse_primary_key(initial[field]) is None:
+                del initial[field]
+                messages.warning(request, _("Ignored ?%(field)s=: not a record number.") % {"field": field})
+        failure_text = request.GET.get("from_failure", "")
+        failure_pk = parse_primary_key(failure_text)
+        if failure_text and not request.user.has_perm(VIEW_AUDIT_PERMISSION):
             messages.warning(request, _("Prefilling from the audit needs permission to view the audit."))
-        elif failure_pk:
-            failure = AuthenticationFailure.objects.filter(pk=int(failure_pk)).first() if failure_pk.isdigit() else None
+        elif failure_text:
+            failure = AuthenticationFailure.objects.filter(pk=failure_pk).first() if failure_pk is not None else None
             if failure is None or not failure.certificate_pem:
                 messages.warning(request, _("That audit entry holds no certificate to register."))
             else:
@@ -455,10 +478,10 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
                     initial["identity"] = str(failure.identity_id)
                 if failure.subject_cn and not initial.get("label"):
                     initial["label"] = failure.subject_cn
-        predecessor_pk = str(initial.get("predecessor") or "")
-        if predecessor_pk.isdigit() and not initial.get("identity"):
+        predecessor_pk = parse_primary_key(initial.get("predecessor"))
+        if predecessor_pk is not None and not initial.get("identity"):
             identity_pk = (
-                RegisteredCertificate.objects.filter(pk=int(predecessor_pk)).values_list("identity", flat=True).first()
+                RegisteredCertificate.objects.filter(pk=predecessor_pk).values_list("identity", flat=True).first()
             )
             if identity_pk is not None:
                 initial["identity"] = str(identity_pk)
