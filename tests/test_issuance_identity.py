@@ -239,6 +239,68 @@ def test_another_revocation_reason_leaves_other_certificates_for_the_key_alone(
     )
 
 
+def test_a_superseded_entry_revoked_again_as_key_compromise_refuses_its_key(
+    api, pki, register, trusted_root, settings
+) -> None:
+    """Review 3, F3: revocation is one-way but its reason ratchets up.  A rotation retires the old entry as
+    superseded (the key is fine); when the key is later found compromised, revoking that entry again as
+    key_compromise must take: otherwise a certificate for the key from another trusted CA, admitted by rule,
+    authenticates."""
+    other = add_authority("other trusted CA", pki.other_ca.cert_pem())
+    original = devpki.issue_client(pki.root, "payments-1", uris=[PAYMENTS_URI])
+    key = original.private_key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    entry = register(original, identity="payments")
+    services.retire(entry)  # rotated out: superseded
+    retired_at = RegisteredCertificate.objects.get(pk=entry.pk).revoked_at
+    CertificateIdentity.objects.create(
+        name="by-rule", match_authority=other, match_field="uri_san", match_pattern="spiffe://other.example/r"
+    )
+    # The key turns out to be compromised: the operator says so.
+    entry.refresh_from_db()
+    changed = services.revoke(entry, "key_compromise")
+    entry.refresh_from_db()
+    stolen = issue_for_key(pki.other_ca, "stolen", key, "spiffe://other.example/r")
+    response = api.get("/api/whoami/", stolen)
+    assert response.status_code == 401, (changed, entry.revocation_reason, response.json())
+    assert response.json()["reason"] == "certificate_revoked"
+    assert changed is True and entry.revocation_reason == "key_compromise"
+    assert entry.revoked_at == retired_at  # refused since it was retired: the date stays
+    # A ratchet: nothing lowers it again, in the model or in bulk.
+    assert services.revoke(entry, "superseded") is False
+    assert services.revoke_many(RegisteredCertificate.objects.all(), "unspecified") == 0
+    entry.revocation_reason = "superseded"
+    with pytest.raises(ValidationError, match="cannot be lowered"):
+        entry.save()
+
+
+def test_the_command_line_raises_a_retired_entry_to_key_compromise(pki, register) -> None:
+    entry = register(pki.client, identity="payments")
+    services.retire(entry)
+    out = io.StringIO()
+    call_command(
+        "certauth", "revoke", "--thumbprint", entry.thumbprint_sha256, "--reason", "key_compromise", stdout=out
+    )
+    assert "reason raised from superseded to key_compromise" in out.getvalue()
+    out = io.StringIO()
+    call_command("certauth", "revoke", "--thumbprint", entry.thumbprint_sha256, "--reason", "unspecified", stdout=out)
+    assert "already revoked" in out.getvalue() and "key_compromise" in out.getvalue()
+    entry.refresh_from_db()
+    assert entry.revocation_reason == "key_compromise"
+
+
+def test_bulk_key_compromise_raises_retired_entries_and_revokes_live_ones(pki, register) -> None:
+    retired, live, compromised = register(pki.client, identity="a"), register(pki.client2, identity="b"), None
+    services.retire(retired)
+    compromised = register(pki.stranger, identity="c")
+    compromised.revoke("key_compromise")
+    before = {e.pk: e.revoked_at for e in RegisteredCertificate.objects.all()}
+    assert services.revoke_many(RegisteredCertificate.objects.all(), "key_compromise") == 2  # retired + live
+    after = {e.pk: e for e in RegisteredCertificate.objects.all()}
+    assert {e.revocation_reason for e in after.values()} == {"key_compromise"}
+    assert after[retired.pk].revoked_at == before[retired.pk] and after[live.pk].revoked_at is not None
+
+
 # --- the per-worker caches: warm requests read no rows, a change anywhere reaches the cached answers ------------
 def test_warm_rule_admitted_requests_read_no_registry_rows(api, pki, trusted_root) -> None:
     """The same-certificate check is cached with the registry cache: once a worker knows a certificate, its
