@@ -99,8 +99,8 @@ class CrlIndex:
     """A CRL parsed once: the revoked serial numbers of one issuer in a frozenset (O(1) lookup).
 
     ``distribution_points`` is empty for a CRL that covers every certificate of its issuer; a CRL whose
-    IssuingDistributionPoint names a distribution point covers only the certificates that name it (or name
-    none), see ``covers``."""
+    IssuingDistributionPoint names a distribution point covers only the certificates that name it, see
+    ``covers``."""
 
     issuer_thumbprint: str
     revoked_serials: frozenset[int]
@@ -114,13 +114,16 @@ class CrlIndex:
 
     def covers(self, certificate: x509.Certificate) -> bool:
         """Is ``certificate`` within this CRL's scope (RFC 5280 6.3.3 b.2.i)?  A certificate whose CRL
-        distribution points name none of this CRL's is in another partition: this CRL says nothing of it."""
+        distribution points name none of this CRL's is in another partition: this CRL says nothing of it.
+        Nor does a partition CRL speak for a certificate naming no distribution point at all: RFC 5280 6.3.3
+        b.2.i asks for a distribution point of the certificate matching the CRL's, and such a certificate is on
+        the CA's full CRL, which this is not."""
         if not self.distribution_points:
             return True
         try:
             points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
         except x509.ExtensionNotFound:
-            return True  # the operator attached this CRL to the authority: it is the certificate's CRL
+            return False
         except Exception:
             return False
         names = {name for point in points for name in (point.full_name or ())}
@@ -343,11 +346,22 @@ def crl_number(crl: x509.CertificateRevocationList) -> int | None:
 def check_crl_succession(held: x509.CertificateRevocationList | None, new: x509.CertificateRevocationList) -> None:
     """May ``new`` replace ``held`` (both already verified for the same authority)?  CRLs usually travel over
     plain HTTP: an older CRL, validly signed, replayed by someone on the path would un-revoke certificates.
-    So a CRL replaces the one held only if it is not older (thisUpdate), its CRLNumber does not go backwards,
-    and an equal CRLNumber comes with the same content (a re-fetch of the same CRL).  Raises
-    ``CertificateRefused(CRL_UNAVAILABLE)`` saying which rule failed."""
+    So a CRL replaces the one held only if it has the same scope (IssuingDistributionPoint), it is not older
+    (thisUpdate), its CRLNumber does not go backwards, and an equal CRLNumber comes with the same content (a
+    re-fetch of the same CRL).  Raises ``CertificateRefused(CRL_UNAVAILABLE)`` saying which rule failed."""
     if held is None:
         return
+    # CRLNumbers and thisUpdate order CRLs of one scope only (RFC 5280 5.2.3: the number is per scope).  A CRL of
+    # another distribution point, validly signed and numbered in its own sequence, would otherwise replace the
+    # full CRL (or another partition) and un-revoke everything only the one held lists.
+    held_scope, new_scope = _issuing_distribution_point(held), _issuing_distribution_point(new)
+    if new_scope != held_scope:
+        raise CertificateRefused(
+            Reason.CRL_UNAVAILABLE,
+            f"The CRL covers {_describe_scope(new_scope)}, the one already held covers {_describe_scope(held_scope)}:"
+            " a CRL of another scope cannot replace it (it says nothing of the certificates outside its scope). "
+            "The one held is kept; give the authority the CRL of the same distribution point (its full CRL).",
+        )
     if new.last_update_utc < held.last_update_utc:
         raise CertificateRefused(
             Reason.CRL_UNAVAILABLE,
@@ -376,6 +390,22 @@ def check_crl_succession(held: x509.CertificateRevocationList | None, new: x509.
             "a CA must not issue two different CRLs under one number. The one held is kept; ask the CA which "
             "is current.",
         )
+
+
+def _issuing_distribution_point(crl: x509.CertificateRevocationList) -> x509.IssuingDistributionPoint | None:
+    try:
+        return crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _describe_scope(point: x509.IssuingDistributionPoint | None) -> str:
+    if point is None:
+        return "every certificate of the authority (no IssuingDistributionPoint)"
+    if point.full_name:
+        names = ", ".join(str(getattr(name, "value", name)) for name in point.full_name)
+        return f"the distribution point {names} only"
+    return "a scope set by its IssuingDistributionPoint"
 
 
 def _extension_name(oid: x509.ObjectIdentifier) -> str:
