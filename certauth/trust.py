@@ -17,7 +17,7 @@ Decisions the library leaves to us, made here:
   (pinned only), any other certificate must still chain to an enabled authority.
 * Every enabled authority, root or intermediate, is a trust anchor.  The forwarded chain supplies extra
   intermediates; registered intermediates are anchors themselves (nginx forwards only the leaf).
-* Every disabled authority is a blocklist entry, by subject and public key: never a candidate in a built
+* Every disabled authority is a blocklist entry, by its public key (under any name): never a candidate in a built
   chain, and a chain that contains it or whose anchor it issued is ``untrusted_issuer``.
 * Revocation (``REVOCATION_MODE = "crl"``): every certificate in the verified chain below the anchor is
   looked up in the CRL of the authority that issued it, and so is the anchor when its own issuer is a
@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.verification import (
     ClientVerifier,
     Criticality,
@@ -57,7 +56,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from .certificates import load_certificates, pem_bodies, thumbprint_of
+from .certificates import load_certificates, pem_bodies, spki_of, thumbprint_of
 from .lru import MISSING, BoundedCache
 from .ocsp import OcspChecker, OcspError
 from .reasons import CertificateRefused, Reason
@@ -507,11 +506,13 @@ class _Decided:
 MAX_AUTHORITY_DEPTH = 8
 
 
-def authority_key(certificate: x509.Certificate) -> tuple[bytes, bytes]:
-    """What makes two CA certificates the same authority: subject and public key.  A re-issued or
-    cross-signed certificate of a CA (new serial, validity or issuer, same name and key) is the same CA."""
-    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return certificate.subject.public_bytes(), spki
+def authority_key(certificate: x509.Certificate) -> str:
+    """What makes two CA certificates the same authority: the public key (SHA-256 of its SPKI, re-encoded so
+    one key has one hash: ``spki_of``).  A re-issued or cross-signed certificate of a CA (new serial, validity
+    or issuer) is the same CA, and so is one whose name is spelled with other string types or changed
+    altogether: whatever name it carries, the key signs the same certificates.  Keying on the name's bytes
+    too let a disabled CA's key through under a re-encoded or new name."""
+    return spki_of(certificate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,7 +535,7 @@ class TrustStore:
 
     ``disabled`` are the registered authorities that are disabled: a blocklist.  Their certificates are
     removed from every forwarded chain before it is built, and a chain that still contains one of them (an
-    enabled certificate of the same CA: same subject and key) or whose anchor was issued by one is refused
+    enabled certificate of the same CA: the same key, whatever its name) or whose anchor was issued by one is refused
     with ``untrusted_issuer``."""
 
     def __init__(
@@ -552,11 +553,9 @@ class TrustStore:
         self.ocsp = ocsp
         self.authorities: tuple[Authority, ...] = tuple(authorities)
         self.disabled: tuple[Authority, ...] = tuple(disabled)
-        self._disabled_keys: dict[tuple[bytes, bytes], Authority] = {
-            authority_key(a.certificate): a for a in self.disabled
-        }
+        self._disabled_keys: dict[str, Authority] = {authority_key(a.certificate): a for a in self.disabled}
         # subject -> registered authorities (enabled or not) with that subject: who may have issued an anchor
-        self._registered_by_subject: dict[x509.Name, list[tuple[Authority, bool, tuple[bytes, bytes]]]] = {}
+        self._registered_by_subject: dict[x509.Name, list[tuple[Authority, bool, str]]] = {}
         for registered, enabled in [*((a, True) for a in self.authorities), *((a, False) for a in self.disabled)]:
             entry = (registered, enabled, authority_key(registered.certificate))
             self._registered_by_subject.setdefault(registered.certificate.subject, []).append(entry)
@@ -653,7 +652,7 @@ class TrustStore:
         cached = self._issued_by.get(key)
         if cached is not MISSING:
             return bool(cached)
-        # Never through a disabled CA, nor through an enabled certificate of one (same subject and key).
+        # Never through a disabled CA, nor through an enabled certificate of one (same key, any name).
         intermediates = self._without_disabled(
             [*forwarded, *(a.certificate for a in self.authorities if a is not authority)]
         )
@@ -787,6 +786,8 @@ class TrustStore:
                 for candidate in pool:
                     key = authority_key(candidate)
                     if key not in seen and _issued(certificate, candidate):
+                        if key in self._disabled_keys:  # another certificate of a disabled CA's key
+                            return self._disabled_keys[key]
                         seen.add(key)
                         following.append(candidate)
             current = following
