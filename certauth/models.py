@@ -477,6 +477,14 @@ class AuthenticationFailure(models.Model):
     serial_number = models.CharField(max_length=100, blank=True)
     not_after = models.DateTimeField(null=True, blank=True)
     client_ip = models.GenericIPAddressField(null=True, blank=True, db_index=True)
+    client_network = models.CharField(
+        _("client network"),
+        max_length=64,
+        blank=True,
+        db_index=True,
+        editable=False,
+        help_text=_("What the row counts refusals of: the IPv4 address, or the IPv6 network (AUDIT_IPV6_PREFIX)."),
+    )
     proxy_ip = models.GenericIPAddressField(null=True, blank=True)
     method = models.CharField(max_length=10, blank=True)
     path = models.CharField(max_length=500, blank=True)
