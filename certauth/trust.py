@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import PSS, PKCS1v15
 from cryptography.x509.verification import (
     ClientVerifier,
     Criticality,
@@ -752,6 +754,13 @@ class TrustStore:
         above: list[tuple[x509.Certificate, Authority]] = []
         top, seen = anchor, {authority_key(anchor)}
         for _ in range(MAX_AUTHORITY_DEPTH):
+            # Signed by a disabled CA's key under whatever name (its registered certificate's or another): the
+            # name lookup below would miss a renamed issuer.  Once per anchor (the answer is cached).
+            for disabled in self.disabled:
+                if authority_key(disabled.certificate) != authority_key(top) and _signed_with(
+                    top, disabled.certificate.public_key()
+                ):
+                    raise CertificateRefused(Reason.UNTRUSTED_ISSUER, _disabled_detail(disabled))
             # Candidates are registered CAs named as top's issuer, other than top's own CA (a self-signed root
             # ends here without a signature check: its only candidate is itself).
             parents = [
@@ -913,6 +922,30 @@ def _issued(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
     try:
         certificate.verify_directly_issued_by(issuer)
+    except Exception:
+        return False
+    return True
+
+
+def _signed_with(certificate: x509.Certificate, public_key: object) -> bool:
+    """Does ``certificate``'s signature verify with ``public_key``, whatever issuer name it carries?"""
+    signature, signed = certificate.signature, certificate.tbs_certificate_bytes
+    try:
+        if isinstance(public_key, rsa.RSAPublicKey):
+            padding = certificate.signature_algorithm_parameters
+            algorithm = certificate.signature_hash_algorithm
+            if not isinstance(padding, PKCS1v15 | PSS) or algorithm is None:
+                return False
+            public_key.verify(signature, signed, padding, algorithm)
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            ecdsa = certificate.signature_algorithm_parameters
+            if not isinstance(ecdsa, ec.ECDSA):
+                return False
+            public_key.verify(signature, signed, ecdsa)
+        elif isinstance(public_key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            public_key.verify(signature, signed)
+        else:
+            return False
     except Exception:
         return False
     return True

@@ -171,6 +171,29 @@ def test_a_disabled_intermediate_is_refused_under_its_re_encoded_name_too(rename
     assert not store.issued_by(leaf, [], registered[1].thumbprint_sha256, at)
 
 
+def test_a_disabled_roots_key_above_an_enabled_intermediate_refuses_it_under_another_name() -> None:
+    """Review 3, F2, above the anchor: an intermediate registered as its own authority, signed by a disabled
+    root's key under another name (a renamed certificate of that root, not registered), is under the disabled
+    CA all the same."""
+    root = devpki.make_ca("review3 disabled root")
+    renamed = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "review3 disabled root G2")])
+    intermediate_template = devpki.make_ca("review3 enabled issuing", issuer=root)
+    intermediate = _sign_like(
+        intermediate_template.certificate,
+        intermediate_template.certificate.subject,
+        renamed,
+        intermediate_template.certificate.public_key(),
+        root.private_key,
+    )
+    leaf = devpki.issue_client(intermediate_template, "review3 under renamed root").certificate
+    registered = [Authority.from_certificate(2, "issuing", intermediate)]
+    assert TrustStore(registered, TrustPolicy()).evaluate(leaf, [], now()).kind == "chained"
+    store = TrustStore(registered, TrustPolicy(), disabled=[Authority.from_certificate(1, "root", root.certificate)])
+    with pytest.raises(CertificateRefused) as refused:
+        store.evaluate(leaf, [], now())
+    assert refused.value.reason is Reason.UNTRUSTED_ISSUER and "'review3 disabled root'" in refused.value.detail
+
+
 def test_a_disabled_root_above_an_enabled_intermediate_refuses_it(tree: Tree) -> None:
     """Disabling a root distrusts everything under it, also an intermediate registered as its own anchor."""
     store = TrustStore([authority(tree.intermediate, 2)], TrustPolicy(), disabled=[authority(tree.root, 1)])
