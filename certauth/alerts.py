@@ -56,12 +56,13 @@ class Alert:
 
 
 def tracked_values(event: RefusalEvent) -> list[tuple[str, str]]:
-    """What a refusal counts against: its thumbprint (when a certificate was read) and its client IP."""
+    """What a refusal counts against: its thumbprint (when a certificate was read) and its client address (an
+    IPv6 one by its network, ``certauth.audit.client_network``: one client rotates through a whole /64)."""
     values = []
     if event.certificate is not None:
         values.append(("thumbprint", event.certificate.thumbprint_sha256))
     if event.client_ip:
-        values.append(("ip", event.client_ip))
+        values.append(("ip", event.client_network))
     return values
 
 

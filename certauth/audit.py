@@ -17,7 +17,9 @@ seen.  An unknown certificate (``unknown_certificate``: trusted and valid, only 
 an operator can act on, by registering it from the audit: it keeps its own row and its PEM, for at most
 ``AUDIT_CAPTURE_PER_ADDRESS`` distinct certificates per client address and window; beyond that the
 address's further unknown certificates share one row, without PEM.  So a flood of distinct certificates
-from one address costs O(1) rows and bounded bytes, and every row's count stays exact.
+from one address costs O(1) rows and bounded bytes, and every row's count stays exact.  "One address" is
+one IPv4 address, or one IPv6 network of ``AUDIT_IPV6_PREFIX`` bits (a /64 by default: one client holds at
+least a whole /64 and can rotate through its 2**64 addresses at no cost); see ``client_network``.
 
 Audit writes never ride in the request's transaction: when the connection is inside an atomic block
 (``ATOMIC_REQUESTS``; DRF marks it for rollback on every handled exception) the write is deferred to
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import logging
 import re
@@ -97,6 +100,11 @@ class RefusalEvent:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def client_network(self) -> str:
+        """The client this refusal is counted against: ``client_network(self.client_ip)``."""
+        return client_network(self.client_ip)
+
+    @property
     def by_address(self) -> bool:
         """Aggregated per client address whatever the certificate: a refusal before the registry step (an
         event that names an identity, e.g. a fail-open acceptance or an expired registry entry, is after it)."""
@@ -114,7 +122,7 @@ class RefusalEvent:
         parts = [
             str(self.reason),
             self.certificate.thumbprint_sha256 if self.certificate and not per_address else "",
-            self.client_ip or "",
+            self.client_network,
             str(self.identity_id or ""),
         ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
@@ -177,6 +185,29 @@ class NullAuditHandler(AuditHandler):
         return None
 
 
+def client_network(address: str | None) -> str:
+    """What a client address stands for in the audit: an IPv4 address itself (``"192.0.2.7"``), an IPv6
+    address its network of ``AUDIT_IPV6_PREFIX`` bits (``"2001:db8:1:2::/64"``; an IPv4-mapped one its IPv4
+    address).  An ISP hands a client at least a /64, so the exact IPv6 address is one of 2**64 it may rotate
+    through; per address, a flood would cost a row per request.  "" when unknown, the text itself when not
+    an address."""
+    if not address:
+        return ""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    if isinstance(parsed, ipaddress.IPv4Address):
+        return str(parsed)
+    try:
+        prefix = min(128, max(0, int(settings.AUDIT_IPV6_PREFIX)))
+    except (TypeError, ValueError):  # a misconfiguration must not fail the request: the default
+        prefix = 64
+    return str(ipaddress.IPv6Network((parsed, prefix), strict=False))
+
+
 def window_start(at: dt.datetime, seconds: int) -> dt.datetime:
     seconds = max(1, int(seconds))
     epoch = int(at.timestamp())
@@ -237,7 +268,7 @@ class DatabaseAuditHandler(AuditHandler):
                 if at == window
                 and not entry.by_address
                 and entry.latest.capturable
-                and entry.latest.client_ip == event.client_ip
+                and entry.latest.client_network == event.client_network
             )
             if captured >= max(0, int(settings.AUDIT_CAPTURE_PER_ADDRESS)):
                 by_address = True
@@ -297,7 +328,7 @@ class DatabaseAuditHandler(AuditHandler):
         if rows.filter(key=event.aggregation_key()).exists():
             return False
         cap = max(0, int(settings.AUDIT_CAPTURE_PER_ADDRESS))
-        own = rows.filter(aggregated_by_address=False, identity__isnull=True, client_ip=event.client_ip or None)
+        own = rows.filter(aggregated_by_address=False, identity__isnull=True, client_network=event.client_network)
         return own[: cap + 1].count() >= cap
 
     def _row(self, event: RefusalEvent, count: int, first_seen: dt.datetime, by_address: bool) -> dict[str, Any]:
@@ -314,7 +345,8 @@ class DatabaseAuditHandler(AuditHandler):
             "issuer": _clip(cert.issuer if cert else "", 2000),
             "serial_number": _clip(cert.serial_hex if cert else "", 100),
             "not_after": cert.not_after if cert else None,
-            "client_ip": event.client_ip or None,
+            "client_ip": event.client_ip or None,  # the first address seen: a row may count a whole IPv6 network
+            "client_network": event.client_network,
             "proxy_ip": event.proxy_ip or None,
             "method": _clip(event.method, 10),
             "path": _clip(event.path, 500),

@@ -66,19 +66,44 @@ def thumbprint_of(certificate: x509.Certificate) -> str:
 def _der_integer(value: int) -> bytes:
     """An INTEGER's DER (two's complement, minimal length): how a serial number appears in the TBS."""
     magnitude = value if value >= 0 else ~value  # bits besides the sign
-    body = value.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True)
+    return _der_tlv(0x02, value.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True))
+
+
+def _der_tlv(tag: int, body: bytes) -> bytes:
+    """A DER value: tag, definite length (short or long form), body."""
     length = len(body)
     if length < 0x80:
-        return b"\x02" + bytes([length]) + body
+        return bytes([tag, length]) + body
     size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return b"\x02" + bytes([0x80 | len(size)]) + size + body
+    return bytes([tag, 0x80 | len(size)]) + size + body
 
 
 def issuer_serial_of(certificate: x509.Certificate) -> str:
-    """SHA-256 of the issuer name's DER followed by the serial number's DER (two self-delimiting values):
-    per RFC 5280 (4.1.2.2) the issuer and serial identify one certificate, whatever its encoding."""
-    issuer = certificate.issuer.public_bytes()
-    return hashlib.sha256(issuer + _der_integer(certificate.serial_number)).hexdigest()
+    """SHA-256 of the issuer name's DER, the serial number's DER and, when the certificate names its issuer's
+    key (AuthorityKeyIdentifier keyIdentifier), that identifier as a DER OCTET STRING: self-delimiting values.
+
+    Per RFC 5280 (4.1.2.2) the issuer and serial identify one certificate, whatever its encoding; but "the
+    issuer" is one CA, and two CAs may share a name (two private CAs both called "Internal CA", a CA re-keyed
+    under its old name), each numbering its own serials.  The key identifier tells them apart, and it is read
+    from the certificate alone (the signed TBS: a re-encoding of the signature does not move it).  Without it
+    the key falls back to name and serial (the same value as before the identifier was added), so two
+    same-named CAs whose certificates carry no AuthorityKeyIdentifier are still taken for one issuer: such a
+    collision refuses (a duplicate, a re-encoding, a revoked issuance), it never admits.  A trusted CA can write
+    any key identifier, so one that copies another's name and identifier can still collide on purpose: again
+    a refusal of its own or that CA's certificates, never an admission."""
+    fields = certificate.issuer.public_bytes() + _der_integer(certificate.serial_number)
+    key_identifier = _authority_key_identifier(certificate)
+    if key_identifier is not None:
+        fields += _der_tlv(0x04, key_identifier)  # OCTET STRING
+    return hashlib.sha256(fields).hexdigest()
+
+
+def _authority_key_identifier(certificate: x509.Certificate) -> bytes | None:
+    try:
+        aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return None
+    return aki.key_identifier or None
 
 
 def tbs_of(certificate: x509.Certificate) -> str:

@@ -92,6 +92,9 @@ DEFAULTS: dict[str, Any] = {
     # own; further ones from that address share one row without PEM, so a flood of self-made certificates
     # costs O(1) rows.  Refusals before the registry step always aggregate per (reason, address, window).
     "AUDIT_CAPTURE_PER_ADDRESS": 20,
+    # "A client address" above, for IPv6: the network of this many leading bits (one client holds a whole
+    # /64 and rotates through it for free).  IPv4 addresses count one by one.
+    "AUDIT_IPV6_PREFIX": 64,
     # Alert (warning log line on "certauth.alerts" + mail_admins) when one thumbprint or one client IP is
     # refused more than this many times within AUDIT_ALERT_WINDOW_SECONDS; at most once per window.
     # None = off.  Counters live in the cache AUDIT_ALERT_CACHE_ALIAS: share it (Redis) between workers.

@@ -245,3 +245,16 @@ class RevocationForm(forms.Form):
         widget=forms.RadioSelect,
         help_text=_("Recorded with the date and your user. Revocation cannot be undone."),
     )
+
+    def __init__(self, *args: Any, raising: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if raising:
+            # Already revoked for another reason: key compromise is the one change left (RegisteredCertificate.revoke).
+            field = self.fields["reason"]
+            assert isinstance(field, forms.ChoiceField)
+            field.choices = [(RevocationReason.KEY_COMPROMISE.value, RevocationReason.KEY_COMPROMISE.label)]
+            field.initial = RevocationReason.KEY_COMPROMISE
+            field.help_text = _(
+                "Already revoked: raising the reason to key compromise keeps the revocation date and refuses every "
+                "other certificate for the same key (from any authority, by any rule)."
+            )

@@ -326,8 +326,10 @@ class RegisteredCertificate(models.Model):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Remembered so save() can refuse to un-revoke (instances loaded from the DB come through here too).
+        # Remembered so save() can refuse to un-revoke or lower a reason (instances loaded from the DB come
+        # through here too).
         self._loaded_revoked_at = self.revoked_at
+        self._loaded_revocation_reason = self.revocation_reason
 
     def __str__(self) -> str:
         return f"{self.identity.name if self.identity_id else '?'} {self.thumbprint_sha256[:12]}…"
@@ -337,8 +339,15 @@ class RegisteredCertificate(models.Model):
         if self._loaded_revoked_at is not None and self.revoked_at != self._loaded_revoked_at:
             # Revocation is one-way: reinstating means registering the certificate again.
             raise ValidationError(_("A revoked certificate cannot be reinstated; register it again instead."))
+        if (
+            self._loaded_revocation_reason == RevocationReason.KEY_COMPROMISE
+            and self.revocation_reason != RevocationReason.KEY_COMPROMISE
+        ):
+            # The reason only ratchets up: lowering it would admit the key again (see revoke()).
+            raise ValidationError(_("A key revoked as compromised stays compromised; its reason cannot be lowered."))
         super().save(*args, **kwargs)
         self._loaded_revoked_at = self.revoked_at
+        self._loaded_revocation_reason = self.revocation_reason
 
     def clean(self) -> None:
         if self.thumbprint_sha256:
@@ -368,14 +377,30 @@ class RegisteredCertificate(models.Model):
         return "valid"
 
     def revoke(self, reason: str = RevocationReason.UNSPECIFIED, *, by: Any = None) -> bool:
-        """Revoke this entry (one-way).  Returns False when it was already revoked."""
-        if self.revoked_at is not None:
+        """Revoke this entry (one-way).  Returns False when nothing changed.
+
+        An entry already revoked for another reason (retired as ``superseded``, say) can still be revoked as
+        ``key_compromise``: the one change a revoked entry accepts, because only that reason refuses every other
+        certificate for its key.  Its ``revoked_at`` stays (the certificate has been refused since then);
+        ``revoked_by`` becomes who raised it, when known.  Any other reason on a revoked entry changes nothing."""
+        if self.revoked_at is not None and not self.raises_to(reason):
             return False
-        self.revoked_at = timezone.now()
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.revoked_by = by if getattr(by, "pk", None) else None
+        elif getattr(by, "pk", None):
+            self.revoked_by = by
         self.revocation_reason = reason
-        self.revoked_by = by if getattr(by, "pk", None) else None
-        self.save(update_fields=["revoked_at", "revocation_reason", "revoked_by"])
+        self.save(update_fields=["revoked_at", "revocation_reason", "revoked_by"])  # post_save: registry_changed
         return True
+
+    def raises_to(self, reason: str) -> bool:
+        """Whether revoking this already revoked entry with ``reason`` raises it to ``key_compromise``."""
+        return (
+            self.revoked_at is not None
+            and reason == RevocationReason.KEY_COMPROMISE
+            and self.revocation_reason != RevocationReason.KEY_COMPROMISE
+        )
 
     def fill_from(self, info: CertificateInfo) -> None:
         """Copy the certificate's facts onto the entry (thumbprint, subject, validity, SANs, PEM)."""
@@ -452,6 +477,14 @@ class AuthenticationFailure(models.Model):
     serial_number = models.CharField(max_length=100, blank=True)
     not_after = models.DateTimeField(null=True, blank=True)
     client_ip = models.GenericIPAddressField(null=True, blank=True, db_index=True)
+    client_network = models.CharField(
+        _("client network"),
+        max_length=64,
+        blank=True,
+        db_index=True,
+        editable=False,
+        help_text=_("What the row counts refusals of: the IPv4 address, or the IPv6 network (AUDIT_IPV6_PREFIX)."),
+    )
     proxy_ip = models.GenericIPAddressField(null=True, blank=True)
     method = models.CharField(max_length=10, blank=True)
     path = models.CharField(max_length=500, blank=True)

@@ -180,14 +180,18 @@ def retire(entry: RegisteredCertificate, *, by: Any = None) -> bool:
 @transaction.atomic
 def revoke_many(entries: QuerySet[RegisteredCertificate], reason: str, *, by: Any = None) -> int:
     """Revoke every not-yet-revoked entry of the queryset in one UPDATE; returns how many changed.
-    Already revoked entries keep their original date, reason and revoker (revocation is one-way)."""
+    Already revoked entries keep their original date, reason and revoker (revocation is one-way), except that
+    ``key_compromise`` raises the reason of those revoked for another reason (``RegisteredCertificate.revoke``)."""
     if reason not in RevocationReason.values:
         raise ValidationError(f"Unknown revocation reason {reason!r}; one of {', '.join(RevocationReason.values)}.")
-    changed = RegisteredCertificate.objects.filter(pk__in=entries.values("pk"), revoked_at__isnull=True).update(
-        revoked_at=timezone.now(),
-        revocation_reason=reason,
-        revoked_by=by if getattr(by, "pk", None) else None,
+    selected = RegisteredCertificate.objects.filter(pk__in=entries.values("pk"))
+    revoker = by if getattr(by, "pk", None) else None
+    changed = selected.filter(revoked_at__isnull=True).update(
+        revoked_at=timezone.now(), revocation_reason=reason, revoked_by=revoker
     )
+    if reason == RevocationReason.KEY_COMPROMISE:
+        raised = selected.filter(revoked_at__isnull=False).exclude(revocation_reason=reason)
+        changed += raised.update(revocation_reason=reason, **({"revoked_by": revoker} if revoker else {}))
     if changed:
         registry_changed()  # update() sends no post_save: bump the generation ourselves
     return changed

@@ -17,7 +17,7 @@ Decisions the library leaves to us, made here:
   (pinned only), any other certificate must still chain to an enabled authority.
 * Every enabled authority, root or intermediate, is a trust anchor.  The forwarded chain supplies extra
   intermediates; registered intermediates are anchors themselves (nginx forwards only the leaf).
-* Every disabled authority is a blocklist entry, by subject and public key: never a candidate in a built
+* Every disabled authority is a blocklist entry, by its public key (under any name): never a candidate in a built
   chain, and a chain that contains it or whose anchor it issued is ``untrusted_issuer``.
 * Revocation (``REVOCATION_MODE = "crl"``): every certificate in the verified chain below the anchor is
   looked up in the CRL of the authority that issued it, and so is the anchor when its own issuer is a
@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import PSS, PKCS1v15
 from cryptography.x509.verification import (
     ClientVerifier,
     Criticality,
@@ -57,7 +58,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from .certificates import load_certificates, pem_bodies, thumbprint_of
+from .certificates import load_certificates, pem_bodies, spki_of, thumbprint_of
 from .lru import MISSING, BoundedCache
 from .ocsp import OcspChecker, OcspError
 from .reasons import CertificateRefused, Reason
@@ -99,8 +100,8 @@ class CrlIndex:
     """A CRL parsed once: the revoked serial numbers of one issuer in a frozenset (O(1) lookup).
 
     ``distribution_points`` is empty for a CRL that covers every certificate of its issuer; a CRL whose
-    IssuingDistributionPoint names a distribution point covers only the certificates that name it (or name
-    none), see ``covers``."""
+    IssuingDistributionPoint names a distribution point covers only the certificates that name it, see
+    ``covers``."""
 
     issuer_thumbprint: str
     revoked_serials: frozenset[int]
@@ -114,13 +115,16 @@ class CrlIndex:
 
     def covers(self, certificate: x509.Certificate) -> bool:
         """Is ``certificate`` within this CRL's scope (RFC 5280 6.3.3 b.2.i)?  A certificate whose CRL
-        distribution points name none of this CRL's is in another partition: this CRL says nothing of it."""
+        distribution points name none of this CRL's is in another partition: this CRL says nothing of it.
+        Nor does a partition CRL speak for a certificate naming no distribution point at all: RFC 5280 6.3.3
+        b.2.i asks for a distribution point of the certificate matching the CRL's, and such a certificate is on
+        the CA's full CRL, which this is not."""
         if not self.distribution_points:
             return True
         try:
             points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
         except x509.ExtensionNotFound:
-            return True  # the operator attached this CRL to the authority: it is the certificate's CRL
+            return False
         except Exception:
             return False
         names = {name for point in points for name in (point.full_name or ())}
@@ -343,11 +347,22 @@ def crl_number(crl: x509.CertificateRevocationList) -> int | None:
 def check_crl_succession(held: x509.CertificateRevocationList | None, new: x509.CertificateRevocationList) -> None:
     """May ``new`` replace ``held`` (both already verified for the same authority)?  CRLs usually travel over
     plain HTTP: an older CRL, validly signed, replayed by someone on the path would un-revoke certificates.
-    So a CRL replaces the one held only if it is not older (thisUpdate), its CRLNumber does not go backwards,
-    and an equal CRLNumber comes with the same content (a re-fetch of the same CRL).  Raises
-    ``CertificateRefused(CRL_UNAVAILABLE)`` saying which rule failed."""
+    So a CRL replaces the one held only if it has the same scope (IssuingDistributionPoint), it is not older
+    (thisUpdate), its CRLNumber does not go backwards, and an equal CRLNumber comes with the same content (a
+    re-fetch of the same CRL).  Raises ``CertificateRefused(CRL_UNAVAILABLE)`` saying which rule failed."""
     if held is None:
         return
+    # CRLNumbers and thisUpdate order CRLs of one scope only (RFC 5280 5.2.3: the number is per scope).  A CRL of
+    # another distribution point, validly signed and numbered in its own sequence, would otherwise replace the
+    # full CRL (or another partition) and un-revoke everything only the one held lists.
+    held_scope, new_scope = _issuing_distribution_point(held), _issuing_distribution_point(new)
+    if new_scope != held_scope:
+        raise CertificateRefused(
+            Reason.CRL_UNAVAILABLE,
+            f"The CRL covers {_describe_scope(new_scope)}, the one already held covers {_describe_scope(held_scope)}:"
+            " a CRL of another scope cannot replace it (it says nothing of the certificates outside its scope). "
+            "The one held is kept; give the authority the CRL of the same distribution point (its full CRL).",
+        )
     if new.last_update_utc < held.last_update_utc:
         raise CertificateRefused(
             Reason.CRL_UNAVAILABLE,
@@ -376,6 +391,22 @@ def check_crl_succession(held: x509.CertificateRevocationList | None, new: x509.
             "a CA must not issue two different CRLs under one number. The one held is kept; ask the CA which "
             "is current.",
         )
+
+
+def _issuing_distribution_point(crl: x509.CertificateRevocationList) -> x509.IssuingDistributionPoint | None:
+    try:
+        return crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _describe_scope(point: x509.IssuingDistributionPoint | None) -> str:
+    if point is None:
+        return "every certificate of the authority (no IssuingDistributionPoint)"
+    if point.full_name:
+        names = ", ".join(str(getattr(name, "value", name)) for name in point.full_name)
+        return f"the distribution point {names} only"
+    return "a scope set by its IssuingDistributionPoint"
 
 
 def _extension_name(oid: x509.ObjectIdentifier) -> str:
@@ -477,11 +508,13 @@ class _Decided:
 MAX_AUTHORITY_DEPTH = 8
 
 
-def authority_key(certificate: x509.Certificate) -> tuple[bytes, bytes]:
-    """What makes two CA certificates the same authority: subject and public key.  A re-issued or
-    cross-signed certificate of a CA (new serial, validity or issuer, same name and key) is the same CA."""
-    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return certificate.subject.public_bytes(), spki
+def authority_key(certificate: x509.Certificate) -> str:
+    """What makes two CA certificates the same authority: the public key (SHA-256 of its SPKI, re-encoded so
+    one key has one hash: ``spki_of``).  A re-issued or cross-signed certificate of a CA (new serial, validity
+    or issuer) is the same CA, and so is one whose name is spelled with other string types or changed
+    altogether: whatever name it carries, the key signs the same certificates.  Keying on the name's bytes
+    too let a disabled CA's key through under a re-encoded or new name."""
+    return spki_of(certificate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,7 +537,7 @@ class TrustStore:
 
     ``disabled`` are the registered authorities that are disabled: a blocklist.  Their certificates are
     removed from every forwarded chain before it is built, and a chain that still contains one of them (an
-    enabled certificate of the same CA: same subject and key) or whose anchor was issued by one is refused
+    enabled certificate of the same CA: the same key, whatever its name) or whose anchor was issued by one is refused
     with ``untrusted_issuer``."""
 
     def __init__(
@@ -522,11 +555,9 @@ class TrustStore:
         self.ocsp = ocsp
         self.authorities: tuple[Authority, ...] = tuple(authorities)
         self.disabled: tuple[Authority, ...] = tuple(disabled)
-        self._disabled_keys: dict[tuple[bytes, bytes], Authority] = {
-            authority_key(a.certificate): a for a in self.disabled
-        }
+        self._disabled_keys: dict[str, Authority] = {authority_key(a.certificate): a for a in self.disabled}
         # subject -> registered authorities (enabled or not) with that subject: who may have issued an anchor
-        self._registered_by_subject: dict[x509.Name, list[tuple[Authority, bool, tuple[bytes, bytes]]]] = {}
+        self._registered_by_subject: dict[x509.Name, list[tuple[Authority, bool, str]]] = {}
         for registered, enabled in [*((a, True) for a in self.authorities), *((a, False) for a in self.disabled)]:
             entry = (registered, enabled, authority_key(registered.certificate))
             self._registered_by_subject.setdefault(registered.certificate.subject, []).append(entry)
@@ -623,7 +654,7 @@ class TrustStore:
         cached = self._issued_by.get(key)
         if cached is not MISSING:
             return bool(cached)
-        # Never through a disabled CA, nor through an enabled certificate of one (same subject and key).
+        # Never through a disabled CA, nor through an enabled certificate of one (same key, any name).
         intermediates = self._without_disabled(
             [*forwarded, *(a.certificate for a in self.authorities if a is not authority)]
         )
@@ -723,6 +754,13 @@ class TrustStore:
         above: list[tuple[x509.Certificate, Authority]] = []
         top, seen = anchor, {authority_key(anchor)}
         for _ in range(MAX_AUTHORITY_DEPTH):
+            # Signed by a disabled CA's key under whatever name (its registered certificate's or another): the
+            # name lookup below would miss a renamed issuer.  Once per anchor (the answer is cached).
+            for disabled in self.disabled:
+                if authority_key(disabled.certificate) != authority_key(top) and _signed_with(
+                    top, disabled.certificate.public_key()
+                ):
+                    raise CertificateRefused(Reason.UNTRUSTED_ISSUER, _disabled_detail(disabled))
             # Candidates are registered CAs named as top's issuer, other than top's own CA (a self-signed root
             # ends here without a signature check: its only candidate is itself).
             parents = [
@@ -757,6 +795,8 @@ class TrustStore:
                 for candidate in pool:
                     key = authority_key(candidate)
                     if key not in seen and _issued(certificate, candidate):
+                        if key in self._disabled_keys:  # another certificate of a disabled CA's key
+                            return self._disabled_keys[key]
                         seen.add(key)
                         following.append(candidate)
             current = following
@@ -882,6 +922,30 @@ def _issued(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
     try:
         certificate.verify_directly_issued_by(issuer)
+    except Exception:
+        return False
+    return True
+
+
+def _signed_with(certificate: x509.Certificate, public_key: object) -> bool:
+    """Does ``certificate``'s signature verify with ``public_key``, whatever issuer name it carries?"""
+    signature, signed = certificate.signature, certificate.tbs_certificate_bytes
+    try:
+        if isinstance(public_key, rsa.RSAPublicKey):
+            padding = certificate.signature_algorithm_parameters
+            algorithm = certificate.signature_hash_algorithm
+            if not isinstance(padding, PKCS1v15 | PSS) or algorithm is None:
+                return False
+            public_key.verify(signature, signed, padding, algorithm)
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            ecdsa = certificate.signature_algorithm_parameters
+            if not isinstance(ecdsa, ec.ECDSA):
+                return False
+            public_key.verify(signature, signed, ecdsa)
+        elif isinstance(public_key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            public_key.verify(signature, signed)
+        else:
+            return False
     except Exception:
         return False
     return True

@@ -8,6 +8,7 @@ import hashlib
 from typing import Any
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -554,6 +555,18 @@ def test_per_entry_revoke(admin_client, api, register, pki: FixturePKI) -> None:
     entry.refresh_from_db()
     assert entry.revocation_reason == "cessation_of_operation"
     assert api.get("/api/whoami/", pki.client).json()["reason"] == "certificate_revoked"
+    # Revoked: the one change left is raising the reason to key compromise (review 3, F3)...
+    page = admin_client.get(entry_url(entry)).content.decode()
+    assert entry_url(entry, "retire") not in page and "Revoke as key compromise" in page
+    offered = admin_client.get(entry_url(entry, "revoke")).context["form"].fields["reason"].choices
+    assert [value for value, _label in offered] == ["key_compromise"]
+    assert admin_client.post(entry_url(entry, "revoke"), {"reason": "unspecified"}).status_code == 200  # not offered
+    revoked_at = RegisteredCertificate.objects.get(pk=entry.pk).revoked_at
+    assert admin_client.post(entry_url(entry, "revoke"), {"reason": "key_compromise"}).status_code == 302
+    entry.refresh_from_db()
+    assert entry.revocation_reason == "key_compromise" and entry.revoked_at == revoked_at
+    assert "raised from cessation_of_operation to key_compromise" in str(LogEntry.objects.latest("pk").change_message)
+    # ... and after that none.
     assert entry_url(entry, "revoke") not in admin_client.get(entry_url(entry)).content.decode()
 
 

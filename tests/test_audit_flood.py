@@ -100,6 +100,56 @@ def test_unknown_certificates_keep_their_pem_up_to_the_cap_per_address(api, pki,
 
 
 @pytest.mark.django_db
+def test_self_made_flood_rotating_ipv6_addresses_of_one_slash64_is_o1_rows(api, settings) -> None:
+    """Review 3, F1: one client holds a whole IPv6 /64 (often a /56 or /48) and rotates through its 2**64
+    addresses at no cost.  Keyed on the exact address, every refusal from a new address opened a new row."""
+    certauth_settings(settings, AUDIT_WINDOW_SECONDS=WHOLE_TEST_WINDOW)
+    flood = 30
+    for i in range(flood):
+        issued = devpki.self_signed_client(f"v6-flood-{i}")
+        reason = api.get("/api/whoami/", issued, client_ip=f"2001:db8:1:2::{i + 1:x}").json()["reason"]
+        assert reason in {"self_signed_not_allowed", "untrusted_issuer"}
+    total = AuthenticationFailure.objects.aggregate(n=Sum("count"))["n"]
+    assert total == flood  # every refusal is counted ...
+    rows = AuthenticationFailure.objects.count()
+    assert rows <= 2, f"{rows} audit rows for {flood} refusals from one /64"  # ... in O(1) rows
+    [row] = failures()
+    assert row.client_network == "2001:db8:1:2::/64" and row.client_ip == "2001:db8:1:2::1"  # the first address
+    # Another /64 is another client.
+    api.get("/api/whoami/", devpki.self_signed_client("v6-other"), client_ip="2001:db8:1:3::1")
+    assert len(failures()) == 2
+
+
+@pytest.mark.django_db
+def test_unknown_certificates_are_capped_per_ipv6_network_too(api, pki, settings) -> None:
+    """The capture cap counts per /64 as well: rotating addresses does not buy a PEM row per address."""
+    certauth_settings(settings, AUDIT_CAPTURE_PER_ADDRESS=3)
+    unknown = [pki.issue(f"v6-unknown-{i}") for i in range(8)]
+    for i, issued in enumerate(unknown):
+        api.get("/api/whoami/", issued, client_ip=f"2001:db8:5:6:{i + 1:x}::1")
+    captured = AuthenticationFailure.objects.filter(client_network="2001:db8:5:6::/64", aggregated_by_address=False)
+    assert captured.count() == 3 and all(row.certificate_pem for row in captured)
+    [overflow] = AuthenticationFailure.objects.filter(client_network="2001:db8:5:6::/64", aggregated_by_address=True)
+    assert overflow.count == 5 and overflow.certificate_pem == ""
+
+
+@pytest.mark.parametrize(
+    ("address", "prefix", "network"),
+    [
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64, "2001:db8:1:2::/64"),
+        ("2001:db8:1:2ff::1", 56, "2001:db8:1:200::/56"),
+        ("2001:db8::1", 128, "2001:db8::1/128"),
+        ("::ffff:192.0.2.7", 64, "192.0.2.7"),  # IPv4-mapped: the IPv4 address
+        ("192.0.2.7", 64, "192.0.2.7"),  # IPv4: one by one
+        (None, 64, ""),
+    ],
+)
+def test_the_client_network_of_an_address(settings, address: str | None, prefix: int, network: str) -> None:
+    certauth_settings(settings, AUDIT_IPV6_PREFIX=prefix)
+    assert audit.client_network(address) == network
+
+
+@pytest.mark.django_db
 def test_registry_step_refusals_stay_per_certificate(api, pki, register) -> None:
     """A refusal that names an identity (revoked, disabled, scope) is about one registered certificate."""
     register(pki.client).revoke("superseded")
@@ -158,3 +208,34 @@ def test_bench_audit_flood_runs_and_counts_exactly(trusted_root, pki) -> None:
     assert AuthenticationFailure.objects.count() == 1
     assert flood("smoke", 3, lambda i: pki.issue(f"bench-{i}").cert_pem())
     assert AuthenticationFailure.objects.exclude(certificate_pem="").count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_fills_the_client_network_of_existing_rows() -> None:
+    """Rows written before ``client_network`` existed get it from their ``client_ip`` (an IPv6 address its /64)."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    [target] = [k for k in executor.loader.disk_migrations if k[0] == "certauth" and k[1].endswith("_client_network")]
+    before = [parent.key for parent in executor.loader.graph.node_map[target].parents]
+    latest = executor.loader.graph.leaf_nodes()
+    try:
+        executor.migrate(before)
+        old = executor.loader.project_state(before).apps.get_model("certauth", "AuthenticationFailure").objects
+        at = timezone.now()
+        for key, address in (("a", "2001:db8:7:8::99"), ("b", "192.0.2.44"), ("c", "::ffff:192.0.2.45"), ("d", None)):
+            old.create(
+                key=key, window_start=at, reason="untrusted_issuer", client_ip=address, first_seen=at, last_seen=at
+            )
+        executor = MigrationExecutor(connection)
+        executor.migrate([target])
+        new = executor.loader.project_state([target]).apps.get_model("certauth", "AuthenticationFailure").objects
+        assert dict(new.values_list("key", "client_network")) == {
+            "a": "2001:db8:7:8::/64",
+            "b": "192.0.2.44",
+            "c": "192.0.2.45",
+            "d": "",
+        }
+    finally:
+        MigrationExecutor(connection).migrate(latest)

@@ -175,14 +175,15 @@ def test_a_crl_partitioned_by_distribution_point_covers_only_its_partition(ca: d
     index = parse_crl(der(crl), ca.certificate)
     trust = TrustStore([Authority.from_certificate(1, "ca", ca.certificate, index)], TrustPolicy(check_crl=True))
     assert trust.evaluate(in_partition.certificate, [], now()).revocation_warning == ""
-    assert trust.evaluate(naming_none.certificate, [], now()).revocation_warning == ""
     with pytest.raises(CertificateRefused) as info:
         trust.evaluate(revoked_in_partition.certificate, [], now())
     assert info.value.reason is Reason.CRL_REVOKED
-    # This CRL says nothing of the other partition: no usable CRL for it, never "not revoked".
-    with pytest.raises(CertificateRefused) as info:
-        trust.evaluate(other_partition.certificate, [], now())
-    assert info.value.reason is Reason.CRL_UNAVAILABLE and "distribution point" in info.value.detail
+    # This CRL says nothing of the other partition, nor of a certificate naming no distribution point (that one
+    # is on the CA's full CRL, RFC 5280 6.3.3 b.2.i): no usable CRL for them, never "not revoked".
+    for outside in (other_partition, naming_none):
+        with pytest.raises(CertificateRefused) as info:
+            trust.evaluate(outside.certificate, [], now())
+        assert info.value.reason is Reason.CRL_UNAVAILABLE and "distribution point" in info.value.detail
 
 
 # --- revocation of the whole chain (pure) -------------------------------------------------------------------
@@ -354,6 +355,50 @@ def test_crl_number_must_not_go_backwards(pki, trusted_root) -> None:
     assert not apply_crl(trusted_root, der(build_crl(pki.root, [], number=11, last_update=later))).is_revoked(
         pki.client.serial_number
     )
+
+
+@pytest.mark.django_db
+def test_a_partition_crl_does_not_replace_the_full_crl(api, pki, register, trusted_root, settings) -> None:
+    """Review 3, F4: a CA that partitions its CRLs numbers each distribution point's CRL in its own sequence
+    (RFC 5280 5.2.3).  Someone on the plain-HTTP path serving the newer CRL of another partition in place of the
+    full CRL must not un-revoke what only the full CRL lists."""
+    from certauth.authorities import apply_crl
+
+    settings.CERTAUTH = {**settings.CERTAUTH, **CRL_MODE}
+    register(pki.client)
+    full = build_crl(pki.root, [pki.client.serial_number], number=10)
+    apply_crl(trusted_root, der(full))
+    trusted_root.save()
+    assert api.get("/api/whoami/", pki.client).json()["reason"] == "crl_revoked"
+    other_partition = idp(full_name=[x509.UniformResourceIdentifier("http://pki.example/part-2.crl")])
+    partition = build_crl(pki.root, [], number=11, extensions=[(other_partition, True)])
+    try:
+        apply_crl(trusted_root, der(partition))  # accepted on main
+    except CertificateRefused:
+        pass  # refused: another scope is not the full CRL's successor
+    trusted_root.save()
+    response = api.get("/api/whoami/", pki.client)
+    assert response.status_code == 401, response.json()
+    assert response.json()["reason"] == "crl_revoked"
+    # Refused, saying why, and the full CRL is kept.
+    with pytest.raises(CertificateRefused) as info:
+        apply_crl(trusted_root, der(partition))
+    assert info.value.reason is Reason.CRL_UNAVAILABLE and "another scope" in info.value.detail
+    assert "part-2.crl" in info.value.detail and bytes(trusted_root.crl_der) == der(full)
+
+
+def test_a_partition_crl_is_succeeded_by_a_crl_of_its_own_partition_only(ca: devpki.Issued) -> None:
+    from certauth.trust import check_crl_succession
+
+    part_1, part_2 = (
+        idp(full_name=[x509.UniformResourceIdentifier(f"http://pki.example/part-{n}.crl")]) for n in (1, 2)
+    )
+    held = build_crl(ca, [], number=5, extensions=[(part_1, True)])
+    check_crl_succession(held, build_crl(ca, [], number=6, extensions=[(part_1, True)]))  # its own next CRL
+    for other in (build_crl(ca, [], number=6, extensions=[(part_2, True)]), build_crl(ca, [], number=6)):
+        with pytest.raises(CertificateRefused) as info:
+            check_crl_succession(held, other)  # another partition, or a full CRL in place of a partition
+        assert info.value.reason is Reason.CRL_UNAVAILABLE and "part-1.crl" in info.value.detail
 
 
 @pytest.mark.django_db

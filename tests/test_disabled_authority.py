@@ -1,7 +1,7 @@
 """A disabled authority is distrusted wherever it appears (issue 16, class 4): not only when the proxy sends
 the leaf alone, but in every chain the library builds, whatever brought the disabled CA's certificate along
 (nginx chain header, Envoy XFCC ``Chain``, RFC 9440 ``Client-Cert-Chain``, AWS ALB), under another
-certificate of the same CA (same subject and key), and above an enabled intermediate."""
+certificate of the same CA (same key, under any name), and above an enabled intermediate."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from urllib.parse import quote
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.name import _ASN1Type
 from django.test import override_settings
 
 from certauth import devpki
@@ -82,7 +83,7 @@ def test_a_disabled_intermediate_in_the_forwarded_chain_refuses_the_chain(tree: 
 
 
 def test_another_certificate_of_the_disabled_ca_is_refused_too(tree: Tree) -> None:
-    """Disabled by key and name, not by thumbprint: the same CA re-certified (here by the root again, say a
+    """Disabled by key, not by thumbprint: the same CA re-certified (here by the root again, say a
     renewal) is the same CA, whether forwarded or registered as an enabled authority."""
     renewed = reissued(tree.intermediate, tree.root)
     disabled = [authority(tree.intermediate, 2)]
@@ -91,6 +92,106 @@ def test_another_certificate_of_the_disabled_ca_is_refused_too(tree: Tree) -> No
     registered_twin = TrustStore([authority(tree.root, 1), authority(renewed, 3)], TrustPolicy(), disabled=disabled)
     refused = refusal(registered_twin, tree.leaf, [])
     assert refused.reason is Reason.UNTRUSTED_ISSUER and "disabled" in refused.detail
+
+
+def _printable(name: x509.Name) -> x509.Name:
+    return x509.Name(
+        [x509.NameAttribute(a.oid, str(a.value), _type=_ASN1Type.PrintableString) for a in name]  # type: ignore[arg-type]
+    )
+
+
+def _sign_like(
+    template: x509.Certificate, subject: x509.Name, issuer: x509.Name, public_key: Any, signer: Any
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+    )
+    for extension in template.extensions:
+        if extension.oid != x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+            builder = builder.add_extension(extension.value, extension.critical)
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key())
+    return builder.add_extension(aki, critical=False).sign(signer, hashes.SHA256())
+
+
+@pytest.mark.parametrize("renamed", ["re-encoded", "renamed"])
+def test_a_disabled_intermediate_is_refused_under_its_re_encoded_name_too(renamed: str) -> None:
+    """Review 3, F2.  SECURITY.md: "no path through the disabled CA's key is" [trusted].  The blocklist was keyed
+    on the subject's DER and the key: the same CA key certified again with its name re-encoded (PrintableString
+    for UTF8String: one name for the chain builder) or under a new name kept signing leaves that were accepted."""
+    root = devpki.make_ca("review3 root")
+    intermediate = devpki.make_ca("review3 issuing", issuer=root)  # UTF8String CN
+    template = devpki.issue_client(intermediate, "review3 leaf")
+    if renamed == "re-encoded":
+        # The same CA (same key, same name read as text), its certificate re-issued with a PrintableString name.
+        other_name = _printable(intermediate.certificate.subject)
+        assert other_name == intermediate.certificate.subject  # one name for x509.Name and _issued
+    else:
+        # The same CA key certified again under a new name (a CA renamed without a new key).
+        other_name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "review3 issuing G2")])
+    twin_ca = _sign_like(
+        intermediate.certificate,
+        other_name,
+        root.certificate.subject,
+        intermediate.certificate.public_key(),
+        root.private_key,
+    )
+    # A leaf that CA signed (with its key) under the other name.
+    leaf = _sign_like(
+        template.certificate,
+        template.certificate.subject,
+        other_name,
+        template.certificate.public_key(),
+        intermediate.private_key,
+    )
+    enabled_root = [Authority.from_certificate(1, "root", root.certificate)]
+    at = dt.datetime.now(dt.UTC)
+    assert TrustStore(enabled_root, TrustPolicy()).evaluate(leaf, [twin_ca], at).kind == "chained"
+    store = TrustStore(
+        enabled_root, TrustPolicy(), disabled=[Authority.from_certificate(2, "issuing", intermediate.certificate)]
+    )
+    with pytest.raises(CertificateRefused) as refused:
+        store.evaluate(leaf, [twin_ca], at)  # accepted before: the disabled CA's key signed this chain
+    assert refused.value.reason is Reason.UNTRUSTED_ISSUER
+    assert "'review3 issuing'" in refused.value.detail  # names the disabled authority
+    # Registered as an enabled authority under the other name, it is the disabled CA all the same.
+    registered = [*enabled_root, Authority.from_certificate(3, "issuing under another name", twin_ca)]
+    store = TrustStore(
+        registered, TrustPolicy(), disabled=[Authority.from_certificate(2, "issuing", intermediate.certificate)]
+    )
+    with pytest.raises(CertificateRefused) as refused:
+        store.evaluate(leaf, [], at)
+    assert refused.value.reason is Reason.UNTRUSTED_ISSUER and "disabled" in refused.value.detail
+    assert not store.issued_by(leaf, [], registered[1].thumbprint_sha256, at)
+
+
+def test_a_disabled_roots_key_above_an_enabled_intermediate_refuses_it_under_another_name() -> None:
+    """Review 3, F2, above the anchor: an intermediate registered as its own authority, signed by a disabled
+    root's key under another name (a renamed certificate of that root, not registered), is under the disabled
+    CA all the same."""
+    root = devpki.make_ca("review3 disabled root")
+    renamed = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "review3 disabled root G2")])
+    intermediate_template = devpki.make_ca("review3 enabled issuing", issuer=root)
+    intermediate = _sign_like(
+        intermediate_template.certificate,
+        intermediate_template.certificate.subject,
+        renamed,
+        intermediate_template.certificate.public_key(),
+        root.private_key,
+    )
+    leaf = devpki.issue_client(intermediate_template, "review3 under renamed root").certificate
+    registered = [Authority.from_certificate(2, "issuing", intermediate)]
+    assert TrustStore(registered, TrustPolicy()).evaluate(leaf, [], now()).kind == "chained"
+    store = TrustStore(registered, TrustPolicy(), disabled=[Authority.from_certificate(1, "root", root.certificate)])
+    with pytest.raises(CertificateRefused) as refused:
+        store.evaluate(leaf, [], now())
+    assert refused.value.reason is Reason.UNTRUSTED_ISSUER and "'review3 disabled root'" in refused.value.detail
 
 
 def test_a_disabled_root_above_an_enabled_intermediate_refuses_it(tree: Tree) -> None:

@@ -113,7 +113,9 @@ def test_the_twin_keeps_every_issuance_key_and_changes_only_the_thumbprint(pki) 
 
 @pytest.mark.parametrize("serial", [1, 127, 128, 255, 256, 2**64, 2**159 - 1])
 def test_the_issuer_and_serial_key_hashes_the_fields_as_signed(pki, serial) -> None:
-    """issuer_serial_of hashes the issuer Name and the serial INTEGER exactly as the TBS carries them."""
+    """issuer_serial_of hashes the issuer Name and the serial INTEGER exactly as the TBS carries them, then the
+    AuthorityKeyIdentifier's keyIdentifier as an OCTET STRING (which CA of that name); without one, name and
+    serial alone."""
     import hashlib
 
     from certauth.certificates import issuer_serial_of
@@ -124,7 +126,23 @@ def test_the_issuer_and_serial_key_hashes_the_fields_as_signed(pki, serial) -> N
     fields = split(content(certificate.tbs_certificate_bytes))  # [version], serial, signature alg, issuer, ...
     offset = 1 if fields[0][0] == 0xA0 else 0
     serial_der, issuer_der = fields[offset], fields[offset + 2]
-    assert issuer_serial_of(certificate) == hashlib.sha256(issuer_der + serial_der).hexdigest()
+    key_id = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    assert key_id is not None and len(key_id) < 0x80
+    expected = hashlib.sha256(issuer_der + serial_der + tlv(0x04, key_id)).hexdigest()
+    assert issuer_serial_of(certificate) == expected
+    # No AuthorityKeyIdentifier: name and serial, as before the identifier was added.
+    now = dt.datetime.now(dt.UTC)
+    bare = (
+        x509.CertificateBuilder()
+        .subject_name(certificate.subject)
+        .issuer_name(certificate.issuer)
+        .public_key(certificate.public_key())
+        .serial_number(certificate.serial_number)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(pki.root.private_key, hashes.SHA256())
+    )
+    assert issuer_serial_of(bare) == hashlib.sha256(issuer_der + serial_der).hexdigest()
 
 
 def test_the_key_hash_does_not_depend_on_how_the_point_is_written(pki) -> None:
@@ -237,6 +255,99 @@ def test_another_revocation_reason_leaves_other_certificates_for_the_key_alone(
         Reason.CERTIFICATE_REVOKED,
         "Same issuance as revoked entry",
     )
+
+
+def test_a_superseded_entry_revoked_again_as_key_compromise_refuses_its_key(
+    api, pki, register, trusted_root, settings
+) -> None:
+    """Review 3, F3: revocation is one-way but its reason ratchets up.  A rotation retires the old entry as
+    superseded (the key is fine); when the key is later found compromised, revoking that entry again as
+    key_compromise must take: otherwise a certificate for the key from another trusted CA, admitted by rule,
+    authenticates."""
+    other = add_authority("other trusted CA", pki.other_ca.cert_pem())
+    original = devpki.issue_client(pki.root, "payments-1", uris=[PAYMENTS_URI])
+    key = original.private_key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    entry = register(original, identity="payments")
+    services.retire(entry)  # rotated out: superseded
+    retired_at = RegisteredCertificate.objects.get(pk=entry.pk).revoked_at
+    CertificateIdentity.objects.create(
+        name="by-rule", match_authority=other, match_field="uri_san", match_pattern="spiffe://other.example/r"
+    )
+    # The key turns out to be compromised: the operator says so.
+    entry.refresh_from_db()
+    changed = services.revoke(entry, "key_compromise")
+    entry.refresh_from_db()
+    stolen = issue_for_key(pki.other_ca, "stolen", key, "spiffe://other.example/r")
+    response = api.get("/api/whoami/", stolen)
+    assert response.status_code == 401, (changed, entry.revocation_reason, response.json())
+    assert response.json()["reason"] == "certificate_revoked"
+    assert changed is True and entry.revocation_reason == "key_compromise"
+    assert entry.revoked_at == retired_at  # refused since it was retired: the date stays
+    # A ratchet: nothing lowers it again, in the model or in bulk.
+    assert services.revoke(entry, "superseded") is False
+    assert services.revoke_many(RegisteredCertificate.objects.all(), "unspecified") == 0
+    entry.revocation_reason = "superseded"
+    with pytest.raises(ValidationError, match="cannot be lowered"):
+        entry.save()
+
+
+def test_the_command_line_raises_a_retired_entry_to_key_compromise(pki, register) -> None:
+    entry = register(pki.client, identity="payments")
+    services.retire(entry)
+    out = io.StringIO()
+    call_command(
+        "certauth", "revoke", "--thumbprint", entry.thumbprint_sha256, "--reason", "key_compromise", stdout=out
+    )
+    assert "reason raised from superseded to key_compromise" in out.getvalue()
+    out = io.StringIO()
+    call_command("certauth", "revoke", "--thumbprint", entry.thumbprint_sha256, "--reason", "unspecified", stdout=out)
+    assert "already revoked" in out.getvalue() and "key_compromise" in out.getvalue()
+    entry.refresh_from_db()
+    assert entry.revocation_reason == "key_compromise"
+
+
+def test_bulk_key_compromise_raises_retired_entries_and_revokes_live_ones(pki, register) -> None:
+    retired, live, compromised = register(pki.client, identity="a"), register(pki.client2, identity="b"), None
+    services.retire(retired)
+    compromised = register(pki.stranger, identity="c")
+    compromised.revoke("key_compromise")
+    before = {e.pk: e.revoked_at for e in RegisteredCertificate.objects.all()}
+    assert services.revoke_many(RegisteredCertificate.objects.all(), "key_compromise") == 2  # retired + live
+    after = {e.pk: e for e in RegisteredCertificate.objects.all()}
+    assert {e.revocation_reason for e in after.values()} == {"key_compromise"}
+    assert after[retired.pk].revoked_at == before[retired.pk] and after[live.pk].revoked_at is not None
+
+
+def test_same_name_same_serial_from_another_ca_is_another_certificate(api, register, settings) -> None:
+    """Review 3, F5: "the same issuance" is the same issuing CA and serial, not the same issuer NAME and serial.
+    Two trusted CAs with one name (two private CAs both called "Internal CA", each numbering from 1; a CA
+    re-keyed under its old name) are two issuers; the leaf's AuthorityKeyIdentifier tells them apart."""
+    ca_a = devpki.make_ca("review3 internal CA")
+    ca_b = devpki.make_ca("review3 internal CA")  # another CA (another key), the same name
+    assert ca_a.certificate.subject == ca_b.certificate.subject
+    add_authority("internal CA (team A)", ca_a.cert_pem())
+    add_authority("internal CA (team B)", ca_b.cert_pem())
+    from_a = devpki.issue_client(ca_a, "alice", serial=2)
+    from_b = devpki.issue_client(ca_b, "bob", serial=2)
+    entry_a = register(from_a, identity="alice")
+    register(from_b, identity="bob")  # was: ValidationError "already registered as entry ... (identity 'alice')"
+    entry_a.revoke("unspecified")
+    assert api.get("/api/whoami/", from_b).json().get("identity") == "bob"
+    # ... while A's own issuance stays revoked in every encoding.
+    refused(api.get("/api/whoami/", header(twin_of(from_a, ca_a))), Reason.CERTIFICATE_REVOKED, "Same issuance")
+
+
+def test_a_rule_admits_another_cas_certificate_with_a_registered_name_and_serial(api, register) -> None:
+    """Review 3, F5, by rule: B's certificate is not "a re-encoding" of A's registered one."""
+    ca_a = devpki.make_ca("review3 shared name")
+    ca_b = devpki.make_ca("review3 shared name")
+    add_authority("team A", ca_a.cert_pem())
+    authority_b = add_authority("team B", ca_b.cert_pem())
+    register(devpki.issue_client(ca_a, "alice", serial=7, uris=[PAYMENTS_URI]), identity="alice")
+    rule_identity("payments-by-rule", authority_b)
+    from_b = devpki.issue_client(ca_b, "payments", serial=7, uris=[PAYMENTS_URI])
+    assert api.get("/api/whoami/", from_b).json().get("identity") == "payments-by-rule"
 
 
 # --- the per-worker caches: warm requests read no rows, a change anywhere reaches the cached answers ------------

@@ -121,6 +121,11 @@ def can_revoke(request: HttpRequest) -> bool:
     return bool(request.user.has_perm("certauth.revoke_registeredcertificate"))
 
 
+def _raisable(queryset: QuerySet[RegisteredCertificate]) -> QuerySet[RegisteredCertificate]:
+    """The entries of ``queryset`` revoked for a reason that key compromise may still raise."""
+    return queryset.filter(revoked_at__isnull=False).exclude(revocation_reason=RevocationReason.KEY_COMPROMISE)
+
+
 # --- list filters ------------------------------------------------------------------------------------
 class IdentityCertificateFilter(admin.SimpleListFilter):
     title = _("certificates")
@@ -623,20 +628,29 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
         if not can_revoke(request):
             raise PermissionDenied
         entry = get_object_or_404(RegisteredCertificate.objects.select_related("identity"), pk=object_id)
-        if entry.revoked_at is not None:
+        # A revoked entry accepts one change: its reason raised to key compromise (RegisteredCertificate.revoke).
+        raising = entry.raises_to(RevocationReason.KEY_COMPROMISE)
+        if entry.revoked_at is not None and not raising:
             self.message_user(request, _("This certificate is already revoked."), messages.WARNING)
             return HttpResponseRedirect(entry_change_url(entry))
         if request.method == "POST":
-            form = RevocationForm(request.POST)
+            form = RevocationForm(request.POST, raising=raising)
             if form.is_valid():
-                services.revoke(entry, form.cleaned_data["reason"], by=request.user)
-                self.log_change(request, entry, f"Revoked ({form.cleaned_data['reason']}).")
-                self._report_revoked(request, 1, form.cleaned_data["reason"])
+                reason, earlier = form.cleaned_data["reason"], entry.revocation_reason
+                services.revoke(entry, reason, by=request.user)
+                if raising:
+                    self.log_change(request, entry, f"Revocation reason raised from {earlier} to {reason}.")
+                else:
+                    self.log_change(request, entry, f"Revoked ({reason}).")
+                self._report_revoked(request, 1, reason)
                 return HttpResponseRedirect(entry_change_url(entry))
         else:
-            form = RevocationForm(initial={"reason": initial_reason} if initial_reason else None)
+            initial = {"reason": initial_reason} if initial_reason and not raising else None
+            form = RevocationForm(initial=initial, raising=raising)
         queryset = RegisteredCertificate.objects.filter(pk=entry.pk)
-        return self._confirmation(request, queryset, form, action=None, retire=initial_reason is not None)
+        return self._confirmation(
+            request, queryset, form, action=None, retire=initial_reason is not None and not raising
+        )
 
     @admin.action(description=_("Revoke selected certificates…"), permissions=["revoke"])
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[RegisteredCertificate]) -> Any:
@@ -649,15 +663,23 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
     def _bulk_revoke(
         self, request: HttpRequest, queryset: QuerySet[RegisteredCertificate], action: str, initial_reason: str | None
     ) -> Any:
+        # Nothing live selected, but entries revoked for another reason: only key compromise changes them.
+        raising = not queryset.filter(revoked_at__isnull=True).exists() and _raisable(queryset).exists()
         if request.POST.get("post") == "yes":
-            form = RevocationForm(request.POST)
+            form = RevocationForm(request.POST, raising=raising)
             if form.is_valid():
                 reason = form.cleaned_data["reason"]
+                if reason == RevocationReason.KEY_COMPROMISE:
+                    for entry in _raisable(queryset):  # admin history says whose reason was raised
+                        self.log_change(
+                            request, entry, f"Revocation reason raised from {entry.revocation_reason} to {reason}."
+                        )
                 changed = services.revoke_many(queryset, reason, by=request.user)
                 self._report_revoked(request, changed, reason)
                 return None  # back to the change list
         else:
-            form = RevocationForm(initial={"reason": initial_reason} if initial_reason else None)
+            initial = {"reason": initial_reason} if initial_reason and not raising else None
+            form = RevocationForm(initial=initial, raising=raising)
         return self._confirmation(request, queryset, form, action=action, retire=initial_reason is not None)
 
     def _report_revoked(self, request: HttpRequest, changed: int, reason: str) -> None:
@@ -682,6 +704,9 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
         retire: bool,
     ) -> TemplateResponse:
         live = queryset.filter(revoked_at__isnull=True)
+        raisable = _raisable(queryset).count()
+        if not live.exists() and raisable:
+            live = _raisable(queryset)  # the confirmation lists what key compromise would change
         total = live.count()
         entries = list(
             live.select_related("identity").prefetch_related(
@@ -715,6 +740,7 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
             "form": form,
             "rows": rows,
             "total": total,
+            "raisable": raisable,
             "more": max(total - len(rows), 0),
             "retire": retire,
             "action": action,

@@ -63,14 +63,23 @@ class Revoke(Subcommand):
     def handle(self, **options: Any) -> int:
         entry = find_entry(options["thumbprint"])
         thumbprint = entry.thumbprint_sha256
+        earlier_reason = entry.revocation_reason
+        raising = entry.raises_to(options["reason"])
         try:
             changed = revoke(entry, options["reason"])
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
-        if changed:
+        revoked_at = entry.revoked_at.isoformat() if entry.revoked_at else "?"
+        if changed and raising:
+            self.stdout.write(
+                f"reason raised from {earlier_reason} to {options['reason']} for {thumbprint} ({entry.identity.name}),"
+                f" revoked at {revoked_at}: every certificate for its key is refused"
+            )
+        elif changed:
             self.stdout.write(f"revoked {thumbprint} ({entry.identity.name}), reason {options['reason']}")
         else:
             self.stdout.write(
-                f"already revoked at {entry.revoked_at.isoformat() if entry.revoked_at else '?'}: {thumbprint}"
+                f"already revoked at {revoked_at} ({entry.revocation_reason or 'unspecified'}): {thumbprint}"
+                f" (only --reason {RevocationReason.KEY_COMPROMISE} changes a revoked entry)"
             )
         return 0

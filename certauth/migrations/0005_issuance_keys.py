@@ -1,5 +1,8 @@
 """Issuance keys on registered certificates: what makes a revocation reach every encoding of the same
 certificate (issuer + serial, the signed TBS) and, for a compromised key, every certificate for that key.
+"Issuer" is the issuing CA: its name and, when the certificate carries an AuthorityKeyIdentifier, its key
+identifier, so two CAs sharing a name are two issuers (``certauth.certificates.issuer_serial_of``, the one
+computation used here and at registration).
 
 Existing rows are filled from the certificate stored with them; a row that holds only a typed thumbprint
 (no PEM), or whose PEM is not the certificate its thumbprint names, stays NULL (certauth fills it the first
