@@ -19,8 +19,8 @@ The pattern language (docs/trust.md, "Identity rules", is the operator's copy):
 Names are ASCII.  A value that is not a well-formed name of its kind never matches any pattern: non-ASCII or
 control characters (U+212A KELVIN SIGN is not ``K``), DNS labels outside letters/digits/``-``/``_``, URIs with
 userinfo, a query or fragment, ``.``/``..`` or empty path segments, percent-encoded letters, digits or
-separators (``%2f``, ``%2e``, ``%40``, ...), a backslash.  Matching is linear in the pattern and the value: no
-regular expression is built from a pattern, and ``*`` never backtracks across parts.
+separators (``%2f``, ``%2e``, ``%40``, ...), a backslash.  Matching does not backtrack: no regular expression is
+built from a pattern, and each literal piece between stars is searched once, left to right.
 """
 
 from __future__ import annotations
