@@ -193,6 +193,15 @@ def resolve(
             f"The certificate matches the rules of {len(identity_ids)} identities; "
             "an operator must make the rules exclusive.",
         )
+    if not identity_ids and matches.outside_constraints:
+        field = matches.outside_constraints[0].field
+        raise CertificateRefused(
+            Reason.UNKNOWN_CERTIFICATE,
+            f"An identity rule on {field} matches this certificate, but it was issued below a name-constrained CA "
+            "whose constraints do not restrict that kind of name (they never cover the subject CN), so the rule's "
+            "authority does not vouch for it.  Bind the rule to that CA, or match a SAN type its name constraints "
+            "restrict.",
+        )
     if entry is not None:
         if not identity_ids:
             raise CertificateRefused(
@@ -204,15 +213,6 @@ def resolve(
             )
         return entry
     if not identity_ids:
-        if matches.outside_constraints:
-            field = matches.outside_constraints[0].field
-            raise CertificateRefused(
-                Reason.UNKNOWN_CERTIFICATE,
-                f"An identity rule on {field} matches this certificate, but it was issued below a name-constrained "
-                "CA whose constraints do not restrict that kind of name (they never cover the subject CN), so the "
-                "rule's authority does not vouch for it.  Bind the rule to that CA, or match a SAN type its name "
-                "constraints restrict.",
-            )
         raise CertificateRefused(Reason.UNKNOWN_CERTIFICATE)
     rule = rules[0]
     record_seen(rule, info)

@@ -92,6 +92,21 @@ def test_a_constrained_sub_ca_registered_as_an_authority_binds_its_own_rules_onl
     assert identity_of(api.get("/api/whoami/", leaf(team_ca, ["team-named"], dns=["t.team.example"]))) == "by-team"
 
 
+@override_settings(CERTAUTH=CHAIN)
+def test_an_entry_a_cn_rule_recorded_before_is_refused_too(api, pki, trusted_root, team_ca) -> None:
+    """A certificate an earlier version recorded through a root-bound CN rule is not grandfathered in."""
+    from certauth.certificates import describe
+
+    identity = rule("billing", trusted_root, "subject_cn", "billing-service")
+    minted = leaf(team_ca, ["billing-service"], dns=["x.team.example"])
+    entry = RegisteredCertificate(identity=identity)
+    entry.fill_from(describe(minted.certificate))
+    entry.source = RegisteredCertificate.Source.RULE  # as rules.record_seen writes it
+    entry.save()
+    body = refused(api.get("/api/whoami/", minted, **chain_header(team_ca)), Reason.UNKNOWN_CERTIFICATE)
+    assert "name-constrained" in body["detail"]
+
+
 # --- 5. non-ASCII SANs ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("field", "pattern", "san"),
