@@ -227,6 +227,49 @@ def test_cn_star_never_crosses_dot_slash_or_at() -> None:
     assert not pattern_matches("subject_cn", "billing*", "billing\\x0a")
 
 
+@given(pattern=st.text(alphabet="ab*.@/ ", min_size=1, max_size=10), value=st.text(alphabet="ab.@/ ", max_size=10))
+def test_cn_star_never_crosses_a_separator(pattern: str, value: str) -> None:
+    try:
+        validate_pattern("subject_cn", pattern)
+    except PatternError:
+        return
+    if pattern_matches("subject_cn", pattern, value):
+        assert re.sub(r"[^./@]", "", value) == re.sub(r"[^./@]", "", pattern)  # the same separators, in order
+
+
+@given(value=st.text(alphabet="ab.@/ ", min_size=1, max_size=12), data=st.data())
+def test_cn_star_matches_anything_within_a_part(value: str, data: st.DataObject) -> None:
+    if value != value.strip():
+        return
+    parts = re.split(r"([./@])", value)
+    starred = [
+        part
+        if index % 2 or not data.draw(st.booleans())
+        else data.draw(st.sampled_from(["*", f"*{part[1:]}", f"{part[:1]}*"]))
+        for index, part in enumerate(parts)
+    ]
+    pattern = "".join(starred)
+    if pattern != pattern.strip():
+        return
+    assert pattern_matches("subject_cn", pattern, value)
+    if "*" in pattern:  # one more separator in the value: no longer the same parts
+        assert not pattern_matches("subject_cn", pattern, value + ".x")
+
+
+@given(
+    pattern=st.from_regex(r"[ab*.]{1,5}@[ab*]{1,3}(\.[ab*]{1,3}){0,2}", fullmatch=True),
+    value=st.one_of(st.from_regex(r"[aAb.]{1,5}@[aAb]{1,3}(\.[aAb]{1,3}){0,3}", fullmatch=True), st.emails()),
+)
+def test_email_star_never_crosses_the_at_or_a_domain_dot(pattern: str, value: str) -> None:
+    try:
+        validate_pattern("email_san", pattern)
+    except PatternError:
+        return
+    if pattern_matches("email_san", pattern, value):
+        assert value.count("@") == 1 and value.isascii()
+        assert value.split("@")[1].count(".") == pattern.split("@")[1].count(".")
+
+
 # --- patterns refused when saved ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("field", "pattern", "message"),
