@@ -104,10 +104,12 @@ class _DnsPattern:
         return extra >= 1 and _parts_match(self.labels, value[extra:])
 
 
+_ASCII_UPPERCASE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def _ascii_lower(text: str) -> str:
-    # Only called on text already checked to be ASCII: str.lower() then folds A-Z and nothing else.
-    assert text.isascii()
-    return text.lower()
+    # A-Z to a-z and nothing else: str.lower() and casefold() also turn KELVIN SIGN into "k", long s into "s".
+    return text.translate(_ASCII_UPPERCASE)
 
 
 def _dns_value(text: str) -> tuple[str, ...] | None:
