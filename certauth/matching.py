@@ -244,6 +244,8 @@ class _UriPattern:
             return True
         if self.host is None or value.port != self.port or not self.host.matches(value.host):
             return False
+        if ("",) in (self.path, value.path):
+            return self.path == value.path and not self.any_depth  # a path of just "/" is no segment for '*'
         if not self.any_depth:
             return _parts_match(self.path, value.path)
         fixed = len(self.path)

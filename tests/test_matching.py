@@ -177,6 +177,7 @@ def test_uri_star_stays_within_one_segment_and_hostile_paths_never_match(
         ("https://a.example.com/svc", "https://a.example.com/svc#frag"),
         ("https://a.example.com/svc", "https://a.example.com/svc/"),
         ("https://a.example.com/*", "https://a.example.com/Svc/"),
+        ("spiffe://*/*", "spiffe://prod/"),  # a path of just "/" has no segment for '*' to match
     ],
 )
 def test_uri_tricks_never_match(pattern: str, value: str) -> None:
