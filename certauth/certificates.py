@@ -137,6 +137,7 @@ class CertificateInfo:
     ip_addresses: tuple[str, ...] = ()
     extended_key_usages: tuple[str, ...] | None = None  # dotted OIDs; None when the extension is absent
     organizational_units: tuple[str, ...] = ()
+    common_names: tuple[str, ...] = ()  # every CN of the subject (``subject_cn`` is the first)
     is_self_issued: bool = False
     # structural facts the policy judges (see certauth.policy.check_certificate)
     version: int = 3
@@ -263,6 +264,7 @@ def describe(certificate: x509.Certificate) -> CertificateInfo:
             ip_addresses=tuple(ips),
             extended_key_usages=ekus,
             organizational_units=tuple(_name_attr(subject, NameOID.ORGANIZATIONAL_UNIT_NAME)),
+            common_names=tuple(cns),
             is_self_issued=subject == issuer,
             version=1 if certificate.version == x509.Version.v1 else 3,
             is_ca=is_ca,

@@ -290,3 +290,52 @@ def _proxy_identity_messages(networks: Any) -> list[Any]:
             )
         ]
     return []
+
+
+@register(Tags.database)
+def check_identity_rule_patterns(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """Stored identity-rule patterns the strict pattern language reads differently from the shell globs of
+    earlier versions.  Reads the database, so it runs with ``migrate`` and ``check --database default``."""
+    if not databases:
+        return []
+    from django.db import DatabaseError
+
+    from .matching import WILDCARD, PatternError, validate_pattern
+    from .models import CertificateIdentity
+
+    messages: list[Any] = []
+    for alias in databases:
+        try:
+            rules = list(
+                CertificateIdentity.objects.using(alias)
+                .exclude(match_field="")
+                .exclude(match_pattern="")
+                .values_list("name", "match_field", "match_pattern")
+            )
+        except DatabaseError:
+            continue  # not migrated yet: nothing stored to check
+        for name, field, pattern in rules:
+            try:
+                validate_pattern(field, pattern)
+            except PatternError as exc:
+                messages.append(
+                    Warning(
+                        f"The identity rule of {name!r} ({field} {pattern!r}) is not a valid pattern: {exc} "
+                        "It admits no certificate until it is corrected.",
+                        hint="Edit the identity's rule in the admin; docs/trust.md (Identity rules) gives the "
+                        "pattern language.",
+                        id="certauth.W013",
+                    )
+                )
+                continue
+            if WILDCARD in pattern:
+                messages.append(
+                    Warning(
+                        f"The identity rule of {name!r} ({field} {pattern!r}) uses '*', which no longer crosses "
+                        "'.' in a DNS name or host, '/' in a URI path, '@' in an email, or '.', '/', '@' in a CN.",
+                        hint="Check it still admits the names you mean (a trailing /** or a leading **. matches "
+                        "any depth), then silence this with SILENCED_SYSTEM_CHECKS = ['certauth.W014'].",
+                        id="certauth.W014",
+                    )
+                )
+    return messages

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .certificates import THUMBPRINT_LENGTH, CertificateInfo, normalize_thumbprint
+from .matching import PatternError, validate_pattern
 
 SCOPE_RE = re.compile(r"\A[A-Za-z0-9_.:*/-]+\Z")
 
@@ -171,6 +172,12 @@ class CertificateIdentity(models.Model):
         if not self.match_authority_id and (self.match_field or self.match_pattern):
             # Without an authority the rule admits nothing; saying so beats keeping a rule that looks live.
             raise ValidationError({"match_authority": _("A matching rule needs the authority it applies to.")})
+        if self.match_field and self.match_pattern:
+            # Refused at save, with the reason, rather than stored and silently matching nothing (or more).
+            try:
+                validate_pattern(self.match_field, self.match_pattern)
+            except PatternError as exc:
+                raise ValidationError({"match_pattern": str(exc)}) from exc
         if self.user is not None and (self.user.is_staff or self.user.is_superuser):
             # A certificate would then open the admin without a password: link a dedicated service user.
             raise ValidationError(

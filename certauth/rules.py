@@ -4,8 +4,10 @@ Used only when a certificate's thumbprint is not pinned (or was pinned by a rule
 
 * every identity whose rule pattern matches (``certauth.matching``) *and* whose authority issued the
   certificate (the verified chain reaches it, or the library verifies the leaf with that authority as the
-  only anchor) is a candidate;
-* none -> ``unknown_certificate``; more than one -> ``ambiguous_identity`` (never resolved by chance);
+  only anchor) is a candidate, provided every name-constrained CA between the certificate and that authority
+  vouches for the rule's kind of name (``matching.constraints_cover``: never for the subject CN);
+* none -> ``unknown_certificate``; more than one -> ``ambiguous_identity`` (never resolved by chance), and so
+  is a ``subject_cn`` rule matching a subject that has several CNs;
 * exactly one -> the certificate is recorded as a ``RegisteredCertificate`` with ``source = rule`` so
   last-used and revocation apply to it like any entry (a revoked one stays refused), and the operator
   sees it in the admin.  Such an entry keeps authenticating only while its rule still matches.
@@ -31,7 +33,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from .certificates import CertificateInfo, thumbprint_of
 from .conf import settings
 from .lru import MISSING, BoundedCache
-from .matching import rule_matches
+from .matching import constraints_cover, is_ambiguous, rule_matches
 from .reasons import CertificateRefused, Reason
 from .registry import EntrySnapshot, RegistryUnavailable, registry
 from .trust import TrustResult, TrustStore
@@ -53,7 +55,7 @@ class _RuleCache:
         self.lock = threading.Lock()
         self.epoch = 0
         self.rules: tuple[IdentityRule, ...] | None = None
-        self.matches: BoundedCache[tuple[str, ...], tuple[IdentityRule, ...]] = BoundedCache(settings.CACHE_SIZE)
+        self.matches: BoundedCache[tuple[str, ...], RuleMatches] = BoundedCache(settings.CACHE_SIZE)
 
     def drop(self) -> None:
         with self.lock:
@@ -92,6 +94,15 @@ def load_rules() -> tuple[IdentityRule, ...]:
     return rules
 
 
+@dataclass(frozen=True, slots=True)
+class RuleMatches:
+    """The rules whose pattern and authority admit a certificate, and those whose pattern and authority matched
+    but which a name-constrained CA in between could not vouch for (they admit nothing; they explain why)."""
+
+    admitted: tuple[IdentityRule, ...] = ()
+    outside_constraints: tuple[IdentityRule, ...] = ()
+
+
 def matching_rules(
     leaf: x509.Certificate,
     info: CertificateInfo,
@@ -99,30 +110,56 @@ def matching_rules(
     trust: TrustResult,
     store: TrustStore,
     now: dt.datetime,
-) -> tuple[IdentityRule, ...]:
-    """The rules that admit this certificate (pattern and issuing authority), cached per certificate."""
+) -> RuleMatches:
+    """The rules that admit this certificate (pattern, issuing authority, name constraints), cached per
+    certificate."""
     if trust.kind != "chained":
-        return ()  # a self-signed certificate has no authority: only pinning can admit it
-    key = (info.thumbprint_sha256, *(thumbprint_of(c) for c in forwarded))
+        return RuleMatches()  # a self-signed certificate has no authority: only pinning can admit it
+    forwarded_thumbprints = tuple(thumbprint_of(c) for c in forwarded)
+    key = (info.thumbprint_sha256, *forwarded_thumbprints)
     cached = _cache.matches.get(key)
     if cached is not MISSING:
         return cached  # type: ignore[return-value]
     epoch = _cache.epoch
-    matched = tuple(
-        rule
-        for rule in load_rules()
-        if rule_matches(rule.field, rule.pattern, info)
+    admitted: list[IdentityRule] = []
+    outside: list[IdentityRule] = []
+    for rule in load_rules():
         # A disabled authority binds no rule, even when a forwarded chain still passes through it.
-        and rule.authority_thumbprint in store.by_thumbprint
-        and (
-            trust.reaches(rule.authority_thumbprint)
-            or store.issued_by(leaf, forwarded, rule.authority_thumbprint, now)
-        )
-    )
+        if rule.authority_thumbprint not in store.by_thumbprint or not rule_matches(rule.field, rule.pattern, info):
+            continue
+        between = _cas_between(leaf, forwarded, forwarded_thumbprints, rule.authority_thumbprint, trust, store, now)
+        if between is None:
+            continue  # the rule's authority did not issue it
+        (admitted if constraints_cover(rule.field, between) else outside).append(rule)
+    matched = RuleMatches(tuple(admitted), tuple(outside))
     with _cache.lock:
         if _cache.epoch == epoch:
             _cache.matches.set(key, matched)
     return matched
+
+
+def _cas_between(
+    leaf: x509.Certificate,
+    forwarded: Sequence[x509.Certificate],
+    forwarded_thumbprints: tuple[str, ...],
+    authority_thumbprint: str,
+    trust: TrustResult,
+    store: TrustStore,
+    now: dt.datetime,
+) -> tuple[x509.Certificate, ...] | None:
+    """The CAs strictly between ``leaf`` and the rule's authority on a verified chain, or None when that
+    authority did not issue the leaf (neither the verified chain reaches it nor does the leaf verify with it as
+    the only anchor)."""
+    if trust.reaches(authority_thumbprint):
+        # The chain holds the leaf, forwarded certificates and enabled authorities, nothing else.
+        known = {thumbprint: authority.certificate for thumbprint, authority in store.by_thumbprint.items()}
+        known.update(zip(forwarded_thumbprints, forwarded, strict=True))
+        position = trust.chain.index(authority_thumbprint)
+        between = [known.get(thumbprint) for thumbprint in trust.chain[1:position]]
+        if all(certificate is not None for certificate in between):
+            return tuple(certificate for certificate in between if certificate is not None)
+    chain = store.chain_to(leaf, forwarded, authority_thumbprint, now)
+    return None if chain is None else chain[1:-1]
 
 
 def resolve(
@@ -137,8 +174,17 @@ def resolve(
     existing ``source = rule`` entry, if any.  Raises ``CertificateRefused`` / ``RegistryUnavailable``."""
     if info.certificate is None:
         raise CertificateRefused(Reason.UNKNOWN_CERTIFICATE)
-    rules = matching_rules(info.certificate, info, forwarded, trust, store, now)
+    matches = matching_rules(info.certificate, info, forwarded, trust, store, now)
+    rules = matches.admitted
     identity_ids = sorted({rule.identity_id for rule in rules})
+    ambiguous = next((rule for rule in rules if is_ambiguous(rule.field, info)), None)
+    if ambiguous is not None:
+        raise CertificateRefused(
+            Reason.AMBIGUOUS_IDENTITY,
+            f"The certificate's subject has {len(info.common_names)} common names and an identity rule matches on "
+            "the subject CN, which then names no one subject; issue the certificate with a single CN, or register "
+            "(pin) it.",
+        )
     if len(identity_ids) > 1:
         logger.warning(
             "certauth certificate %s matches the rules of several identities: %s",
@@ -149,6 +195,15 @@ def resolve(
             Reason.AMBIGUOUS_IDENTITY,
             f"The certificate matches the rules of {len(identity_ids)} identities; "
             "an operator must make the rules exclusive.",
+        )
+    if not identity_ids and matches.outside_constraints:
+        field = matches.outside_constraints[0].field
+        raise CertificateRefused(
+            Reason.UNKNOWN_CERTIFICATE,
+            f"An identity rule on {field} matches this certificate, but it was issued below a name-constrained CA "
+            "whose constraints do not restrict that kind of name (they never cover the subject CN), so the rule's "
+            "authority does not vouch for it.  Bind the rule to that CA, or match a SAN type its name constraints "
+            "restrict.",
         )
     if entry is not None:
         if not identity_ids:

@@ -571,7 +571,9 @@ class TrustStore:
         self._store = Store(self._anchors) if self._anchors else None
         self._ee_policy = _ee_policy(policy)
         self._decided: BoundedCache[tuple[str, ...], _Decided] = BoundedCache(cache_size)
-        self._issued_by: BoundedCache[tuple[str, tuple[str, ...], str], bool] = BoundedCache(cache_size)
+        self._issued_by: BoundedCache[tuple[str, tuple[str, ...], str], tuple[x509.Certificate, ...] | None] = (
+            BoundedCache(cache_size)
+        )
 
     def __len__(self) -> int:
         return len(self.authorities)
@@ -644,27 +646,35 @@ class TrustStore:
     def issued_by(
         self, leaf: x509.Certificate, forwarded: Sequence[x509.Certificate], authority_thumbprint: str, now: dt.datetime
     ) -> bool:
-        """Does ``leaf`` chain to this one enabled authority?  (Identity rules: "issued by authority A".)
+        """Does ``leaf`` chain to this one enabled authority?  (Identity rules: "issued by authority A".)"""
+        return self.chain_to(leaf, forwarded, authority_thumbprint, now) is not None
+
+    def chain_to(
+        self, leaf: x509.Certificate, forwarded: Sequence[x509.Certificate], authority_thumbprint: str, now: dt.datetime
+    ) -> tuple[x509.Certificate, ...] | None:
+        """The verified chain leaf..authority when ``leaf`` chains to this one enabled authority, else None.
         Verified by the library with that authority as the only anchor, the forwarded chain and every other
-        enabled authority as candidate intermediates."""
+        enabled authority as candidate intermediates (identity rules also read the CAs in between)."""
         authority = self.by_thumbprint.get(authority_thumbprint)
         if authority is None or (self._disabled_keys and authority_key(authority.certificate) in self._disabled_keys):
-            return False
+            return None
         key = (thumbprint_of(leaf), tuple(thumbprint_of(c) for c in forwarded), authority_thumbprint)
         cached = self._issued_by.get(key)
         if cached is not MISSING:
-            return bool(cached)
+            return cached  # type: ignore[return-value]
         # Never through a disabled CA, nor through an enabled certificate of one (same key, any name).
         intermediates = self._without_disabled(
             [*forwarded, *(a.certificate for a in self.authorities if a is not authority)]
         )
+        result: tuple[x509.Certificate, ...] | None
         try:
-            self._verifier(Store([authority.certificate]), self._verification_time(leaf, now)).verify(
-                leaf, intermediates
+            result = tuple(
+                self._verifier(Store([authority.certificate]), self._verification_time(leaf, now))
+                .verify(leaf, intermediates)
+                .chain
             )
-            result = True
         except Exception:
-            result = False
+            result = None
         self._issued_by.set(key, result)
         return result
 

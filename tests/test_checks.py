@@ -118,9 +118,44 @@ def test_each_check_fires_for_its_misconfiguration(check_id: str, case: dict[str
     assert check_id in _run(case)
 
 
+# id -> stored identity rules (field, pattern) that raise it; these checks read the database.
+DATABASE_CASES: list[tuple[str, list[tuple[str, str]]]] = [
+    ("certauth.W013", [("dns_san", "billing-?.clients.example")]),  # a shell glob saved before the strict language
+    ("certauth.W013", [("uri_san", "https://user@api.example/svc")]),
+    ("certauth.W014", [("uri_san", "spiffe://prod.example/ns/billing/*")]),  # valid, but '*' now stops at '/'
+]
+
+
 def test_every_check_id_in_the_source_has_a_case() -> None:
     declared = set(re.findall(r'id="(certauth\.[EW]\d{3})"', CHECKS_SOURCE.read_text()))
-    assert declared == {check_id for check_id, _ in CASES}
+    assert declared == {check_id for check_id, _ in CASES} | {check_id for check_id, _ in DATABASE_CASES}
+
+
+def _database_ids(rules: list[tuple[str, str]]) -> set[str]:
+    from certauth.models import CertificateIdentity
+
+    for number, (field, pattern) in enumerate(rules):
+        # Saved without clean(): the way a row written by an earlier version sits in the database.
+        CertificateIdentity.objects.create(name=f"rule-{number}", match_field=field, match_pattern=pattern)
+    return {m.id for m in run_checks(databases=["default"]) if m.id and m.id.startswith("certauth.")}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("check_id", "rules"), DATABASE_CASES, ids=[f"{i}-{n}" for n, (i, _) in enumerate(DATABASE_CASES)]
+)
+def test_each_database_check_fires_for_its_stored_rule(check_id: str, rules: list[tuple[str, str]]) -> None:
+    assert check_id in _database_ids(rules)
+
+
+@pytest.mark.django_db
+def test_exact_and_unstored_rules_raise_no_database_check() -> None:
+    assert (
+        _database_ids([("subject_cn", "billing-service"), ("uri_san", "spiffe://prod.example/ns/billing/sa/api")])
+        == set()
+    )
+    # Without a database (plain `manage.py check`) the rule checks do not run at all.
+    assert not {m.id for m in run_checks() if m.id in {"certauth.W013", "certauth.W014"}}
 
 
 @pytest.mark.parametrize(

@@ -346,7 +346,8 @@ def test_rule_patterns(chain: Chain) -> None:
     assert rule_matches("subject_cn", "billing-*", info)
     assert not rule_matches("subject_cn", "Billing-*", info)  # CN: exact case
     assert rule_matches("dns_san", "*.clients.example", info)  # DNS: case-insensitive
-    assert rule_matches("uri_san", "spiffe://prod.example/ns/billing/*", info)
+    assert rule_matches("uri_san", "spiffe://prod.example/ns/billing/**", info)  # any depth: /** only
+    assert not rule_matches("uri_san", "spiffe://prod.example/ns/billing/*", info)  # * is one segment
     assert not rule_matches("uri_san", "spiffe://staging.example/*", info)
     assert rule_matches("email_san", "OPS@example.org", info)
     assert not rule_matches("email_san", "", info)

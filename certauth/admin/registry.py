@@ -259,7 +259,15 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "description", "is_active", "scopes", "user"]}),
         (
             _("Match by rule instead of pinned thumbprints (optional)"),
-            {"classes": ["collapse"], "fields": ["match_authority", "match_field", "match_pattern"]},
+            {
+                "classes": ["collapse"],
+                "fields": ["match_authority", "match_field", "match_pattern"],
+                "description": _(
+                    "The only wildcard is *, and it stays within one DNS label or URI path segment (in a CN it "
+                    "never crosses . / @); **.example.com or spiffe://prod.example/ns/** match any depth. "
+                    "Names are ASCII. See docs/trust.md, Identity rules."
+                ),
+            },
         ),
         (_("History"), {"fields": ["disabled_at", "disabled_by", "created_at", "updated_at"]}),
     ]
