@@ -196,7 +196,7 @@ def check_certauth_deployment(app_configs: Any = None, **kwargs: Any) -> list[An
                 id="certauth.W007",
             )
         )
-    messages += _proxy_identity_messages(networks)
+    messages += _proxy_secret_messages()
     if not django_settings.DEBUG:
         if settings.REVOCATION_MODE != "registry" and settings.REVOCATION_FAIL_OPEN:
             messages.append(
@@ -251,12 +251,12 @@ def check_certauth_deployment(app_configs: Any = None, **kwargs: Any) -> list[An
     return messages
 
 
-def _proxy_identity_messages(networks: Any) -> list[Any]:
-    """Can certauth tell its own proxy from another process on the same host?  Only by a unix socket that
-    only the proxy may open, or by the proxy secret: every local user reaches a loopback TCP port."""
+def _proxy_secret_messages() -> list[Any]:
+    """A configured proxy secret certauth cannot use (fail closed) or that others may read.  (Whether one is
+    needed at all is ``check --deploy``'s question: ``check_proxy_identity_for_deployment``.)"""
     from .authenticator import load_proxy_secret, proxy_secret_file_warning  # needs the apps: at check time
 
-    secret, problem = load_proxy_secret()
+    _, problem = load_proxy_secret()
     if problem:
         return [
             Error(
@@ -275,18 +275,6 @@ def _proxy_identity_messages(networks: Any) -> list[Any]:
                 hint="chown it to the workers' user and chmod 600 it; keep it group-readable only if that group "
                 "holds the workers' user alone (then silence certauth.W012).",
                 id="certauth.W012",
-            )
-        ]
-    if not django_settings.DEBUG and secret is None and networks:
-        return [
-            Warning(
-                "CERTAUTH believes forwarded certificates from TCP addresses without a proxy secret: any process "
-                "that can connect to the application server from there (another local user, too) can claim any "
-                "certificate.",
-                hint="Set PROXY_SECRET_FILE (and proxy_set_header it in nginx: certauth nginx-config "
-                "--proxy-secret-file), or serve gunicorn on a unix socket only the proxy can open and set "
-                "TRUSTED_PROXIES = ['unix:'].",
-                id="certauth.W011",
             )
         ]
     return []
@@ -339,3 +327,33 @@ def check_identity_rule_patterns(app_configs: Any = None, databases: Any = None,
                     )
                 )
     return messages
+
+
+@register(Tags.security, deploy=True)
+def check_proxy_identity_for_deployment(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``check --deploy``: TCP proxies trusted without a proxy secret.  A deployment warning, like Django's own
+    security checks: the reference settings trust loopback for the shell and the tests, and ``make run``
+    serves gunicorn on a private unix socket with a secret, so every plain ``manage.py`` command would
+    otherwise repeat a warning about a server it does not run."""
+    from .authenticator import load_proxy_secret  # needs the apps: at check time
+
+    try:
+        networks = ProxyAllowList(settings.TRUSTED_PROXIES).networks
+    except ValueError:
+        return []  # certauth.E001 reports it
+    secret, problem = load_proxy_secret()
+    if problem:
+        return []  # certauth.E012 reports it
+    if not django_settings.DEBUG and secret is None and networks:
+        return [
+            Warning(
+                "CERTAUTH believes forwarded certificates from TCP addresses without a proxy secret: any process "
+                "that can connect to the application server from there (another local user, too) can claim any "
+                "certificate.",
+                hint="Set PROXY_SECRET_FILE (and proxy_set_header it in nginx: certauth nginx-config "
+                "--proxy-secret-file), or serve gunicorn on a unix socket only the proxy can open and set "
+                "TRUSTED_PROXIES = ['unix:'].",
+                id="certauth.W011",
+            )
+        ]
+    return []

@@ -40,7 +40,8 @@ def certauth_ids(
     if rest is not None:
         overrides["REST_FRAMEWORK"] = rest
     with override_settings(**overrides):
-        return {message.id for message in run_checks() if message.id and message.id.startswith("certauth.")}
+        checks = run_checks(include_deployment_checks=True)
+        return {message.id for message in checks if message.id and message.id.startswith("certauth.")}
 
 
 # id -> settings that raise it (each applied on top of the project's configuration)
@@ -250,3 +251,14 @@ def test_check_deploy_reports_certauth_misconfiguration(tmp_path: Path) -> None:
     result = _check_deploy(env)
     assert result.returncode != 0
     assert "certauth.W003" in result.stderr + result.stdout
+
+
+def test_the_proxy_secret_warning_belongs_to_check_deploy() -> None:
+    """W011 speaks about the server's deployment: `manage.py check --deploy` says it, plain commands (the CLI
+    used next to `make run`, whose stack has a unix socket and a secret) do not repeat it."""
+    certauth = {**django_settings.CERTAUTH, "PROXY_SECRET": None, "TRUSTED_PROXIES": ["127.0.0.1", "::1"]}
+    with override_settings(CERTAUTH=certauth, DEBUG=False):
+        plain = {message.id for message in run_checks()}
+        deploy = {message.id for message in run_checks(include_deployment_checks=True)}
+    assert "certauth.W011" not in plain
+    assert "certauth.W011" in deploy
