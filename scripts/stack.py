@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import ctypes
 import datetime as dt
+import fcntl
 import http.client
 import ipaddress
 import os
@@ -651,11 +652,37 @@ def prepare(var_dir: Path) -> Prepared:
     return Prepared(env, pki_dir, password, origin, created, demo_warning)
 
 
+#: Held for the life of a `make run`: a second one in the same var/ would write a new proxy secret (the
+#: first stack's nginx then sends a stale one) and, when it stops, remove the first stack's sockets.
+_RUN_LOCK: int | None = None
+
+
+def hold_run_lock(var_dir: Path) -> int:
+    """One `make run` per state folder: an exclusive ``flock`` on ``var/make-run.lock`` held until the process
+    exits (the kernel drops it then, also after a crash).  Raises ``StackError`` naming the running one."""
+    var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(var_dir / "make-run.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise StackError(
+            f"a stack from {var_dir} is already running (pid {holder}): stop it first (Ctrl-C), or run a second "
+            "one from its own folder: make run PORT=8444 CERTAUTH_VAR_DIR=/tmp/certauth-2"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 def run(arguments: argparse.Namespace) -> int:
     var_dir = Path(arguments.var_dir or os.environ.get("CERTAUTH_VAR_DIR") or REPO / "var").absolute()
     # Everything this run and its children create (database, logs, static files, nginx's temp files) is
     # private from its first byte; nginx runs as this same user, so it still reads what it needs.
     os.umask(0o077)
+    global _RUN_LOCK
+    _RUN_LOCK = hold_run_lock(var_dir)
     if not port_is_free(arguments.host, arguments.port):
         raise StackError(
             f"port {arguments.port} on {arguments.host} is already in use (another `make run`?). "
