@@ -405,7 +405,10 @@ def pattern_matches(field: str, pattern: str, value: str) -> bool:
 
 
 def rule_matches(field: str, pattern: str, info: CertificateInfo) -> bool:
-    """True when any of the certificate's values for ``field`` matches ``pattern``."""
+    """True when any of the certificate's values for ``field`` matches ``pattern``.  A rule whose field or
+    pattern is outside the language (a row stored without validation) matches nothing; it never raises."""
+    if field not in FIELDS:
+        return False
     return any(pattern_matches(field, pattern, value) for value in field_values(info, field))
 
 

@@ -33,7 +33,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from .certificates import CertificateInfo, thumbprint_of
 from .conf import settings
 from .lru import MISSING, BoundedCache
-from .matching import constraints_cover, is_ambiguous, rule_matches
+from .matching import PatternError, compile_pattern, constraints_cover, is_ambiguous, rule_matches
 from .reasons import CertificateRefused, Reason
 from .registry import EntrySnapshot, RegistryUnavailable, registry
 from .trust import TrustResult, TrustStore
@@ -48,6 +48,25 @@ class IdentityRule:
     authority_thumbprint: str
     field: str
     pattern: str
+
+
+#: Stored rules already reported as invalid (identity id, field, pattern): logged once per worker, not per load.
+_reported_invalid: set[tuple[int, str, str]] = set()
+
+
+def _valid(row: tuple[int, str, str, str, str]) -> bool:
+    """Whether a stored rule's field and pattern are in the language.  A row written without ``clean()`` (an
+    older version, a fixture, SQL) with an unknown field or a pattern outside the language admits no one (check
+    W013 says so), and must not fail every request that reaches the rules."""
+    identity_id, name, _, field, pattern = row
+    try:
+        compile_pattern(field, pattern)
+    except PatternError as exc:
+        if (identity_id, field, pattern) not in _reported_invalid:
+            _reported_invalid.add((identity_id, field, pattern))
+            logger.warning("certauth identity %s: its rule %s %r admits no one: %s", name, field, pattern, exc)
+        return False
+    return True
 
 
 class _RuleCache:
@@ -85,7 +104,7 @@ def load_rules() -> tuple[IdentityRule, ...]:
             .order_by("pk")
             .values_list("pk", "name", "match_authority__thumbprint_sha256", "match_field", "match_pattern")
         )
-        rules = tuple(IdentityRule(*row) for row in rows)
+        rules = tuple(IdentityRule(*row) for row in rows if _valid(row))
     except DatabaseError as exc:
         raise RegistryUnavailable(str(exc)) from exc
     with _cache.lock:

@@ -308,6 +308,13 @@ def test_invalid_patterns_are_refused_with_a_reason(field: str, pattern: str, me
     assert not pattern_matches(field, pattern, pattern)  # and a stored one matches nothing
 
 
+def test_a_rule_on_an_unknown_field_matches_nothing_and_never_raises() -> None:
+    info = describe(leaf(devpki.make_ca("unknown-field root"), ["billing-service"], dns=["a.example"]).certificate)
+    assert not rule_matches("subject_o", "billing-service", info)
+    assert not rule_matches("", "a.example", info)
+    assert rule_matches("dns_san", "a.example", info)
+
+
 # --- several CNs ----------------------------------------------------------------------------------------------
 def test_a_subject_with_several_cns_is_ambiguous_for_a_cn_rule_only() -> None:
     root = devpki.make_ca("multi-cn root")

@@ -5,6 +5,7 @@ pattern is validated when the rule is saved."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
@@ -222,3 +223,27 @@ def test_a_stored_pattern_from_before_matches_nothing(api, pki, trusted_root) ->
         name="legacy", match_authority=trusted_root, match_field="subject_cn", match_pattern="billing-servic?"
     )
     refused(api.get("/api/whoami/", pki.client), Reason.UNKNOWN_CERTIFICATE)
+
+
+def test_a_stored_rule_with_an_unknown_field_admits_no_one_rather_than_failing_every_request(
+    api, pki, trusted_root, caplog
+) -> None:
+    """W013 tells the operator such a rule "admits no certificate until it is corrected", and a stored pattern
+    outside the language matches nothing; an unknown field (a row written by an older version, a fixture, SQL)
+    used to raise ValueError from ``matching.field_values`` on every request that reached the rules: a 500 for
+    every certificate that is not pinned.  ``rules.load_rules`` now skips such rows (and says so once)."""
+    from certauth.registry import registry
+
+    rule("billing", trusted_root, "dns_san", "*.billing.example")
+    CertificateIdentity.objects.filter(name="billing").update(match_field="subject_o")  # no save(): no clean()
+    rule("ops", trusted_root, "subject_cn", "billing-service")  # a valid rule next to it still admits
+    registry.invalidate()
+    api.client.raise_request_exception = False  # see the status a client gets
+    with caplog.at_level(logging.WARNING, logger="certauth"):
+        response = api.get("/api/whoami/", pki.stranger)
+        assert response.status_code == 401, response.status_code
+        refused(response, Reason.UNKNOWN_CERTIFICATE)
+        registry.invalidate()  # the rules are read again: the row is not reported again
+        assert api.get("/api/whoami/", pki.client).json()["identity"] == "ops"
+    warnings = [record for record in caplog.records if "subject_o" in record.getMessage()]
+    assert len(warnings) == 1, [record.getMessage() for record in warnings]
