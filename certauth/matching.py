@@ -9,7 +9,10 @@ The pattern language (docs/trust.md, "Identity rules", is the operator's copy):
 * ``dns_san``: ``*`` stays inside one label (never crosses ``.``); ``**`` as the whole leftmost label matches
   one or more labels (``**.clients.example``).  Compared ASCII case-insensitively.
 * ``email_san``: ``local@domain``; in the local part ``*`` is any run of local-part characters (never ``@``),
-  the domain is a DNS name as above.  Compared ASCII case-insensitively.
+  the domain is a DNS name as above.  The domain compares ASCII case-insensitively, the local part exactly
+  (RFC 5321: it is case-sensitive, and so is the chain verifier's check of mailbox NameConstraints: folding it
+  would let a sub-CA excluded from ``ceo@victim.example`` mint ``CEO@victim.example`` for a rule naming the
+  former).
 * ``uri_san``: ``scheme://host[:port][/path]``; ``*`` stays inside one host label or one path segment (never
   crosses ``.`` in the host or ``/`` in the path); ``/**`` as the whole last segment matches one or more
   segments.  Scheme and host compare ASCII case-insensitively, port and path exactly.  A URI without ``//``
@@ -171,7 +174,7 @@ def _email_value(text: str) -> tuple[str, tuple[str, ...]] | None:
     labels = _dns_value(domain)
     if labels is None or not _local_part_ok(local):
         return None
-    return _ascii_lower(local), labels
+    return local, labels  # the local part as written: see the module docstring
 
 
 def _email_pattern(text: str) -> _EmailPattern:
@@ -186,7 +189,7 @@ def _email_pattern(text: str) -> _EmailPattern:
             f"The local part {local!r} is not a plain address local part (letters, digits, . and !#$%&'+-/=^_`{{|}}~ "
             "plus '*'; no quotes, no leading, trailing or double dot)."
         )
-    return _EmailPattern(_ascii_lower(local), _dns_pattern(domain, "An email domain"))
+    return _EmailPattern(local, _dns_pattern(domain, "An email domain"))
 
 
 # --- URIs -------------------------------------------------------------------------------------------------------

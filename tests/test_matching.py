@@ -209,6 +209,8 @@ def test_uri_path_and_port_are_exact() -> None:
 # --- emails and CNs -----------------------------------------------------------------------------------------------
 def test_email_star_stays_in_the_local_part_or_one_label() -> None:
     assert pattern_matches("email_san", "*@example.org", "First.Last@Example.ORG")
+    assert pattern_matches("email_san", "First.*@example.org", "First.Last@Example.ORG")
+    assert not pattern_matches("email_san", "first.*@example.org", "First.Last@example.org")  # local part: exact
     assert not pattern_matches("email_san", "*@example.org", "a@evil.example.org")
     assert not pattern_matches("email_san", "*@example.org", "a@example.org@evil.example")
     assert not pattern_matches("email_san", "*@example.org", '"a@b"@example.org')
@@ -273,6 +275,21 @@ def test_email_star_never_crosses_the_at_or_a_domain_dot(pattern: str, value: st
             assert domain.count(".") >= pattern_domain.count(".")
         else:
             assert domain.count(".") == pattern_domain.count(".")
+
+
+@given(
+    local=st.from_regex(r"[a-zA-Z0-9._+-]{1,12}", fullmatch=True).filter(
+        lambda local: not local.startswith(".") and not local.endswith(".") and ".." not in local
+    ),
+    domain=st.from_regex(r"[a-zA-Z0-9-]{1,10}(\.[a-zA-Z0-9-]{1,10}){0,2}", fullmatch=True),
+)
+def test_an_email_local_part_compares_exactly_and_its_domain_case_insensitively(local: str, domain: str) -> None:
+    """RFC 5321: the local part is case-sensitive, and the chain verifier compares a mailbox NameConstraint's local
+    part exactly; folding it here would let a sub-CA excluded from ``ceo@victim.example`` mint ``CEO@...``."""
+    assert pattern_matches("email_san", f"{local}@{domain}", f"{local}@{domain.swapcase()}")
+    if local.swapcase() != local:
+        assert not pattern_matches("email_san", f"{local}@{domain}", f"{local.swapcase()}@{domain}")
+        assert not pattern_matches("email_san", f"{local.swapcase()}@{domain}", f"{local}@{domain}")
 
 
 # --- patterns refused when saved ----------------------------------------------------------------------------------

@@ -247,3 +247,23 @@ def test_a_stored_rule_with_an_unknown_field_admits_no_one_rather_than_failing_e
         assert api.get("/api/whoami/", pki.client).json()["identity"] == "ops"
     warnings = [record for record in caplog.records if "subject_o" in record.getMessage()]
     assert len(warnings) == 1, [record.getMessage() for record in warnings]
+
+
+@override_settings(CERTAUTH=CHAIN)
+def test_a_sub_ca_excluded_from_a_mailbox_cannot_mint_it_in_other_case(api, pki, trusted_root) -> None:
+    # The root delegated every address to the sub-CA except the CEO's mailbox (RFC 5280 excluded subtree).
+    sub_ca = constrained_ca(pki.root, "mail sub-CA", excluded=[x509.RFC822Name("ceo@victim.example")])
+    rule("ceo", trusted_root, "email_san", "ceo@victim.example")
+    # The sub-CA cannot mint the CEO's mailbox as written: the chain verifier refuses it...
+    exact = leaf(sub_ca, ["mallory"], emails=["ceo@victim.example"])
+    assert api.get("/api/whoami/", exact, **chain_header(sub_ca)).status_code == 401
+    # ...and the same mailbox with an upper-case local part, which passes the verifier's (case-sensitive, RFC 5321)
+    # exclusion, is another mailbox for the rule too: the local part compares exactly (it used to be folded).
+    minted = leaf(sub_ca, ["mallory"], emails=["CEO@victim.example"])
+    response = api.get("/api/whoami/", minted, **chain_header(sub_ca))
+    assert response.status_code == 401, response.content
+    refused(response, Reason.UNKNOWN_CERTIFICATE)
+    assert not RegisteredCertificate.objects.filter(thumbprint_sha256=minted.thumbprint).exists()
+    # The domain still compares case-insensitively, as the verifier does: the real CEO's certificate from the root.
+    ceo = leaf(pki.root, ["ceo"], emails=["ceo@Victim.Example"])
+    assert api.get("/api/whoami/", ceo).json()["identity"] == "ceo"
