@@ -367,9 +367,13 @@ def _check_ascii(text: str) -> None:
         )
 
 
-@lru_cache(maxsize=1024)
-def compile_pattern(field: str, pattern: str) -> _PatternObject:
-    """Parse a pattern for ``field``.  Raises ``PatternError`` with a message for the operator."""
+#: A compiled pattern (``parse_pattern``); ``matches_any`` applies it to a certificate's parsed values.
+Pattern = _PatternObject
+
+
+def parse_pattern(field: str, pattern: str) -> Pattern:
+    """Parse a pattern for ``field``.  Raises ``PatternError`` with a message for the operator.  Not cached:
+    ``certauth.rules`` compiles each stored rule once when it loads them and keeps the result on the rule."""
     if field not in FIELDS:
         raise PatternError(f"Unknown rule field {field!r}; one of {', '.join(FIELDS)}.")
     if not pattern:
@@ -391,9 +395,30 @@ def compile_pattern(field: str, pattern: str) -> _PatternObject:
     return _cn_pattern(pattern)
 
 
+@lru_cache(maxsize=1024)
+def compile_pattern(field: str, pattern: str) -> Pattern:
+    """``parse_pattern``, cached: for validation and one-off matching (``pattern_matches``), not for requests."""
+    return parse_pattern(field, pattern)
+
+
 def validate_pattern(field: str, pattern: str) -> None:
     """Raise ``PatternError`` when ``pattern`` is not a valid pattern for ``field`` (saving a rule calls it)."""
     compile_pattern(field, pattern)
+
+
+def parse_values(field: str, info: CertificateInfo) -> tuple[object, ...]:
+    """The certificate's values for ``field``, each parsed once (a request parses them once per field, however
+    many rules it evaluates); values that are not well-formed ASCII names of their kind are left out, they never
+    match.  An unknown field has no values."""
+    if field not in FIELDS:
+        return ()
+    parser = _PARSERS[field]
+    return tuple(parsed for parsed in map(parser, field_values(info, field)) if parsed is not None)
+
+
+def matches_any(compiled: Pattern, parsed_values: Sequence[object]) -> bool:
+    """Does any of a certificate's parsed values (``parse_values`` of the pattern's field) match?"""
+    return any(compiled.matches(value) for value in parsed_values)  # type: ignore[arg-type]
 
 
 def pattern_matches(field: str, pattern: str, value: str) -> bool:
@@ -410,9 +435,11 @@ def pattern_matches(field: str, pattern: str, value: str) -> bool:
 def rule_matches(field: str, pattern: str, info: CertificateInfo) -> bool:
     """True when any of the certificate's values for ``field`` matches ``pattern``.  A rule whose field or
     pattern is outside the language (a row stored without validation) matches nothing; it never raises."""
-    if field not in FIELDS:
+    try:
+        compiled = compile_pattern(field, pattern)
+    except PatternError:
         return False
-    return any(pattern_matches(field, pattern, value) for value in field_values(info, field))
+    return matches_any(compiled, parse_values(field, info))
 
 
 # --- who may vouch for a name: NameConstraints ------------------------------------------------------------------
