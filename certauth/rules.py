@@ -15,8 +15,10 @@ Used only when a certificate's thumbprint is not pinned (or was pinned by a rule
 A pinned entry (registered certificate or typed thumbprint) always wins over rules, and a certificate that is
 the same certificate as another entry in another encoding, or whose key was revoked as compromised, never
 reaches them (``certauth.authenticator._related_refusal``): a rule never records a second entry for one
-certificate, nor re-admits a revoked one under new bytes.  Rules and per-
-certificate results are cached per worker and dropped with the registry cache (same generation counter).
+certificate, nor re-admits a revoked one under new bytes.  Rules (each pattern
+compiled once, when they load) and per-certificate results are cached per worker and dropped with the registry
+cache (same generation counter); a request parses the certificate's values once per field, however many rules
+it evaluates.
 """
 
 from __future__ import annotations
