@@ -9,7 +9,10 @@ The pattern language (docs/trust.md, "Identity rules", is the operator's copy):
 * ``dns_san``: ``*`` stays inside one label (never crosses ``.``); ``**`` as the whole leftmost label matches
   one or more labels (``**.clients.example``).  Compared ASCII case-insensitively.
 * ``email_san``: ``local@domain``; in the local part ``*`` is any run of local-part characters (never ``@``),
-  the domain is a DNS name as above.  Compared ASCII case-insensitively.
+  the domain is a DNS name as above.  The domain compares ASCII case-insensitively, the local part exactly
+  (RFC 5321: it is case-sensitive, and so is the chain verifier's check of mailbox NameConstraints: folding it
+  would let a sub-CA excluded from ``ceo@victim.example`` mint ``CEO@victim.example`` for a rule naming the
+  former).
 * ``uri_san``: ``scheme://host[:port][/path]``; ``*`` stays inside one host label or one path segment (never
   crosses ``.`` in the host or ``/`` in the path); ``/**`` as the whole last segment matches one or more
   segments.  Scheme and host compare ASCII case-insensitively, port and path exactly.  A URI without ``//``
@@ -171,7 +174,7 @@ def _email_value(text: str) -> tuple[str, tuple[str, ...]] | None:
     labels = _dns_value(domain)
     if labels is None or not _local_part_ok(local):
         return None
-    return _ascii_lower(local), labels
+    return local, labels  # the local part as written: see the module docstring
 
 
 def _email_pattern(text: str) -> _EmailPattern:
@@ -186,7 +189,7 @@ def _email_pattern(text: str) -> _EmailPattern:
             f"The local part {local!r} is not a plain address local part (letters, digits, . and !#$%&'+-/=^_`{{|}}~ "
             "plus '*'; no quotes, no leading, trailing or double dot)."
         )
-    return _EmailPattern(_ascii_lower(local), _dns_pattern(domain, "An email domain"))
+    return _EmailPattern(local, _dns_pattern(domain, "An email domain"))
 
 
 # --- URIs -------------------------------------------------------------------------------------------------------
@@ -364,9 +367,13 @@ def _check_ascii(text: str) -> None:
         )
 
 
-@lru_cache(maxsize=1024)
-def compile_pattern(field: str, pattern: str) -> _PatternObject:
-    """Parse a pattern for ``field``.  Raises ``PatternError`` with a message for the operator."""
+#: A compiled pattern (``parse_pattern``); ``matches_any`` applies it to a certificate's parsed values.
+Pattern = _PatternObject
+
+
+def parse_pattern(field: str, pattern: str) -> Pattern:
+    """Parse a pattern for ``field``.  Raises ``PatternError`` with a message for the operator.  Not cached:
+    ``certauth.rules`` compiles each stored rule once when it loads them and keeps the result on the rule."""
     if field not in FIELDS:
         raise PatternError(f"Unknown rule field {field!r}; one of {', '.join(FIELDS)}.")
     if not pattern:
@@ -388,9 +395,30 @@ def compile_pattern(field: str, pattern: str) -> _PatternObject:
     return _cn_pattern(pattern)
 
 
+@lru_cache(maxsize=1024)
+def compile_pattern(field: str, pattern: str) -> Pattern:
+    """``parse_pattern``, cached: for validation and one-off matching (``pattern_matches``), not for requests."""
+    return parse_pattern(field, pattern)
+
+
 def validate_pattern(field: str, pattern: str) -> None:
     """Raise ``PatternError`` when ``pattern`` is not a valid pattern for ``field`` (saving a rule calls it)."""
     compile_pattern(field, pattern)
+
+
+def parse_values(field: str, info: CertificateInfo) -> tuple[object, ...]:
+    """The certificate's values for ``field``, each parsed once (a request parses them once per field, however
+    many rules it evaluates); values that are not well-formed ASCII names of their kind are left out, they never
+    match.  An unknown field has no values."""
+    if field not in FIELDS:
+        return ()
+    parser = _PARSERS[field]
+    return tuple(parsed for parsed in map(parser, field_values(info, field)) if parsed is not None)
+
+
+def matches_any(compiled: Pattern, parsed_values: Sequence[object]) -> bool:
+    """Does any of a certificate's parsed values (``parse_values`` of the pattern's field) match?"""
+    return any(compiled.matches(value) for value in parsed_values)  # type: ignore[arg-type]
 
 
 def pattern_matches(field: str, pattern: str, value: str) -> bool:
@@ -405,8 +433,13 @@ def pattern_matches(field: str, pattern: str, value: str) -> bool:
 
 
 def rule_matches(field: str, pattern: str, info: CertificateInfo) -> bool:
-    """True when any of the certificate's values for ``field`` matches ``pattern``."""
-    return any(pattern_matches(field, pattern, value) for value in field_values(info, field))
+    """True when any of the certificate's values for ``field`` matches ``pattern``.  A rule whose field or
+    pattern is outside the language (a row stored without validation) matches nothing; it never raises."""
+    try:
+        compiled = compile_pattern(field, pattern)
+    except PatternError:
+        return False
+    return matches_any(compiled, parse_values(field, info))
 
 
 # --- who may vouch for a name: NameConstraints ------------------------------------------------------------------

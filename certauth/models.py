@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -389,17 +389,30 @@ class RegisteredCertificate(models.Model):
         An entry already revoked for another reason (retired as ``superseded``, say) can still be revoked as
         ``key_compromise``: the one change a revoked entry accepts, because only that reason refuses every other
         certificate for its key.  Its ``revoked_at`` stays (the certificate has been refused since then);
-        ``revoked_by`` becomes who raised it, when known.  Any other reason on a revoked entry changes nothing."""
-        if self.revoked_at is not None and not self.raises_to(reason):
-            return False
-        if self.revoked_at is None:
-            self.revoked_at = timezone.now()
-            self.revoked_by = by if getattr(by, "pk", None) else None
-        elif getattr(by, "pk", None):
-            self.revoked_by = by
-        self.revocation_reason = reason
-        self.save(update_fields=["revoked_at", "revocation_reason", "revoked_by"])  # post_save: registry_changed
-        return True
+        ``revoked_by`` becomes who raised it, when known.  Any other reason on a revoked entry changes nothing.
+
+        Decided by the database, not by this instance: two conditional UPDATEs (revoke a live row; raise a revoked
+        one to ``key_compromise``), so an instance loaded before someone else revoked the entry (an admin page, a
+        rotation retiring its predecessor) can neither lower a ``key_compromise`` reason nor move the date.  The
+        instance is refreshed from the row afterwards."""
+        from .registry import registry_changed
+
+        revoker = by if getattr(by, "pk", None) else None
+        row = RegisteredCertificate.objects.using(self._state.db).filter(pk=self.pk)
+        with transaction.atomic(using=row.db):
+            changed = row.filter(revoked_at__isnull=True).update(
+                revoked_at=timezone.now(), revocation_reason=reason, revoked_by=revoker
+            )
+            if not changed and reason == RevocationReason.KEY_COMPROMISE:
+                changed = row.exclude(revocation_reason=RevocationReason.KEY_COMPROMISE).update(
+                    revocation_reason=reason, **({"revoked_by": revoker} if revoker else {})
+                )
+            if changed:
+                registry_changed(row.db)  # update() sends no post_save: bump the generation in this transaction
+        self.refresh_from_db(using=row.db, fields=["revoked_at", "revocation_reason", "revoked_by"])
+        self._loaded_revoked_at = self.revoked_at
+        self._loaded_revocation_reason = self.revocation_reason
+        return bool(changed)
 
     def raises_to(self, reason: str) -> bool:
         """Whether revoking this already revoked entry with ``reason`` raises it to ``key_compromise``."""

@@ -15,8 +15,10 @@ Used only when a certificate's thumbprint is not pinned (or was pinned by a rule
 A pinned entry (registered certificate or typed thumbprint) always wins over rules, and a certificate that is
 the same certificate as another entry in another encoding, or whose key was revoked as compromised, never
 reaches them (``certauth.authenticator._related_refusal``): a rule never records a second entry for one
-certificate, nor re-admits a revoked one under new bytes.  Rules and per-
-certificate results are cached per worker and dropped with the registry cache (same generation counter).
+certificate, nor re-admits a revoked one under new bytes.  Rules (each pattern
+compiled once, when they load) and per-certificate results are cached per worker and dropped with the registry
+cache (same generation counter); a request parses the certificate's values once per field, however many rules
+it evaluates.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 from cryptography import x509
 from django.db import DatabaseError, IntegrityError, transaction
@@ -33,7 +36,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from .certificates import CertificateInfo, thumbprint_of
 from .conf import settings
 from .lru import MISSING, BoundedCache
-from .matching import constraints_cover, is_ambiguous, rule_matches
+from .matching import Pattern, PatternError, constraints_cover, is_ambiguous, matches_any, parse_pattern, parse_values
 from .reasons import CertificateRefused, Reason
 from .registry import EntrySnapshot, RegistryUnavailable, registry
 from .trust import TrustResult, TrustStore
@@ -48,6 +51,27 @@ class IdentityRule:
     authority_thumbprint: str
     field: str
     pattern: str
+    #: ``pattern`` compiled once when the rules are loaded: a request never parses a pattern.
+    compiled: Pattern = dataclass_field(compare=False, repr=False)
+
+
+#: Stored rules already reported as invalid (identity id, field, pattern): logged once per worker, not per load.
+_reported_invalid: set[tuple[int, str, str]] = set()
+
+
+def _compiled(row: tuple[int, str, str, str, str]) -> IdentityRule | None:
+    """The stored rule with its pattern compiled, or None when its field or pattern is outside the language.  A
+    row written without ``clean()`` (an older version, a fixture, SQL) admits no one (check W013 says so), and
+    must not fail every request that reaches the rules."""
+    identity_id, name, _, rule_field, pattern = row
+    try:
+        compiled = parse_pattern(rule_field, pattern)
+    except PatternError as exc:
+        if (identity_id, rule_field, pattern) not in _reported_invalid:
+            _reported_invalid.add((identity_id, rule_field, pattern))
+            logger.warning("certauth identity %s: its rule %s %r admits no one: %s", name, rule_field, pattern, exc)
+        return None
+    return IdentityRule(*row, compiled=compiled)
 
 
 class _RuleCache:
@@ -85,7 +109,7 @@ def load_rules() -> tuple[IdentityRule, ...]:
             .order_by("pk")
             .values_list("pk", "name", "match_authority__thumbprint_sha256", "match_field", "match_pattern")
         )
-        rules = tuple(IdentityRule(*row) for row in rows)
+        rules = tuple(rule for rule in map(_compiled, rows) if rule is not None)
     except DatabaseError as exc:
         raise RegistryUnavailable(str(exc)) from exc
     with _cache.lock:
@@ -123,9 +147,14 @@ def matching_rules(
     epoch = _cache.epoch
     admitted: list[IdentityRule] = []
     outside: list[IdentityRule] = []
+    values: dict[str, tuple[object, ...]] = {}  # the certificate's values per field, parsed once for every rule
     for rule in load_rules():
         # A disabled authority binds no rule, even when a forwarded chain still passes through it.
-        if rule.authority_thumbprint not in store.by_thumbprint or not rule_matches(rule.field, rule.pattern, info):
+        if rule.authority_thumbprint not in store.by_thumbprint:
+            continue
+        if rule.field not in values:
+            values[rule.field] = parse_values(rule.field, info)
+        if not matches_any(rule.compiled, values[rule.field]):
             continue
         between = _cas_between(leaf, forwarded, forwarded_thumbprints, rule.authority_thumbprint, trust, store, now)
         if between is None:

@@ -292,6 +292,26 @@ def test_a_superseded_entry_revoked_again_as_key_compromise_refuses_its_key(
         entry.save()
 
 
+def test_a_stale_instance_cannot_lower_a_key_compromise_revocation(register, pki) -> None:
+    """Review 4: ``RegisteredCertificate.revoke`` decided on the instance's ``revoked_at`` and saved the reason:
+    an instance loaded while the entry was live (an admin page, a rotation that retires its predecessor) that
+    revoked after someone else revoked it as ``key_compromise`` overwrote the reason (and the date) in the
+    database, and the key was admitted again.  The database decides now (conditional UPDATEs)."""
+    from certauth.registry import read_database_generation
+
+    entry = register(pki.client)
+    stale = RegisteredCertificate.objects.get(pk=entry.pk)  # loaded while live
+    before = read_database_generation()
+    assert services.revoke(RegisteredCertificate.objects.get(pk=entry.pk), "key_compromise")  # meanwhile
+    assert read_database_generation() > before  # every worker drops its cached answer for the key
+    compromised_at = RegisteredCertificate.objects.get(pk=entry.pk).revoked_at
+    assert services.retire(stale) is False  # superseded, from the instance loaded earlier: nothing changes
+    entry.refresh_from_db()
+    assert entry.revocation_reason == "key_compromise"
+    assert entry.revoked_at == compromised_at
+    assert (stale.revocation_reason, stale.revoked_at) == ("key_compromise", compromised_at)  # refreshed
+
+
 def test_the_command_line_raises_a_retired_entry_to_key_compromise(pki, register) -> None:
     entry = register(pki.client, identity="payments")
     services.retire(entry)

@@ -5,6 +5,7 @@ pattern is validated when the rule is saved."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
@@ -222,3 +223,47 @@ def test_a_stored_pattern_from_before_matches_nothing(api, pki, trusted_root) ->
         name="legacy", match_authority=trusted_root, match_field="subject_cn", match_pattern="billing-servic?"
     )
     refused(api.get("/api/whoami/", pki.client), Reason.UNKNOWN_CERTIFICATE)
+
+
+def test_a_stored_rule_with_an_unknown_field_admits_no_one_rather_than_failing_every_request(
+    api, pki, trusted_root, caplog
+) -> None:
+    """W013 tells the operator such a rule "admits no certificate until it is corrected", and a stored pattern
+    outside the language matches nothing; an unknown field (a row written by an older version, a fixture, SQL)
+    used to raise ValueError from ``matching.field_values`` on every request that reached the rules: a 500 for
+    every certificate that is not pinned.  ``rules.load_rules`` now skips such rows (and says so once)."""
+    from certauth.registry import registry
+
+    rule("billing", trusted_root, "dns_san", "*.billing.example")
+    CertificateIdentity.objects.filter(name="billing").update(match_field="subject_o")  # no save(): no clean()
+    rule("ops", trusted_root, "subject_cn", "billing-service")  # a valid rule next to it still admits
+    registry.invalidate()
+    api.client.raise_request_exception = False  # see the status a client gets
+    with caplog.at_level(logging.WARNING, logger="certauth"):
+        response = api.get("/api/whoami/", pki.stranger)
+        assert response.status_code == 401, response.status_code
+        refused(response, Reason.UNKNOWN_CERTIFICATE)
+        registry.invalidate()  # the rules are read again: the row is not reported again
+        assert api.get("/api/whoami/", pki.client).json()["identity"] == "ops"
+    warnings = [record for record in caplog.records if "subject_o" in record.getMessage()]
+    assert len(warnings) == 1, [record.getMessage() for record in warnings]
+
+
+@override_settings(CERTAUTH=CHAIN)
+def test_a_sub_ca_excluded_from_a_mailbox_cannot_mint_it_in_other_case(api, pki, trusted_root) -> None:
+    # The root delegated every address to the sub-CA except the CEO's mailbox (RFC 5280 excluded subtree).
+    sub_ca = constrained_ca(pki.root, "mail sub-CA", excluded=[x509.RFC822Name("ceo@victim.example")])
+    rule("ceo", trusted_root, "email_san", "ceo@victim.example")
+    # The sub-CA cannot mint the CEO's mailbox as written: the chain verifier refuses it...
+    exact = leaf(sub_ca, ["mallory"], emails=["ceo@victim.example"])
+    assert api.get("/api/whoami/", exact, **chain_header(sub_ca)).status_code == 401
+    # ...and the same mailbox with an upper-case local part, which passes the verifier's (case-sensitive, RFC 5321)
+    # exclusion, is another mailbox for the rule too: the local part compares exactly (it used to be folded).
+    minted = leaf(sub_ca, ["mallory"], emails=["CEO@victim.example"])
+    response = api.get("/api/whoami/", minted, **chain_header(sub_ca))
+    assert response.status_code == 401, response.content
+    refused(response, Reason.UNKNOWN_CERTIFICATE)
+    assert not RegisteredCertificate.objects.filter(thumbprint_sha256=minted.thumbprint).exists()
+    # The domain still compares case-insensitively, as the verifier does: the real CEO's certificate from the root.
+    ceo = leaf(pki.root, ["ceo"], emails=["ceo@Victim.Example"])
+    assert api.get("/api/whoami/", ceo).json()["identity"] == "ceo"

@@ -349,7 +349,8 @@ def test_rule_patterns(chain: Chain) -> None:
     assert rule_matches("uri_san", "spiffe://prod.example/ns/billing/**", info)  # any depth: /** only
     assert not rule_matches("uri_san", "spiffe://prod.example/ns/billing/*", info)  # * is one segment
     assert not rule_matches("uri_san", "spiffe://staging.example/*", info)
-    assert rule_matches("email_san", "OPS@example.org", info)
+    assert rule_matches("email_san", "ops@EXAMPLE.org", info)  # email: the domain case-insensitive...
+    assert not rule_matches("email_san", "OPS@example.org", info)  # ...the local part exact (RFC 5321)
     assert not rule_matches("email_san", "", info)
     assert not rule_matches("dns_san", "billing", info)
 

@@ -645,7 +645,10 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
             form = RevocationForm(request.POST, raising=raising)
             if form.is_valid():
                 reason, earlier = form.cleaned_data["reason"], entry.revocation_reason
-                services.revoke(entry, reason, by=request.user)
+                if not services.revoke(entry, reason, by=request.user):
+                    # Someone revoked it meanwhile (the database decides, not the page loaded before).
+                    self.message_user(request, _("This certificate is already revoked."), messages.WARNING)
+                    return HttpResponseRedirect(entry_change_url(entry))
                 if raising:
                     self.log_change(request, entry, f"Revocation reason raised from {earlier} to {reason}.")
                 else:
