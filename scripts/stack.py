@@ -176,7 +176,7 @@ class Stack:
         self.proxy_secret = secrets.token_urlsafe(32)
         self.proxy_secret_file = self.run_dir / "proxy-secret"
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private(self.proxy_secret_file, self.proxy_secret + "\n")
+        privatefiles.write_file(self.proxy_secret_file, (self.proxy_secret + "\n").encode())
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: list[IO[bytes]] = []
         self._previous_handlers: dict[int, Any] = {}
@@ -277,7 +277,7 @@ class Stack:
             if candidate not in self.gunicorn_ports and candidate != self.port:
                 self.gunicorn_ports.append(candidate)
         # It holds the proxy secret: private from the first byte.
-        write_private(self.nginx_conf, self.render_nginx_conf())
+        privatefiles.write_file(self.nginx_conf, self.render_nginx_conf().encode())
 
         atexit.register(self.stop)
         self._install_signal_handlers()
@@ -455,16 +455,6 @@ class Stack:
         for signum, previous in self._previous_handlers.items():
             signal.signal(signum, previous)
         self._previous_handlers.clear()
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by this user only, from the first byte (no chmod afterwards,
-    which a polling reader could beat), replacing any file or symlink there without following it."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 def _wait_for_socket(path: Path, process: subprocess.Popen[bytes], timeout: float) -> None:
