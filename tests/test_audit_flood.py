@@ -239,3 +239,15 @@ def test_the_migration_fills_the_client_network_of_existing_rows() -> None:
         }
     finally:
         MigrationExecutor(connection).migrate(latest)
+
+
+@pytest.mark.django_db
+def test_an_address_row_with_one_certificate_does_not_claim_others(admin_client, api) -> None:
+    """Aggregated by address, but every refusal was the same certificate: the list shows it as itself."""
+    [issued] = self_made(1)
+    for _ in range(2):
+        api.get("/api/whoami/", issued, client_ip="198.51.100.67")
+    [row] = failures()
+    assert row.aggregated_by_address and row.count == 2
+    listing = admin_client.get("/admin/certauth/authenticationfailure/").content.decode()
+    assert "and others from this address" not in listing

@@ -115,8 +115,8 @@ class AuthenticationFailureAdmin(admin.ModelAdmin):
             return "-"
         # The first 8 bytes identify a certificate at a glance; the full value is in the tooltip and on
         # the detail page, and searching for either spelling finds the row.
-        if obj.aggregated_by_address:
-            # Refusals of any certificate from one address: the first one seen stands for them.
+        if obj.aggregated_by_address and obj.last_thumbprint_sha256 not in ("", obj.thumbprint_sha256):
+            # Refusals of several certificates from one address: the first one seen stands for them.
             return format_html(
                 '<span title="{}"><code>{}…</code> {}</span>',
                 format_thumbprint(obj.thumbprint_sha256),
