@@ -116,6 +116,11 @@ class _Config:
         self.proxy_secret_header = settings.PROXY_SECRET_HEADER
         self.proxy_secret_key = meta_key(settings.PROXY_SECRET_HEADER)
         self.proxy_secret, self.proxy_secret_problem = load_proxy_secret()
+        if self.proxy_secret_problem:
+            # The operator's to read (with certauth.E012); a client only learns that the secret is unusable.
+            logger.error(
+                "certauth proxy secret unusable, every forwarded certificate is refused: %s", self.proxy_secret_problem
+            )
         self.format = settings.FORWARDING_FORMAT
         self.xfcc_require_hash = bool(settings.XFCC_REQUIRE_HASH)
         self.proxy_verifies = bool(settings.PROXY_VERIFIES_CERTIFICATE)
@@ -201,7 +206,10 @@ def proxy_check(cfg: _Config, meta: dict[str, Any]) -> tuple[str, bool, str]:
         return peer, False, f"A certificate header came from {where}, which is not a trusted proxy."
     name = cfg.proxy_secret_header
     if cfg.proxy_secret_problem:
-        why = f"certauth cannot check the proxy secret: {cfg.proxy_secret_problem}. Fix it and restart the workers."
+        why = (
+            "certauth cannot check the proxy secret: the server's PROXY_SECRET / PROXY_SECRET_FILE is unusable (its "
+            "log and `manage.py check` say why). Fix it and restart the workers."
+        )
     elif meta.get(cfg.proxy_secret_key) is None:
         why = (
             f"The request came from {where} without the proxy secret header {name}, so it did not come through "

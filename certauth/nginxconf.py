@@ -42,6 +42,9 @@ REFUSED_PATH = "/-/certauth/refused"
 #: The header carrying the proxy secret (``CERTAUTH["PROXY_SECRET_HEADER"]``'s default): a random value only
 #: nginx and Django know, so Django can tell this nginx from another local process (issue 15).
 PROXY_SECRET_HEADER = "X-Certauth-Proxy-Secret"  # noqa: S105 - a header name
+
+#: The ``limit_req`` rate per client address, unless ``render`` is told otherwise.
+DEFAULT_REQUESTS_PER_SECOND = 500
 #: What the committed examples carry instead of a secret: replace it, or render your own with
 #: ``certauth nginx-config --proxy-secret-file``.  certauth, given its real secret, refuses requests carrying
 #: this one (``untrusted_proxy``): a forgotten placeholder fails closed.
@@ -177,7 +180,8 @@ def render(
     prefix: StrPath | None = None,
     static_root: StrPath | None = None,
     proxy_secret: str | None = None,
-    requests_per_second: int = 500,
+    proxy_secret_header: str = PROXY_SECRET_HEADER,
+    requests_per_second: int = DEFAULT_REQUESTS_PER_SECOND,
     connections_per_address: int = 128,
 ) -> str:
     """Return an nginx configuration for ``mode`` (``on``, ``optional`` or ``optional_no_ca``).
@@ -185,7 +189,7 @@ def render(
     ``upstream`` lists gunicorn addresses (``"127.0.0.1:8000"``, ``"unix:/run/gunicorn.sock"``).
     ``client_ca`` is the CA bundle nginx verifies against; required unless ``optional_no_ca``.
     ``standalone`` needs ``prefix``, under which pid, logs and temp files go.  ``static_root`` adds
-    ``location /static/``.  ``proxy_secret`` is sent to Django in ``X-Certauth-Proxy-Secret`` on every request
+    ``location /static/``.  ``proxy_secret`` is sent to Django in ``proxy_secret_header`` on every request
     (``CERTAUTH["PROXY_SECRET"]``/``PROXY_SECRET_FILE`` must hold the same value); the result then contains it,
     so keep the file private.  ``requests_per_second`` and ``connections_per_address`` bound what one client
     address may use.  Raises ``ValueError`` on inconsistent arguments."""
@@ -220,6 +224,7 @@ def render(
         verify_depth=verify_depth,
         static_root=None if static_root is None else _token(static_root, "static_root"),
         proxy_secret=proxy_secret,
+        proxy_secret_header=_token(proxy_secret_header, "proxy_secret_header"),
         requests_per_second=requests_per_second,
         connections_per_address=connections_per_address,
     )
@@ -246,6 +251,7 @@ def _server(
     verify_depth: int,
     static_root: str | None,
     proxy_secret: str | None,
+    proxy_secret_header: str,
     requests_per_second: int,
     connections_per_address: int,
 ) -> str:
@@ -351,7 +357,7 @@ server {{
     # so these cannot be forged through nginx.  A proxy_set_header inside a location silently drops
     # all of these there: only location {ERROR_LOCATION} has its own, and it repeats every one.
 {_indent(_header_lines(comments=True), 4)}
-{_indent(_secret_lines(proxy_secret, comments=True), 4)}
+{_indent(_secret_lines(proxy_secret, proxy_secret_header, comments=True), 4)}
     proxy_http_version 1.1;
     # Response headers from Django fit.  The forwarded certificate (2-3 KB escaped, at most about
     # 140 KB: OpenSSL's 100 KiB certificate-list limit) goes upstream whatever its size; gunicorn must
@@ -392,7 +398,7 @@ server {{
         proxy_set_header Content-Length "";
         # A proxy_set_header here drops the server-level ones, so all of them again:
 {_indent(_header_lines(comments=False), 8)}
-{_indent(_secret_lines(proxy_secret, comments=False), 8)}
+{_indent(_secret_lines(proxy_secret, proxy_secret_header, comments=False), 8)}
         proxy_pass http://{UPSTREAM_NAME};
     }}
 }}
@@ -408,7 +414,7 @@ def _header_lines(*, comments: bool) -> str:
     return "\n".join(lines)
 
 
-def _secret_lines(proxy_secret: str | None, *, comments: bool) -> str:
+def _secret_lines(proxy_secret: str | None, header: str, *, comments: bool) -> str:
     if proxy_secret is None:
         if not comments:
             return "# (no proxy secret: only the socket's permissions tell nginx from other local processes)"
@@ -416,7 +422,7 @@ def _secret_lines(proxy_secret: str | None, *, comments: bool) -> str:
             "# No proxy secret: certauth believes any process that reaches gunicorn.  Render one\n"
             "# (certauth nginx-config --proxy-secret-file) unless gunicorn is on a private unix socket."
         )
-    line = f"proxy_set_header {PROXY_SECRET_HEADER} {proxy_secret};"
+    line = f"proxy_set_header {header} {proxy_secret};"
     if not comments:
         return line
     return (

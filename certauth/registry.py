@@ -306,13 +306,18 @@ def record_issuance_keys(entry: EntrySnapshot, info: CertificateInfo) -> None:
         return
     _keys_recorded.set(entry.entry_id, True)
     try:
-        changed = RegisteredCertificate.objects.filter(
-            pk=entry.entry_id, thumbprint_sha256=info.thumbprint_sha256, tbs_sha256__isnull=True
-        ).update(
-            issuer_serial_sha256=info.issuer_serial_sha256, tbs_sha256=info.tbs_sha256, spki_sha256=info.spki_sha256
-        )
-        if changed and entry.revoked:
-            registry_changed()
+        # A savepoint: with ATOMIC_REQUESTS this runs inside the view's transaction, and a failed UPDATE must
+        # not leave that transaction aborted (PostgreSQL) for the rest of the request.
+        with transaction.atomic():
+            changed = RegisteredCertificate.objects.filter(
+                pk=entry.entry_id, thumbprint_sha256=info.thumbprint_sha256, tbs_sha256__isnull=True
+            ).update(
+                issuer_serial_sha256=info.issuer_serial_sha256,
+                tbs_sha256=info.tbs_sha256,
+                spki_sha256=info.spki_sha256,
+            )
+            if changed and entry.revoked:
+                registry_changed()
     except DatabaseError:
         _keys_recorded.pop(entry.entry_id)  # try again on a later request; never fail the request for this
         logger.warning("certauth could not record the issuance keys of entry %s", entry.entry_id, exc_info=True)

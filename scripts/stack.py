@@ -350,7 +350,7 @@ class Stack:
             prefix=self.run_dir,
             static_root=self.static_root,
             proxy_secret=self.proxy_secret,
-            **({"requests_per_second": self.requests_per_second} if self.requests_per_second else {}),
+            requests_per_second=self.requests_per_second or nginxconf.DEFAULT_REQUESTS_PER_SECOND,
         )
 
     def _upstream_addresses(self) -> list[str]:

@@ -690,3 +690,26 @@ def test_edge_limits_are_rendered(tmp_path: Path) -> None:
     # certificate OpenSSL accepts (100 KiB list, about 1.4x escaped) fits one gunicorn header field.
     assert int(nginxconf.CLIENT_HEADER_BUFFER.rstrip("k")) * 1024 <= nginxconf.GUNICORN_REQUEST_LINE + 2
     assert nginxconf.GUNICORN_FIELD_SIZE > 100 * 1024 * 3 // 2
+
+
+@pytest.mark.django_db
+def test_the_rendered_secret_header_is_the_one_certauth_reads(tmp_path: Path) -> None:
+    """CERTAUTH["PROXY_SECRET_HEADER"] changed: `certauth nginx-config` sends the secret in that header, not
+    the default one (a mismatch would refuse every forwarded certificate as untrusted_proxy)."""
+    import io
+
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    secret_file = tmp_path / "proxy-secret"
+    secret_file.write_text("s3cr3t-" + "y" * 24 + "\n")
+    secret_file.chmod(0o600)
+    out = io.StringIO()
+    with override_settings(CERTAUTH={"PROXY_SECRET_HEADER": "X-Our-Proxy-Token"}):
+        call_command(
+            "certauth", "nginx-config", "--mode", "optional_no_ca", "--server-cert", "/pki/server.pem",
+            "--server-key", "/pki/server.key", "--proxy-secret-file", str(secret_file), stdout=out,
+        )  # fmt: skip
+    text = out.getvalue()
+    assert f"proxy_set_header X-Our-Proxy-Token s3cr3t-{'y' * 24};" in text
+    assert nginxconf.PROXY_SECRET_HEADER not in text

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from certauth import nginxconf
+from certauth.conf import settings
 
 from . import CommandError, Subcommand
 
@@ -92,6 +93,8 @@ class NginxConfig(Subcommand):
                 prefix=options["prefix"],
                 static_root=options["static_root"],
                 proxy_secret=proxy_secret,
+                # The header certauth reads it from: the two must agree.
+                proxy_secret_header=str(settings.PROXY_SECRET_HEADER),
             )
         except ValueError as error:
             raise CommandError(str(error)) from error
