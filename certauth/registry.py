@@ -17,6 +17,7 @@ down never delays a revocation past that bound.  The counter is read as a plain 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -468,9 +469,14 @@ def touch_last_used(entry_id: int, now: dt.datetime) -> None:
 
     _last_touched.set(entry_id, mono)
     threshold = now - dt.timedelta(seconds=resolution)
+    alias = router.db_for_write(RegisteredCertificate)
+    # Inside the request's transaction (ATOMIC_REQUESTS) a savepoint: a failed write must not leave that
+    # transaction aborted (PostgreSQL) for the view.  Outside one, the single UPDATE needs none.
+    guard = transaction.atomic(using=alias) if connections[alias].in_atomic_block else contextlib.nullcontext()
     try:
-        # == filter(pk=entry_id).exclude(last_used_at__gt=threshold).update(last_used_at=now), uncompiled
-        update_where_not_after(RegisteredCertificate, entry_id, "last_used_at", now, threshold)
+        with guard:
+            # == filter(pk=entry_id).exclude(last_used_at__gt=threshold).update(last_used_at=now), uncompiled
+            update_where_not_after(RegisteredCertificate, entry_id, "last_used_at", now, threshold, using=alias)
     except DatabaseError:
         _last_touched.pop(entry_id)  # try again on the next request; never fail the request for this
 

@@ -59,3 +59,23 @@ def test_written_again_once_the_period_has_passed(api, pki, register, monkeypatc
     monkeypatch.setattr(registry_module.time, "monotonic", lambda: clock)
     registry_module.touch_last_used(entry.pk, later)
     assert RegisteredCertificate.objects.get(pk=entry.pk).last_used_at == later
+
+
+def test_a_failed_last_used_write_leaves_the_requests_transaction_usable(api, pki, register, monkeypatch) -> None:
+    """With ATOMIC_REQUESTS the view runs in a transaction: a real database error from the last-used write
+    (here a broken statement) is contained in a savepoint, so the request and its later queries still work.
+    On PostgreSQL, without the savepoint, the transaction would be aborted and the request would end in a 500."""
+    from django.db import transaction
+
+    from certauth import queries
+
+    entry = register(pki.client)
+    field = RegisteredCertificate._meta.get_field("last_used_at")
+    broken = "UPDATE certauth_no_such_table SET last_used_at = %s WHERE id = %s AND last_used_at <= %s"
+    monkeypatch.setattr(queries, "_update_sql", lambda *args: (broken, field))
+    with transaction.atomic():
+        registry_module.touch_last_used(entry.pk, dt.datetime.now(dt.UTC))
+        # The transaction is still usable: a query after the failed write succeeds.
+        assert RegisteredCertificate.objects.filter(pk=entry.pk).count() == 1
+    entry.refresh_from_db()
+    assert entry.last_used_at is None  # the write failed and was not retried within the request
