@@ -123,9 +123,7 @@ class CrlIndex:
             return True
         try:
             points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-        except x509.ExtensionNotFound:
-            return False
-        except Exception:
+        except Exception:  # absent (ExtensionNotFound) or unreadable: no distribution point of this CRL's
             return False
         names = {name for point in points for name in (point.full_name or ())}
         return bool(names & self.distribution_points)
