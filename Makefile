@@ -2,6 +2,7 @@
 #   make run     dev stack: nginx (mTLS) + gunicorn on https://127.0.0.1:8443 (make run PORT=8444), Ctrl-C stops it
 #   make test    the whole suite on SQLite, and again on PostgreSQL if one answers on 127.0.0.1:5432
 #                (make test PYTEST_ARGS="-k whoami -x" passes arguments to pytest)
+#   make dist    sdist + wheel into dist/, twine check, and a check that the wheel holds the app only
 #   make bench / fuzz / lint / clean / distclean
 
 SHELL := /bin/bash
@@ -11,7 +12,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test bench fuzz lint clean distclean venv .venv system-deps
+.PHONY: run test bench fuzz lint dist clean distclean venv .venv system-deps
 
 run: $(STAMP)
 	scripts/install-system-deps.sh
@@ -35,6 +36,13 @@ lint: $(STAMP)
 	$(VPY) -m ruff check .
 	$(VPY) -m mypy certauth project scripts
 
+# The distribution django-certauth (import package certauth): the app only, never the reference project.
+dist: $(STAMP)
+	rm -rf dist
+	$(VPY) -m build --outdir dist .
+	$(VPY) -m twine check --strict dist/*
+	$(VPY) -m scripts.check_wheel dist
+
 system-deps:
 	scripts/install-system-deps.sh
 
@@ -54,7 +62,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf var build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf var build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -357,3 +358,39 @@ def check_proxy_identity_for_deployment(app_configs: Any = None, **kwargs: Any) 
             )
         ]
     return []
+
+
+#: The distribution name of this app on PyPI; ``certauth`` there is an unrelated project with the same
+#: import package (a CA for MITM proxies), which ``pip install certauth`` would lay over this one.
+DISTRIBUTION = "django-certauth"
+
+
+def _foreign_certauth_distributions() -> list[Any]:
+    """Installed distributions named ``certauth`` that are not this app.  This app, under any name it was
+    installed by (``django-certauth``, or ``certauth`` from a checkout before 0.2.0), requires Django; the
+    unrelated ``certauth`` does not."""
+    from importlib.metadata import distributions
+
+    foreign = []
+    for dist in distributions(name="certauth"):
+        requires = [re.split(r"[\s;<>=!~\[(]", line, maxsplit=1)[0] for line in dist.requires or []]
+        if not any(name.lower() == "django" for name in requires):
+            foreign.append(dist)
+    return foreign
+
+
+@register(Tags.compatibility)
+def check_distribution_clash(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """The unrelated ``certauth`` distribution installed next to this app: both write the ``certauth``
+    package, so whichever was installed last decides what ``import certauth`` runs."""
+    return [
+        Error(
+            f"The unrelated distribution 'certauth' {dist.version} ({dist.metadata['Summary'] or 'no summary'}) is "
+            f"installed: it ships its own 'certauth' package, which replaces or mixes with this app's files "
+            f"({DISTRIBUTION}).",
+            hint=f"pip uninstall certauth && pip install --force-reinstall {DISTRIBUTION}  "
+            "(the uninstall removes the shared files too; the reinstall puts this app's back).",
+            id="certauth.E013",
+        )
+        for dist in _foreign_certauth_distributions()
+    ]
