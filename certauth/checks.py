@@ -407,12 +407,11 @@ def uvicorn_rewrites_trusted_proxy(
             proxy_headers = word == "--proxy-headers"
     if not proxy_headers:
         return None
-    allowed = (
-        _last_option(argv, "--forwarded-allow-ips")
-        or environ.get("UVICORN_FORWARDED_ALLOW_IPS")
-        or environ.get("FORWARDED_ALLOW_IPS")
-        or UVICORN_DEFAULT_FORWARDED_ALLOW_IPS
-    )
+    allowed = _last_option(argv, "--forwarded-allow-ips")  # "" is a value: trust no peer
+    for source in (environ.get("UVICORN_FORWARDED_ALLOW_IPS"), environ.get("FORWARDED_ALLOW_IPS")):
+        allowed = source if allowed is None else allowed
+    if allowed is None:
+        allowed = UVICORN_DEFAULT_FORWARDED_ALLOW_IPS
     entries = [entry.strip() for entry in allowed.split(",") if entry.strip()]
     if "*" in entries:
         return allowed if trusted else None

@@ -95,6 +95,8 @@ PYTHON_M_UVICORN = "/usr/lib/python3/site-packages/uvicorn/__main__.py"
         # The shipped flag, or nothing of a trusted proxy's rewritten.
         ([UVICORN, "app", "--no-proxy-headers"], {}, ["127.0.0.1"], False),
         ([UVICORN, "app"], {"UVICORN_PROXY_HEADERS": "false"}, ["127.0.0.1"], False),
+        ([UVICORN, "app", "--forwarded-allow-ips", ""], {"FORWARDED_ALLOW_IPS": "*"}, ["127.0.0.1"], False),
+        ([UVICORN, "app", "--forwarded-allow-ips="], {}, ["127.0.0.1"], False),  # empty: no peer is trusted
         ([UVICORN, "app", "--uds", "/run/app.sock"], {}, ["unix:", "127.0.0.1"], False),  # no address to rewrite
         ([UVICORN, "app", "--forwarded-allow-ips", "/run/app.sock"], {}, ["unix:"], False),  # a literal
         ([UVICORN, "app"], {"FORWARDED_ALLOW_IPS": "10.0.0.5"}, ["127.0.0.1"], False),
