@@ -162,3 +162,20 @@ def test_uvicorn_local_peer_without_the_proxy_secret_is_untrusted_proxy(asgi: E2
     assert response.status == 401, body
     assert body["reason"] == "untrusted_proxy"
     assert "came from the unix socket without the proxy secret header" in body["detail"]
+
+
+def test_uvicorn_a_60_kb_certificate_gets_certauths_refusal_and_an_audit_row(asgi: E2EStack) -> None:
+    """A certificate nginx forwards reaches certauth under uvicorn, which refuses it with a reason and an audit
+    row.  (h11 applies --h11-max-incomplete-event-size, default 16 KiB, only while a header block is still
+    incomplete after a read; nginx's one write over the socket usually arrives whole, so this passes with the
+    default too.  The shipped size covers header blocks that arrive in pieces.)"""
+    from .support import audit_counts
+    from .test_edge import _big_certificate
+
+    big, size = _big_certificate(asgi, "big-asgi", self_signed=False)
+    assert size >= 60 * 1024
+    before = sum(audit_counts(asgi).values())
+    response = big.session(asgi.pki.path("ca")).get(asgi.url("/api/whoami/"), timeout=60)
+    assert response.status_code == 401, response.text[:300]
+    assert response.json()["reason"] in {"malformed_certificate", "untrusted_issuer"}, response.json()
+    assert sum(audit_counts(asgi).values()) == before + 1
