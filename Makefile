@@ -1,5 +1,6 @@
 # certauth: the two commands are `make run` and `make test`; everything else is for developers.
 #   make run     dev stack: nginx (mTLS) + gunicorn on https://127.0.0.1:8443 (make run PORT=8444), Ctrl-C stops it
+#                (make run SERVER=uvicorn: the same behind nginx, under ASGI)
 #   make test    the whole suite on SQLite, and again on PostgreSQL if one answers on 127.0.0.1:5432
 #                (make test PYTEST_ARGS="-k whoami -x" passes arguments to pytest)
 #   make dist    sdist + wheel into dist/, twine check, and a check that the wheel holds the app only
@@ -16,7 +17,7 @@ PYTEST_ARGS ?=
 
 run: $(STAMP)
 	scripts/install-system-deps.sh
-	$(VPY) -m scripts.stack run $(if $(PORT),--port $(PORT),)
+	$(VPY) -m scripts.stack run $(if $(PORT),--port $(PORT),) $(if $(SERVER),--server $(SERVER),)
 
 test: $(STAMP)
 	scripts/install-system-deps.sh
