@@ -389,7 +389,8 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
 
 def _still_accepted(cfg: _Config, meta: dict[str, Any], accepted: _Accepted, now: dt.datetime) -> bool:
     """May this remembered acceptance answer the current request?  Raises ``RegistryUnavailable``."""
-    if cfg.proxy_verifies and reason_for_proxy_verdict(meta.get(cfg.verify_key, "NONE")) is not None:
+    verdict = meta.get(cfg.verify_key, "NONE")
+    if cfg.proxy_verifies and verdict != "SUCCESS" and reason_for_proxy_verdict(verdict) is not None:
         return False  # the full path names the proxy's refusal
     if not accepted.valid_from <= now < accepted.valid_until:
         return False  # the full path names the expiry (or "not yet valid")
@@ -606,7 +607,9 @@ def record_refusal(
 
 
 def _send(signal: Any, **kwargs: Any) -> None:
-    # No has_listeners() check first: it costs more than send() itself, which returns at once without receivers.
+    if not signal.receivers:  # nobody connected (send_robust would answer []): skip the call on the warm path
+        return
+    # No has_listeners() check: it costs more than send() itself, which returns at once without live receivers.
     # send_robust: a raising receiver neither stops the ones after it nor reaches the request.
     for receiver, result in signal.send_robust(sender=Outcome, **kwargs):
         if isinstance(result, Exception):

@@ -153,6 +153,52 @@ def test_a_remembered_acceptance_is_not_served_when_the_proxy_verdict_changes(ap
     assert reason(refused) == "crl_revoked"
 
 
+def test_a_remembered_acceptance_is_not_served_with_a_wrong_proxy_secret(api, pki, register, settings) -> None:
+    """The proxy secret is compared on every request, the warm one too (not part of the remembered key)."""
+    secret = "s" * 40
+    settings.CERTAUTH = {**settings.CERTAUTH, "PROXY_SECRET": secret}
+    register(pki.client)
+    header = {"HTTP_X_CERTAUTH_PROXY_SECRET": secret}
+    assert api.get("/api/whoami/", pki.client, **header).status_code == 200
+    assert api.get("/api/whoami/", pki.client, **header).status_code == 200  # the remembered acceptance
+    assert reason(api.get("/api/whoami/", pki.client, HTTP_X_CERTAUTH_PROXY_SECRET="t" * 40)) == "untrusted_proxy"
+    assert reason(api.get("/api/whoami/", pki.client)) == "untrusted_proxy"
+
+
+def test_a_settings_change_is_read_at_once_although_values_are_kept_as_attributes(settings) -> None:
+    """certauth.conf keeps each value read as a plain attribute: a change of CERTAUTH drops them all, and the
+    authenticator's derived config follows."""
+    from certauth.conf import settings as certauth_settings
+
+    settings.CERTAUTH = {**settings.CERTAUTH, "CACHE_SIZE": 7}
+    assert certauth_settings.CACHE_SIZE == 7
+    assert authenticator.config().accepted.maxsize == 7
+    settings.CERTAUTH = {**settings.CERTAUTH, "CACHE_SIZE": 9}
+    assert certauth_settings.CACHE_SIZE == 9
+    assert authenticator.config().accepted.maxsize == 9
+    settings.CERTAUTH = {key: value for key, value in settings.CERTAUTH.items() if key != "CACHE_SIZE"}
+    assert certauth_settings.CACHE_SIZE == 2048  # the documented default again
+
+
+def test_a_receiver_connected_after_the_first_request_hears_the_warm_ones(api, pki, register) -> None:
+    """The warm path skips the signal call only while nobody listens."""
+    from certauth.signals import certificate_authenticated
+
+    register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    heard: list[str] = []
+
+    def receiver(sender: Any, auth: Any, **kwargs: Any) -> None:
+        heard.append(auth.identity.name)
+
+    certificate_authenticated.connect(receiver, dispatch_uid="test-warm-receiver")
+    try:
+        assert api.get("/api/whoami/", pki.client).status_code == 200  # the remembered acceptance
+    finally:
+        certificate_authenticated.disconnect(dispatch_uid="test-warm-receiver")
+    assert heard == [api.get("/api/whoami/", pki.client).json()["identity"]]
+
+
 def test_a_remembered_acceptance_is_keyed_by_the_exact_header_value(api, pki, register) -> None:
     from tests.conftest import escaped
 
