@@ -4,10 +4,11 @@ same view with certauth's ``ClientCertificateAuthentication`` and ``IsCertificat
 request carrying the headers nginx sends (``certauth.nginxconf.UPSTREAM_HEADERS``, the proxy secret) from the
 trusted proxy's address.
 
-Rounds are interleaved (A then B, B then A in the next round, so drift hits both alike); each round's
-ratio is the median of B's requests over the median of A's, and the table gives the median of those
-per-round ratios with their spread (min to max).  ``python -m bench.warm_client [--rounds N] [--per-round N]``;
-section 1 of ``python -m bench`` runs the same measurement (``rows``)."""
+The two views alternate request by request (A B A B ..., B A B A ... in the next round), so load from other
+processes hits both alike; each round's ratio is the median of B's requests over the median of A's, and the
+table gives the median of those per-round ratios with their spread (min to max).
+``python -m bench.warm_client [--rounds N] [--per-round N]``; section 1 of ``python -m bench`` runs the same
+measurement (``rows``)."""
 
 from __future__ import annotations
 
@@ -125,13 +126,14 @@ def measure_sync(setup: Setup, *, rounds: int, per_round: int, warmup: int) -> R
         samples: dict[str, list[list[int]]] = {"open": [], "cert": []}
         clock = time.perf_counter_ns
         for index in range(rounds):
-            for name in _order(index):
-                gc.collect()
-                batch = []
-                for _ in range(per_round):
+            gc.collect()
+            batches: dict[str, list[int]] = {"open": [], "cert": []}
+            for _ in range(per_round):
+                for name in _order(index):
                     start = clock()
                     call(name)
-                    batch.append(clock() - start)
+                    batches[name].append(clock() - start)
+            for name, batch in batches.items():
                 samples[name].append(batch)
     return _ratio(samples)
 
@@ -155,13 +157,14 @@ def measure_asgi(setup: Setup, *, rounds: int, per_round: int, warmup: int) -> R
         samples: dict[str, list[list[int]]] = {"open": [], "cert": []}
         clock = time.perf_counter_ns
         for index in range(rounds):
-            for name in _order(index):
-                gc.collect()
-                batch = []
-                for _ in range(per_round):
+            gc.collect()
+            batches: dict[str, list[int]] = {"open": [], "cert": []}
+            for _ in range(per_round):
+                for name in _order(index):
                     start = clock()
                     await call(name)
-                    batch.append(clock() - start)
+                    batches[name].append(clock() - start)
+            for name, batch in batches.items():
                 samples[name].append(batch)
         return _ratio(samples)
 

@@ -59,7 +59,11 @@ def run(directory: Path, kind: str, requests: int) -> None:
             raise RuntimeError(f"{path} answered {response.status_code}: {response.content[:300]!r}")
         return 0.0
 
-    with certauth_settings(PROXY_SECRET=facts["secret"]):
+    # Under callgrind the code runs ~50-100x slower, so the time-based refreshes (the registry generation read
+    # once per REGISTRY_MAX_STALENESS_SECONDS, last_used_at written once per LAST_USED_RESOLUTION_SECONDS)
+    # would come that many times more often per request than in real time: their periods are scaled to match.
+    scaled = {"REGISTRY_MAX_STALENESS_SECONDS": 60.0, "LAST_USED_RESOLUTION_SECONDS": 3600}
+    with certauth_settings(PROXY_SECRET=facts["secret"], **scaled):
         for _ in range(50):
             call()
         # The cyclic collector off while counting: when its full collections fall (one is tens of millions of

@@ -145,5 +145,5 @@ settings = CertauthSettings()
 
 @receiver(setting_changed)
 def _reload(*, setting: str, **kwargs: Any) -> None:
-    if setting in {"CERTAUTH", "DEBUG"}:
+    if setting in {"CERTAUTH", "DEBUG", "USE_TZ"}:
         settings.reload()
