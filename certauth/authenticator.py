@@ -13,11 +13,12 @@ The Django backend, the middleware, the DRF authentication class and the decorat
    Any revoked entry that is the same certificate in another encoding (issuer and serial, or signed
    content), or that revoked its key as compromised, refuses it too (``certauth.registry.related_entry``).
 
-An acceptance of a pinned certificate is remembered per worker, keyed by the exact header value(s), and
-served again (steps 3-5 skipped) only while the proxy's verdict is still SUCCESS, ``now`` is inside every
-validity window that was checked (certificate, registry entry, chain, CRL nextUpdate), and neither the
-registry cache nor the trust store has been dropped since (``Registry.epoch``): the same answer the full
-path would give, for a dictionary lookup and a few comparisons.
+An acceptance of a pinned certificate is remembered per worker for the exact header value(s) (filed under
+the value's tail, compared in full before it is served), and served again (steps 3-5 skipped) only while
+the proxy's verdict is still SUCCESS, ``now`` is inside every validity window that was checked (certificate,
+registry entry, chain, CRL nextUpdate), and neither the registry cache nor the trust store has been dropped
+since (``Registry.epoch``): the same answer the full path would give, for a dictionary lookup and a few
+comparisons.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class _Config:
             validate_certificate_use=settings.VALIDATE_CERTIFICATE_USE,
         )
         self.parsed: BoundedCache[tuple[str, str | None], Presented] = BoundedCache(settings.CACHE_SIZE)
+        # Filed under accepted_key(): the value's tail (each entry holds the whole value it is served to).
         self.accepted: BoundedCache[tuple[str, str | None], _Accepted] = BoundedCache(settings.CACHE_SIZE)
 
 
@@ -200,7 +202,7 @@ def proxy_check(cfg: _Config, meta: dict[str, Any]) -> tuple[str, bool, str]:
     """``(peer, trusted, why_not)``: who connected (``peer_address``), whether it is our proxy (a trusted
     address, and the proxy secret when one is configured), and, when not, a detail telling how to fix it."""
     peer = peer_address(meta)
-    trusted_address = peer in cfg.proxies
+    trusted_address = cfg.proxies.trusts(peer)  # == peer in cfg.proxies (peer_address gives a str)
     if trusted_address and (
         cfg.proxy_secret is None or secret_matches(cfg.proxy_secret, meta.get(cfg.proxy_secret_key))
     ):
@@ -260,6 +262,17 @@ class _Accepted:
     valid_until: dt.datetime
     store: TrustStore
     epoch: int
+    value: tuple[str, str | None]  # the forwarded value(s) it was decided for, compared in full before serving
+
+
+#: Remembered acceptances are filed under the forwarded value's last characters (hashing a whole certificate
+#: costs more than the rest of the warm path) and served only to the identical value, compared in full.
+ACCEPTED_KEY_TAIL = 96
+
+
+def accepted_key(raw: str, chain_raw: str | None) -> tuple[str, str | None]:
+    """Where a remembered acceptance for these forwarded value(s) is filed (``_Accepted.value`` decides)."""
+    return raw[-ACCEPTED_KEY_TAIL:], chain_raw
 
 
 def parse_cached(cfg: _Config, raw: str, chain_raw: str | None) -> Presented:
@@ -348,8 +361,8 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
     key = (raw, meta.get(cfg.chain_key) if cfg.chain_key else None)
     info: CertificateInfo | None = None
     try:
-        accepted = cfg.accepted.get(key)
-        if isinstance(accepted, _Accepted) and _still_accepted(cfg, meta, accepted, now):
+        accepted = cfg.accepted.get((raw[-ACCEPTED_KEY_TAIL:], key[1]))  # == accepted_key(*key), inlined
+        if isinstance(accepted, _Accepted) and accepted.value == key and _still_accepted(cfg, meta, accepted, now):
             auth = accepted.auth
             if auth.entry_id is not None:  # always set for a pinned entry
                 touch_last_used(auth.entry_id, now)
@@ -411,7 +424,7 @@ def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trust
     if cfg.policy.validate_validity_period:
         valid_until = min(valid_until, auth.certificate.not_after)
     cfg.accepted.set(
-        key,
+        accepted_key(*key),
         _Accepted(
             auth,
             trusted.result.revocation_warning,
@@ -420,6 +433,7 @@ def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trust
             valid_until,
             trusted.store,
             trusted.epoch,
+            key,
         ),
     )
 

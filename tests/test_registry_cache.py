@@ -174,12 +174,30 @@ def test_the_remembered_acceptance_answers_what_the_full_path_answered(pki, regi
         )
 
     full = authenticator.evaluate(request("203.0.113.7"))
-    key = (escaped(pki.client), None)
+    key = authenticator.accepted_key(escaped(pki.client), None)
     assert full.ok and isinstance(authenticator.config().accepted.get(key), authenticator._Accepted)
     warm = authenticator.evaluate(request("203.0.113.8"))
     assert warm is not full and warm.auth is full.auth
     assert dataclasses.asdict(warm) == {**dataclasses.asdict(full), "client_ip": "203.0.113.8", "_user": warm._user}
     assert warm.user.get_username() == full.user.get_username()
+
+
+def test_a_remembered_acceptance_is_served_only_to_the_whole_value_not_to_one_sharing_its_tail(
+    api, pki, register
+) -> None:
+    """Acceptances are filed under the value's last characters; another value with the same tail is decided
+    on its own (here: refused), and the remembered one still answers its own value afterwards."""
+    from tests.conftest import escaped
+
+    register(pki.client)
+    value = escaped(pki.client)
+    assert api.get("/api/whoami/", value).status_code == 200
+    tail = value[-authenticator.ACCEPTED_KEY_TAIL :]
+    other = escaped(pki.client2)
+    spliced = other[: len(other) - len(tail)] + tail
+    assert spliced != value and authenticator.accepted_key(spliced, None) == authenticator.accepted_key(value, None)
+    assert api.get("/api/whoami/", spliced).status_code == 401
+    assert api.get("/api/whoami/", value).json()["thumbprint"] == pki.client.thumbprint
 
 
 def test_a_remembered_acceptance_is_not_served_with_a_wrong_proxy_secret(api, pki, register, settings) -> None:
