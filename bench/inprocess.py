@@ -1,7 +1,9 @@
 """Section 1: in-process per-request cost through Django's WSGI handler (same middleware, same JSON).
 
-Rows: no auth (``/api/ping/``), DRF TokenAuthentication, certauth pinned warm, certauth cold (a
-never-seen certificate each request), certauth with chain validation + CRL (warm), strict mode
+Rows: no auth (``/bench/open-certificate/``: the certificate view's JSON, unauthenticated), DRF
+TokenAuthentication, certauth pinned warm, certauth cold (a never-seen certificate each request), the
+outside harness's shape (``bench.warm_client``: test client and ASGI ``AsyncClient``, nginx's headers, a DRF
+view with no authentication at all as the baseline), certauth with chain validation + CRL (warm), strict mode
 (``REGISTRY_MAX_STALENESS_SECONDS = 0``: the generation read from the database per request), when Redis
 answers on 127.0.0.1:6379 a 1 s bound with the shared counter read from Redis per request
 (``SHARED_CACHE_ALIAS``), and OCSP against a real ``openssl ocsp`` on loopback (warm, and first sight).
@@ -22,10 +24,11 @@ from django.test import override_settings
 
 from certauth import devpki
 
-from . import certs
+from . import certs, warm_client
 from .driver import Driver, certificate_headers, environ
 from .measure import Stats, interleaved
 from .report import Row, ratio_verdict, us
+from .views import PINNED_IDENTITY
 
 SECTION = "1 in-process"
 
@@ -69,15 +72,17 @@ class Fixtures:
             # The shipped default is ALLOWED_CERTIFICATE_TYPES "chained": the issuer must be trusted.
             trust_root(self.root)
         self.issuer = certs.FastIssuer(self.root)
-        pinned = self.issuer.issue("bench-pinned")
+        pinned = self.issuer.issue(PINNED_IDENTITY)
         cold = self.issuer.issue_many("bench-cold", sizes.total + sizes.warmup + 1)
-        certs.register_many("bench-pinned", [pinned])
+        certs.register_many(PINNED_IDENTITY, [pinned])
         certs.register_many("bench-cold", cold)
         user, _ = get_user_model().objects.get_or_create(username="bench-token-user")
         token, _ = Token.objects.get_or_create(user=user)
 
         self.pinned_env = environ("/bench/certificate/", certificate_headers(certs.escaped(pinned)))
-        self.ping_env = environ("/api/ping/", certificate_headers(certs.escaped(pinned)))
+        # The baseline: the certificate view's JSON without authentication, next to it in the URLconf (not
+        # /api/ping/, which resolves through the project's URLs: more patterns, a different body).
+        self.ping_env = environ("/bench/open-certificate/", certificate_headers(certs.escaped(pinned)))
         self.token_env = environ("/bench/token/", {"HTTP_AUTHORIZATION": f"Token {token.key}"})
         self.cold_envs = [environ("/bench/certificate/", certificate_headers(certs.escaped(c))) for c in cold]
         self.pinned = pinned
@@ -98,7 +103,7 @@ def run(sizes: Sizes) -> list[Row]:
     warm = stats["certauth pinned, warm"]
     cold = stats["certauth pinned, cold (new certificate each request)"]
     rows = [
-        _row("no auth (/api/ping/, baseline)", base, base, "", ""),
+        _row("no auth (/bench/open-certificate/: the same view's JSON unauthenticated, baseline)", base, base, "", ""),
         _row("DRF TokenAuthentication", token, base, "", ""),
         _row(
             "certauth pinned, warm",
@@ -126,6 +131,10 @@ def run(sizes: Sizes) -> list[Row]:
             "PASS" if cold.median_us - base.median_us <= 1000 else "MISS",
         ),
     ]
+    # The shape of an outside measurement: Django's test clients, nginx's headers, DRF with no authentication.
+    rows += warm_client.rows(
+        rounds=sizes.rounds, per_round=sizes.per_round, warmup=sizes.warmup, section=SECTION, root=fixtures.root
+    )
     rows += _strict(driver, fixtures, sizes)
     rows += _chain_and_crl(driver, fixtures, sizes)
     rows += _chain_and_ocsp(driver, fixtures, sizes)

@@ -1,5 +1,6 @@
-"""Bench-only views, so that compared rows differ only by authentication: views returning the same JSON as
-``/api/ping/`` (the in-process baseline), and an unauthenticated twin of ``/api/whoami/`` returning exactly
+"""Bench-only views, so that compared rows differ only by authentication: unauthenticated twins returning the
+same JSON as the authenticated views they are the baseline of (in-process: ``OpenCertificatePingView`` and
+``OpenView``), and an unauthenticated twin of ``/api/whoami/`` returning exactly
 its JSON (the end-to-end baseline)."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rest_framework.authentication import TokenAuthentication
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,6 +37,21 @@ class TokenPingView(APIView):
         return Response({"identity": request.user.get_username(), "ok": True})
 
 
+#: The identity of section 1's pinned certificate (``bench.inprocess``).
+PINNED_IDENTITY = "bench-pinned"
+
+
+class OpenCertificatePingView(APIView):
+    """``CertificatePingView``'s JSON for the pinned certificate, without authentication: section 1's baseline
+    (same URL depth, same bytes; the compared rows differ only by certauth)."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> Response:
+        return Response({"identity": PINNED_IDENTITY, "ok": True})
+
+
 class CertificatePingView(APIView):
     """certauth's DRF authentication class."""
 
@@ -44,6 +60,27 @@ class CertificatePingView(APIView):
 
     def get(self, request: Request) -> Response:
         return Response({"identity": request.auth.identity.name, "ok": True})
+
+
+class OpenView(APIView):
+    """No authentication at all (``bench.warm_client``'s baseline): the same code and JSON as
+    ``CertificateView`` minus certauth."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+
+class CertificateView(APIView):
+    """``OpenView`` with certauth's authentication class and permission (``bench.warm_client``)."""
+
+    authentication_classes = [ClientCertificateAuthentication]
+    permission_classes = [IsCertificateAuthenticated]
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
 
 
 class OpenWhoAmIView(WhoAmIView):

@@ -42,7 +42,10 @@ class ClientCertificateAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
         outcome = evaluate(request._request)
         if outcome.ok:
-            method, django_request = request.method or "GET", request._request
+            django_request = request._request
+            # request.method without DRF's __getattr__ proxy (an AttributeError raised and caught per request);
+            # a clone_request() copy carries its own method attribute.
+            method = request.__dict__.get("method") or django_request.method or "GET"
             if method not in SAFE_METHODS and is_cross_site(
                 method, request.META, django_request.get_host(), django_request.scheme
             ):

@@ -13,11 +13,12 @@ The Django backend, the middleware, the DRF authentication class and the decorat
    Any revoked entry that is the same certificate in another encoding (issuer and serial, or signed
    content), or that revoked its key as compromised, refuses it too (``certauth.registry.related_entry``).
 
-An acceptance of a pinned certificate is remembered per worker, keyed by the exact header value(s), and
-served again (steps 3-5 skipped) only while the proxy's verdict is still SUCCESS, ``now`` is inside every
-validity window that was checked (certificate, registry entry, chain, CRL nextUpdate), and neither the
-registry cache nor the trust store has been dropped since (``Registry.epoch``): the same answer the full
-path would give, for a dictionary lookup and a few comparisons.
+An acceptance of a pinned certificate is remembered per worker for the exact header value(s) (filed under
+the value's tail, compared in full before it is served), and served again (steps 3-5 skipped) only while
+the proxy's verdict is still SUCCESS, ``now`` is inside every validity window that was checked (certificate,
+registry entry, chain, CRL nextUpdate), and neither the registry cache nor the trust store has been dropped
+since (``Registry.epoch``): the same answer the full path would give, for a dictionary lookup and a few
+comparisons.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 from django.http import HttpRequest
@@ -125,11 +127,15 @@ class _Config:
         self.format = settings.FORWARDING_FORMAT
         self.xfcc_require_hash = bool(settings.XFCC_REQUIRE_HASH)
         self.proxy_verifies = bool(settings.PROXY_VERIFIES_CERTIFICATE)
+        # timezone.now()'s zone, read once: django.conf.settings costs a LazyObject lookup per read (certauth's
+        # settings reload, and this config with them, when USE_TZ changes).
+        self.tz = dt.UTC if django_settings.USE_TZ else None
         self.policy = PolicyOptions(
             validate_validity_period=settings.VALIDATE_VALIDITY_PERIOD,
             validate_certificate_use=settings.VALIDATE_CERTIFICATE_USE,
         )
         self.parsed: BoundedCache[tuple[str, str | None], Presented] = BoundedCache(settings.CACHE_SIZE)
+        # Filed under accepted_key(): the value's tail (each entry holds the whole value it is served to).
         self.accepted: BoundedCache[tuple[str, str | None], _Accepted] = BoundedCache(settings.CACHE_SIZE)
 
 
@@ -197,7 +203,7 @@ def proxy_check(cfg: _Config, meta: dict[str, Any]) -> tuple[str, bool, str]:
     """``(peer, trusted, why_not)``: who connected (``peer_address``), whether it is our proxy (a trusted
     address, and the proxy secret when one is configured), and, when not, a detail telling how to fix it."""
     peer = peer_address(meta)
-    trusted_address = peer in cfg.proxies
+    trusted_address = cfg.proxies.trusts(peer)  # == peer in cfg.proxies (peer_address gives a str)
     if trusted_address and (
         cfg.proxy_secret is None or secret_matches(cfg.proxy_secret, meta.get(cfg.proxy_secret_key))
     ):
@@ -295,6 +301,17 @@ class _Accepted:
     valid_until: dt.datetime
     store: TrustStore
     epoch: int
+    value: tuple[str, str | None]  # the forwarded value(s) it was decided for, compared in full before serving
+
+
+#: Remembered acceptances are filed under the forwarded value's last characters (hashing a whole certificate
+#: costs more than the rest of the warm path) and served only to the identical value, compared in full.
+ACCEPTED_KEY_TAIL = 96
+
+
+def accepted_key(raw: str, chain_raw: str | None) -> tuple[str, str | None]:
+    """Where a remembered acceptance for these forwarded value(s) is filed (``_Accepted.value`` decides)."""
+    return raw[-ACCEPTED_KEY_TAIL:], chain_raw
 
 
 def parse_cached(cfg: _Config, raw: str, chain_raw: str | None) -> Presented:
@@ -379,26 +396,22 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
             client_ip=client_ip,
             proxy_ip=proxy_ip,
         )
-    now = timezone.now()
+    now = _now(cfg.tz)
     key = (raw, meta.get(cfg.chain_key) if cfg.chain_key else None)
     info: CertificateInfo | None = None
     try:
-        accepted = cfg.accepted.get(key)
-        if isinstance(accepted, _Accepted) and _still_accepted(cfg, meta, accepted, now):
+        accepted = cfg.accepted.get((raw[-ACCEPTED_KEY_TAIL:], key[1]))  # == accepted_key(*key), inlined
+        if isinstance(accepted, _Accepted) and accepted.value == key and _still_accepted(cfg, meta, accepted, now):
             auth = accepted.auth
             if auth.entry_id is not None:  # always set for a pinned entry
                 touch_last_used(auth.entry_id, now)
+            # Positional (Outcome's field order), half the cost of keywords on the warm path; the test
+            # test_the_remembered_acceptance_answers_what_the_full_path_answered compares every field.
+            identity = auth.identity
             return Outcome(
-                None,
-                auth=auth,
-                certificate=auth.certificate,
-                identity_id=auth.identity.id,
-                identity_name=auth.identity.name,
-                client_ip=client_ip,
-                proxy_ip=proxy_ip,
-                revocation_warning=accepted.revocation_warning,
-                revocation_warning_reason=accepted.revocation_warning_reason,
-            )
+                None, "", auth, auth.certificate, identity.id, identity.name, client_ip, proxy_ip, False,
+                accepted.revocation_warning, accepted.revocation_warning_reason,
+            )  # fmt: skip
         try:
             presented = parse_cached(cfg, raw, key[1])
             info = presented.info
@@ -428,13 +441,15 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
 
 def _still_accepted(cfg: _Config, meta: dict[str, Any], accepted: _Accepted, now: dt.datetime) -> bool:
     """May this remembered acceptance answer the current request?  Raises ``RegistryUnavailable``."""
-    if cfg.proxy_verifies and reason_for_proxy_verdict(meta.get(cfg.verify_key, "NONE")) is not None:
+    verdict = meta.get(cfg.verify_key, "NONE")
+    if cfg.proxy_verifies and verdict != "SUCCESS" and reason_for_proxy_verdict(verdict) is not None:
         return False  # the full path names the proxy's refusal
     if not accepted.valid_from <= now < accepted.valid_until:
         return False  # the full path names the expiry (or "not yet valid")
     # current_trust_store() re-reads the registry generation when due (the staleness bound) and drops the
     # registry cache and the trust store when it moved, which bumps the epoch.
-    return _current_trust_store() is accepted.store and registry.epoch == accepted.epoch
+    store = (_trust_store_function or _current_trust_store)()
+    return store is accepted.store and registry.epoch == accepted.epoch
 
 
 def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trusted: _Trusted, now: dt.datetime) -> None:
@@ -448,7 +463,7 @@ def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trust
     if cfg.policy.validate_validity_period:
         valid_until = min(valid_until, auth.certificate.not_after)
     cfg.accepted.set(
-        key,
+        accepted_key(*key),
         _Accepted(
             auth,
             trusted.result.revocation_warning,
@@ -457,6 +472,7 @@ def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trust
             valid_until,
             trusted.store,
             trusted.epoch,
+            key,
         ),
     )
 
@@ -478,6 +494,8 @@ class _Trusted:
 
 
 _trust_store_function: Any = None
+#: timezone.now() with the zone from the config (``_Config.tz``), one C call; tests move it.
+_now = dt.datetime.now
 
 
 def _current_trust_store() -> TrustStore:
@@ -645,7 +663,9 @@ def record_refusal(
 
 
 def _send(signal: Any, **kwargs: Any) -> None:
-    # No has_listeners() check first: it costs more than send() itself, which returns at once without receivers.
+    if not signal.receivers:  # nobody connected (send_robust would answer []): skip the call on the warm path
+        return
+    # No has_listeners() check: it costs more than send() itself, which returns at once without live receivers.
     # send_robust: a raising receiver neither stops the ones after it nor reaches the request.
     for receiver, result in signal.send_robust(sender=Outcome, **kwargs):
         if isinstance(result, Exception):

@@ -110,37 +110,34 @@ IMPORT_STRINGS = {"AUDIT_HANDLER"}
 
 
 class CertauthSettings:
-    """Attribute access to ``CERTAUTH`` with defaults: ``settings.TRUSTED_PROXIES``."""
+    """Attribute access to ``CERTAUTH`` with defaults: ``settings.TRUSTED_PROXIES``.  A value, once read, is
+    kept as a plain instance attribute (later reads cost an attribute lookup, no ``__getattr__`` call) until
+    ``reload()`` drops them all."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
-        self._generation = 0
+        #: Bumped on every reload, so derived objects (allow-lists, caches) know to rebuild.
+        self.generation = 0
 
     @property
     def user_settings(self) -> dict[str, Any]:
         return getattr(django_settings, "CERTAUTH", {}) or {}
 
     def __getattr__(self, name: str) -> Any:
+        # Only reached for a name not read since the last reload (or not a setting at all).
         if name.startswith("_") or name not in DEFAULTS:
             raise AttributeError(f"Invalid certauth setting: {name!r}")
-        if name in self._cache:
-            return self._cache[name]
         value = self.user_settings.get(name, DEFAULTS[name])
         if name == "ALLOWED_CERTIFICATE_TYPES" and value is None:
             value = "all" if django_settings.DEBUG else "chained"
         if name in IMPORT_STRINGS and isinstance(value, str):
             value = import_string(value)
-        self._cache[name] = value
+        self.__dict__[name] = value
         return value
 
-    @property
-    def generation(self) -> int:
-        """Bumped on every reload, so derived objects (allow-lists, caches) know to rebuild."""
-        return self._generation
-
     def reload(self) -> None:
-        self._cache.clear()
-        self._generation += 1
+        for name in DEFAULTS:
+            self.__dict__.pop(name, None)
+        self.generation += 1
 
 
 settings = CertauthSettings()
@@ -148,5 +145,5 @@ settings = CertauthSettings()
 
 @receiver(setting_changed)
 def _reload(*, setting: str, **kwargs: Any) -> None:
-    if setting in {"CERTAUTH", "DEBUG"}:
+    if setting in {"CERTAUTH", "DEBUG", "USE_TZ"}:
         settings.reload()

@@ -56,7 +56,8 @@ class ProxyAllowList:
         entries = list(entries)
         self.networks = parse_networks(entries)
         self.unix_socket = any(entry.strip() == UNIX_SOCKET for entry in entries)
-        self._contains = lru_cache(maxsize=4096)(self._lookup)
+        #: ``address in self`` for a ``str`` address, without the ``__contains__`` call (the per-request path).
+        self.trusts = lru_cache(maxsize=4096)(self._lookup)
         self._client_address = lru_cache(maxsize=4096)(self._read_client_address)
 
     def _lookup(self, address: str) -> bool:
@@ -71,7 +72,7 @@ class ProxyAllowList:
         return any(ip.version == net.version and ip in net for net in self.networks)
 
     def __contains__(self, address: object) -> bool:
-        return isinstance(address, str) and bool(address) and self._contains(address)
+        return isinstance(address, str) and bool(address) and self.trusts(address)
 
     def __bool__(self) -> bool:
         return bool(self.networks) or self.unix_socket

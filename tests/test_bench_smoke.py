@@ -20,6 +20,8 @@ def test_in_process_section_runs_and_every_scenario_answers(settings: Any) -> No
     assert any("TokenAuthentication" in name for name in names)
     assert any("cold" in name for name in names)
     assert any("strict" in name for name in names)
+    # The outside harness's shape (bench.warm_client): sync test client and ASGI AsyncClient, both answered 200.
+    assert any("WSGI test client" in name for name in names) and any("ASGI AsyncClient" in name for name in names)
     assert any("OCSP, warm" in name for name in names) and any("OCSP, first sight" in name for name in names)
     assert all(row.value for row in rows)
     table = Report(rows=rows).table()

@@ -95,7 +95,7 @@ def test_a_cached_certificate_is_never_served_past_its_not_after(api, pki, regis
     register(pki.client)
     not_after = pki.client.certificate.not_valid_after_utc
     frozen = [not_after - dt.timedelta(seconds=1)]
-    monkeypatch.setattr(authenticator.timezone, "now", lambda: frozen[0])
+    monkeypatch.setattr(authenticator, "_now", lambda tz: frozen[0])
     assert api.get("/api/whoami/", pki.client).status_code == 200  # cached: parsed, trusted, looked up
 
     frozen[0] = not_after
@@ -109,7 +109,7 @@ def test_a_registered_entry_is_never_served_past_its_own_not_after(api, pki, tru
     ends = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     register_thumbprint(identity, pki.client.thumbprint, not_after=ends)
     frozen = [ends - dt.timedelta(seconds=1)]
-    monkeypatch.setattr(authenticator.timezone, "now", lambda: frozen[0])
+    monkeypatch.setattr(authenticator, "_now", lambda tz: frozen[0])
     assert api.get("/api/whoami/", pki.client).status_code == 200
 
     frozen[0] = ends  # the certificate itself is still valid; the registry entry is not
@@ -153,6 +153,102 @@ def test_a_remembered_acceptance_is_not_served_when_the_proxy_verdict_changes(ap
     assert reason(refused) == "crl_revoked"
 
 
+def test_the_remembered_acceptance_answers_what_the_full_path_answered(pki, register, trusted_root) -> None:
+    """Field by field, the warm path's Outcome is the one the full path gave (it is built positionally)."""
+    import dataclasses
+
+    from django.test import RequestFactory
+
+    from tests.conftest import escaped
+
+    register(pki.client)
+    factory = RequestFactory()
+
+    def request(client_ip: str) -> Any:
+        return factory.get(
+            "/api/whoami/",
+            REMOTE_ADDR="127.0.0.1",
+            HTTP_X_SSL_CLIENT_CERT=escaped(pki.client),
+            HTTP_X_SSL_CLIENT_VERIFY="SUCCESS",
+            HTTP_X_REAL_IP=client_ip,
+        )
+
+    full = authenticator.evaluate(request("203.0.113.7"))
+    key = authenticator.accepted_key(escaped(pki.client), None)
+    assert full.ok and isinstance(authenticator.config().accepted.get(key), authenticator._Accepted)
+    warm = authenticator.evaluate(request("203.0.113.8"))
+    assert warm is not full and warm.auth is full.auth
+    assert dataclasses.asdict(warm) == {**dataclasses.asdict(full), "client_ip": "203.0.113.8", "_user": warm._user}
+    assert warm.user.get_username() == full.user.get_username()
+
+
+def test_a_remembered_acceptance_is_served_only_to_the_whole_value_not_to_one_sharing_its_tail(
+    api, pki, register
+) -> None:
+    """Acceptances are filed under the value's last characters; another value with the same tail is decided
+    on its own (here: refused), and the remembered one still answers its own value afterwards."""
+    from tests.conftest import escaped
+
+    register(pki.client)
+    value = escaped(pki.client)
+    assert api.get("/api/whoami/", value).status_code == 200
+    tail = value[-authenticator.ACCEPTED_KEY_TAIL :]
+    other = escaped(pki.client2)
+    spliced = other[: len(other) - len(tail)] + tail
+    assert spliced != value and authenticator.accepted_key(spliced, None) == authenticator.accepted_key(value, None)
+    assert api.get("/api/whoami/", spliced).status_code == 401
+    assert api.get("/api/whoami/", value).json()["thumbprint"] == pki.client.thumbprint
+
+
+def test_a_remembered_acceptance_is_not_served_with_a_wrong_proxy_secret(api, pki, register, settings) -> None:
+    """The proxy secret is compared on every request, the warm one too (not part of the remembered key)."""
+    secret = "s" * 40
+    settings.CERTAUTH = {**settings.CERTAUTH, "PROXY_SECRET": secret}
+    register(pki.client)
+    header = {"HTTP_X_CERTAUTH_PROXY_SECRET": secret}
+    assert api.get("/api/whoami/", pki.client, **header).status_code == 200
+    assert api.get("/api/whoami/", pki.client, **header).status_code == 200  # the remembered acceptance
+    assert reason(api.get("/api/whoami/", pki.client, HTTP_X_CERTAUTH_PROXY_SECRET="t" * 40)) == "untrusted_proxy"
+    assert reason(api.get("/api/whoami/", pki.client)) == "untrusted_proxy"
+
+
+def test_a_settings_change_is_read_at_once_although_values_are_kept_as_attributes(settings) -> None:
+    """certauth.conf keeps each value read as a plain attribute: a change of CERTAUTH drops them all, and the
+    authenticator's derived config follows."""
+    from certauth.conf import settings as certauth_settings
+
+    settings.CERTAUTH = {**settings.CERTAUTH, "CACHE_SIZE": 7}
+    assert certauth_settings.CACHE_SIZE == 7
+    assert authenticator.config().accepted.maxsize == 7
+    settings.CERTAUTH = {**settings.CERTAUTH, "CACHE_SIZE": 9}
+    assert certauth_settings.CACHE_SIZE == 9
+    assert authenticator.config().accepted.maxsize == 9
+    settings.CERTAUTH = {key: value for key, value in settings.CERTAUTH.items() if key != "CACHE_SIZE"}
+    assert certauth_settings.CACHE_SIZE == 2048  # the documented default again
+    assert authenticator.config().tz is dt.UTC  # the zone timezone.now() would use
+    settings.USE_TZ = False
+    assert authenticator.config().tz is None
+
+
+def test_a_receiver_connected_after_the_first_request_hears_the_warm_ones(api, pki, register) -> None:
+    """The warm path skips the signal call only while nobody listens."""
+    from certauth.signals import certificate_authenticated
+
+    register(pki.client)
+    assert api.get("/api/whoami/", pki.client).status_code == 200
+    heard: list[str] = []
+
+    def receiver(sender: Any, auth: Any, **kwargs: Any) -> None:
+        heard.append(auth.identity.name)
+
+    certificate_authenticated.connect(receiver, dispatch_uid="test-warm-receiver")
+    try:
+        assert api.get("/api/whoami/", pki.client).status_code == 200  # the remembered acceptance
+    finally:
+        certificate_authenticated.disconnect(dispatch_uid="test-warm-receiver")
+    assert heard == [api.get("/api/whoami/", pki.client).json()["identity"]]
+
+
 def test_a_remembered_acceptance_is_keyed_by_the_exact_header_value(api, pki, register) -> None:
     from tests.conftest import escaped
 
@@ -181,7 +277,7 @@ def test_a_remembered_acceptance_is_not_served_past_the_crl_next_update(
     trusted_root.save()
     register(pki.client)
     frozen = [next_update - dt.timedelta(seconds=1)]
-    monkeypatch.setattr(authenticator.timezone, "now", lambda: frozen[0])
+    monkeypatch.setattr(authenticator, "_now", lambda tz: frozen[0])
     assert api.get("/api/whoami/", pki.client).status_code == 200
     assert api.get("/api/whoami/", pki.client).status_code == 200
 
