@@ -30,10 +30,17 @@ def refusal_response(outcome: Outcome) -> JsonResponse:
     return response
 
 
-def _refuse(request: HttpRequest, outcome: Outcome, reason: Reason, detail: str) -> JsonResponse:
-    denied = refusal_after_authentication(outcome, reason, detail)
-    record_refusal(request, denied)
-    return refusal_response(denied)
+def authorization_refusal(request: HttpRequest, outcome: Outcome, required: Iterable[str]) -> Outcome | None:
+    """For an accepted certificate: the refusal owed by the request (a cross-site unsafe method:
+    ``cross_site_request``; a missing scope: ``insufficient_scope``), not yet recorded; None when allowed."""
+    assert outcome.auth is not None
+    method = request.method or "GET"
+    if method not in SAFE_METHODS and is_cross_site(method, request.META, request.get_host(), request.scheme):
+        return refusal_after_authentication(outcome, Reason.CROSS_SITE_REQUEST, Reason.CROSS_SITE_REQUEST.message)
+    missing = [scope for scope in required if not outcome.auth.has_scope(scope)]
+    if missing:
+        return refusal_after_authentication(outcome, Reason.INSUFFICIENT_SCOPE, f"Missing scope: {', '.join(missing)}.")
+    return None
 
 
 def certificate_required(view: Callable[..., Any] | None = None, *, scopes: Iterable[str] = ()) -> Any:
@@ -43,31 +50,16 @@ def certificate_required(view: Callable[..., Any] | None = None, *, scopes: Iter
     refusals are audited from a thread, never from the event loop."""
     required = sorted(scopes)
 
-    def check(request: HttpRequest, outcome: Outcome) -> tuple[Outcome, Reason, str] | None:
-        """The refusal after authentication (cross-site, scope) as ``(outcome, reason, detail)``, else None."""
-        assert outcome.auth is not None
-        method = request.method or "GET"
-        if method not in SAFE_METHODS and is_cross_site(method, request.META, request.get_host(), request.scheme):
-            return outcome, Reason.CROSS_SITE_REQUEST, Reason.CROSS_SITE_REQUEST.message
-        missing = [scope for scope in required if not outcome.auth.has_scope(scope)]
-        if missing:
-            return outcome, Reason.INSUFFICIENT_SCOPE, f"Missing scope: {', '.join(missing)}."
-        return None
-
     def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
         if iscoroutinefunction(function):
 
             @functools.wraps(function)
             async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
                 outcome = await aevaluate(request)
-                if not outcome.ok:
-                    await arecord_refusal(request, outcome)
-                    return refusal_response(outcome)
-                refused = check(request, outcome)
-                if refused is not None:
-                    denied = refusal_after_authentication(*refused)
-                    await arecord_refusal(request, denied)
-                    return refusal_response(denied)
+                refusal = authorization_refusal(request, outcome, required) if outcome.ok else outcome
+                if refusal is not None:
+                    await arecord_refusal(request, refusal)
+                    return refusal_response(refusal)
                 request.certificate_auth = outcome.auth  # type: ignore[attr-defined]
                 return await function(request, *args, **kwargs)  # type: ignore[no-any-return]
 
@@ -76,12 +68,10 @@ def certificate_required(view: Callable[..., Any] | None = None, *, scopes: Iter
         @functools.wraps(function)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             outcome = evaluate(request)
-            if not outcome.ok:
-                record_refusal(request, outcome)
-                return refusal_response(outcome)
-            refused = check(request, outcome)
-            if refused is not None:
-                return _refuse(request, *refused)
+            refusal = authorization_refusal(request, outcome, required) if outcome.ok else outcome
+            if refusal is not None:
+                record_refusal(request, refusal)
+                return refusal_response(refusal)
             request.certificate_auth = outcome.auth  # type: ignore[attr-defined]
             return function(request, *args, **kwargs)  # type: ignore[no-any-return]
 
