@@ -12,6 +12,7 @@ from django.utils.functional import SimpleLazyObject
 
 from .authenticator import aevaluate, evaluate
 from .reasons import Reason
+from .views import original_request_line
 
 
 class ClientCertificateMiddleware:
@@ -60,7 +61,10 @@ class ClientCertificateMiddleware:
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        outcome = await aevaluate(request)  # no certificate: answered at once, nothing read
+        # Audited under the request line the client sent (the proxy's headers, from a trusted proxy only), as
+        # certauth.views.refused would: this evaluation comes first, and a request is audited once.
+        method, path = original_request_line(request)
+        outcome = await aevaluate(request, path=path, method=method)  # no certificate: answered at once
         if outcome.reason is Reason.MISSING_CERTIFICATE:
             request.certificate_auth = None  # type: ignore[attr-defined]
             return await self.get_response(request)  # type: ignore[no-any-return,misc]

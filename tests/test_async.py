@@ -142,6 +142,23 @@ def test_async_refusal_named_by_the_proxy_verdict(pki, register) -> None:
     assert response.status_code == 401 and response.json()["reason"] == "certificate_expired"
 
 
+def test_nginx_refusals_under_asgi_are_audited_with_the_clients_request_line(pki, register) -> None:
+    """nginx sends a certificate it refused to certauth's refusal view with the original request line; the
+    async middleware evaluates first, and must audit under that line as the view would."""
+    register(pki.client, identity="billing")
+    client = AsyncClient()
+    headers = {
+        "X-SSL-Client-Cert": escaped(pki.stranger),
+        "X-SSL-Client-Verify": "SUCCESS",
+        "X-Certauth-Original-URI": "/api/orders/?page=2",
+        "X-Certauth-Original-Method": "POST",
+    }
+    response = async_to_sync(client.get)("/-/certauth/refused", headers=headers)
+    assert response.status_code == 401 and response.json()["reason"] == "unknown_certificate"
+    [row] = failures(reason="unknown_certificate")
+    assert (row.method, row.path) == ("POST", "/api/orders/")
+
+
 def test_sync_views_under_asgi_drf_and_the_sync_decorator(pki, register) -> None:
     """DRF and sync views run in a thread under ASGI; the async middleware in front of them changes nothing."""
     register(pki.client, identity="billing", scopes="orders:read")
