@@ -318,7 +318,9 @@ async def aevaluate(request: HttpRequest, *, path: str | None = None, method: st
 
 
 def _decide_on_loop(request: HttpRequest) -> Outcome | None:
-    """The answer when it needs no database, file or network access (see ``aevaluate``), else None."""
+    """The answer when it needs no database, file or network access (see ``aevaluate``), else None.  A
+    remembered acceptance is served under ``_still_accepted``'s conditions (keep the two in step), with the
+    trust store only when getting it reads nothing (``cached_trust_store``)."""
     cfg = config()
     meta = request.META
     early, client_ip, proxy_ip, raw = _arrival(cfg, meta)
