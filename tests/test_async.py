@@ -195,10 +195,14 @@ def test_aauthenticate_for_password_users_and_certificates(pki, register, django
     assert async_to_sync(aauthenticate)(None, username="alice", password="correct horse battery staple") == person
     assert async_to_sync(aauthenticate)(None, username="alice", password="wrong") is None
 
-    register(pki.client, identity="billing")
+    entry = register(pki.client, identity="billing")
     request = certificate_request(pki.client)
     user = async_to_sync(aauthenticate)(request)
     assert isinstance(user, CertificatePrincipal) and user.get_username() == "billing"
+    linked = django_user_model.objects.create_user("billing-bot")
+    entry.identity.user = linked
+    entry.identity.save()
+    assert async_to_sync(aauthenticate)(certificate_request(pki.client)) == linked  # the identity's own user
     # A password login is never answered by the certificate riding on the request ...
     assert async_to_sync(aauthenticate)(request, username="billing", password="anything") is None
     # ... and a password user stays who they are with one.
