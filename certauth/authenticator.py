@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from cryptography import x509
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
@@ -59,6 +60,7 @@ from .reasons import CertificateRefused, Reason
 from .registry import (
     EntrySnapshot,
     RegistryUnavailable,
+    last_used_due,
     record_issuance_keys,
     registry,
     related_entry,
@@ -350,6 +352,68 @@ def evaluate(request: HttpRequest, *, path: str | None = None, method: str | Non
     return outcome
 
 
+async def aevaluate(request: HttpRequest, *, path: str | None = None, method: str | None = None) -> Outcome:
+    """``evaluate`` for async code: the same decision and the same ``Outcome`` on the request, and no blocking
+    call on the event loop's thread.
+
+    Answered on the loop, with no thread: no certificate (nothing to read, nothing to audit), and a remembered
+    acceptance that needs no read or write right now (``_decide_on_loop``).  Everything else (a cold cache,
+    a refusal and its audit row, a linked user, a due registry-freshness read or last-used write, a shared
+    cache, OCSP) runs ``evaluate`` itself in one ``sync_to_async`` hop: one hop per such request, not one per
+    query, and the very code the sync path runs."""
+    outcome: Outcome | None = getattr(request, REQUEST_ATTRIBUTE, None)
+    if outcome is not None:
+        return outcome
+    outcome = _decide_on_loop(request)
+    if outcome is None:
+        return await sync_to_async(evaluate)(request, path=path, method=method)
+    setattr(request, REQUEST_ATTRIBUTE, outcome)
+    if outcome.ok:
+        await _asend(signals.certificate_authenticated, request=request, auth=outcome.auth)
+    return outcome
+
+
+def _decide_on_loop(request: HttpRequest) -> Outcome | None:
+    """The answer when it needs no database, file or network access (see ``aevaluate``), else None.  A
+    remembered acceptance is served under ``_still_accepted``'s conditions (keep the two in step), with the
+    trust store only when getting it reads nothing (``cached_trust_store``)."""
+    cfg = config()
+    meta = request.META
+    early, client_ip, proxy_ip, raw = _arrival(cfg, meta)
+    if early is not None:
+        return early if early.reason is Reason.MISSING_CERTIFICATE else None  # a refusal is audited: a hop
+    key = (raw, meta.get(cfg.chain_key) if cfg.chain_key else None)
+    accepted = cfg.accepted.get(accepted_key(*key))
+    if not isinstance(accepted, _Accepted) or accepted.value != key:
+        return None  # not remembered for this very value (filed under its tail: compared in full here)
+    if accepted.revocation_warning or accepted.auth.identity.user_id:
+        return None  # audited as fail-open, or a linked user to read
+    if cfg.proxy_verifies and reason_for_proxy_verdict(meta.get(cfg.verify_key, "NONE")) is not None:
+        return None
+    if not accepted.valid_from <= _now(cfg.tz) < accepted.valid_until:
+        return None
+    from .authorities import cached_trust_store
+
+    if cached_trust_store() is not accepted.store or registry.epoch != accepted.epoch:
+        return None  # the registry's freshness read is due, or the registry changed
+    if accepted.auth.entry_id is None or last_used_due(accepted.auth.entry_id):
+        return None
+    return _remembered(accepted, client_ip, proxy_ip)
+
+
+async def arecord_refusal(request: HttpRequest, outcome: Outcome, **kwargs: Any) -> None:
+    """``record_refusal`` from async code (the audit write runs in a thread)."""
+    if not outcome.recorded:
+        await sync_to_async(record_refusal)(request, outcome, **kwargs)
+
+
+async def _asend(signal: Any, **kwargs: Any) -> None:
+    # asend_robust: async receivers on the loop, sync ones in a thread; returns at once without receivers.
+    for receiver, result in await signal.asend_robust(sender=Outcome, **kwargs):
+        if isinstance(result, Exception):
+            logger.error("certauth signal receiver %r failed", receiver, exc_info=result)
+
+
 def _decide(request: HttpRequest) -> Outcome:
     outcome = _decide_certificate(request)
     if outcome.ok and outcome.auth is not None and outcome.auth.identity.user_id is not None:
@@ -375,9 +439,8 @@ def _with_linked_user(outcome: Outcome, user_id: int) -> Outcome:
     return outcome
 
 
-def _decide_certificate(request: HttpRequest) -> Outcome:
-    cfg = config()
-    meta = request.META
+def _arrival(cfg: _Config, meta: dict[str, Any]) -> tuple[Outcome | None, str | None, str | None, str]:
+    """Steps 1 and the header's presence, pure: ``(refusal or None, client_ip, proxy_ip, raw header)``."""
     remote, from_proxy, untrusted_detail = proxy_check(cfg, meta)
     forwarded_ip = None
     if from_proxy and cfg.client_ip_key:
@@ -387,15 +450,20 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
     proxy_ip = remote_ip if from_proxy else None
     raw = meta.get(cfg.cert_key)
 
+    early = None
     if raw is None or (from_proxy and not raw.strip()):
-        return Outcome(Reason.MISSING_CERTIFICATE, client_ip=client_ip, proxy_ip=proxy_ip)
-    if not from_proxy:
-        return Outcome(
-            Reason.UNTRUSTED_PROXY,
-            untrusted_detail,
-            client_ip=client_ip,
-            proxy_ip=proxy_ip,
-        )
+        early = Outcome(Reason.MISSING_CERTIFICATE, client_ip=client_ip, proxy_ip=proxy_ip)
+    elif not from_proxy:
+        early = Outcome(Reason.UNTRUSTED_PROXY, untrusted_detail, client_ip=client_ip, proxy_ip=proxy_ip)
+    return early, client_ip, proxy_ip, raw or ""
+
+
+def _decide_certificate(request: HttpRequest) -> Outcome:
+    cfg = config()
+    meta = request.META
+    early, client_ip, proxy_ip, raw = _arrival(cfg, meta)
+    if early is not None:
+        return early
     now = _now(cfg.tz)
     key = (raw, meta.get(cfg.chain_key) if cfg.chain_key else None)
     info: CertificateInfo | None = None
@@ -405,13 +473,7 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
             auth = accepted.auth
             if auth.entry_id is not None:  # always set for a pinned entry
                 touch_last_used(auth.entry_id, now)
-            # Positional (Outcome's field order), half the cost of keywords on the warm path; the test
-            # test_the_remembered_acceptance_answers_what_the_full_path_answered compares every field.
-            identity = auth.identity
-            return Outcome(
-                None, "", auth, auth.certificate, identity.id, identity.name, client_ip, proxy_ip, False,
-                accepted.revocation_warning, accepted.revocation_warning_reason,
-            )  # fmt: skip
+            return _remembered(accepted, client_ip, proxy_ip)
         try:
             presented = parse_cached(cfg, raw, key[1])
             info = presented.info
@@ -437,6 +499,17 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
     except RegistryUnavailable:
         logger.error("certauth registry unavailable", exc_info=True)
         return Outcome(Reason.REGISTRY_UNAVAILABLE, certificate=info, client_ip=client_ip, proxy_ip=proxy_ip)
+
+
+def _remembered(accepted: _Accepted, client_ip: str | None, proxy_ip: str | None) -> Outcome:
+    # Positional (Outcome's field order), half the cost of keywords on the warm path; the test
+    # test_the_remembered_acceptance_answers_what_the_full_path_answered compares every field.
+    auth = accepted.auth
+    identity = auth.identity
+    return Outcome(
+        None, "", auth, auth.certificate, identity.id, identity.name, client_ip, proxy_ip, False,
+        accepted.revocation_warning, accepted.revocation_warning_reason,
+    )  # fmt: skip
 
 
 def _still_accepted(cfg: _Config, meta: dict[str, Any], accepted: _Accepted, now: dt.datetime) -> bool:

@@ -156,6 +156,14 @@ def current_trust_store() -> TrustStore:
     return store
 
 
+def cached_trust_store() -> TrustStore | None:
+    """What ``current_trust_store`` returns when that reads nothing (no database, no shared cache), else None."""
+    store = _cache.store
+    if store is None or _cache.settings_generation != settings.generation or not registry.fresh_without_reading():
+        return None
+    return store
+
+
 def load_authorities() -> list[Authority]:
     """The enabled authorities with their parsed CRLs.  Raises ``RegistryUnavailable``."""
     try:

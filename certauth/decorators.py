@@ -1,4 +1,4 @@
-"""``certificate_required`` for plain Django views."""
+"""``certificate_required`` for plain Django views, sync and async."""
 
 from __future__ import annotations
 
@@ -6,9 +6,18 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from .authenticator import Outcome, evaluate, record_refusal, refusal_after_authentication, www_authenticate
+from .authenticator import (
+    Outcome,
+    aevaluate,
+    arecord_refusal,
+    evaluate,
+    record_refusal,
+    refusal_after_authentication,
+    www_authenticate,
+)
 from .csrf import SAFE_METHODS, is_cross_site
 from .reasons import Reason
 
@@ -21,33 +30,50 @@ def refusal_response(outcome: Outcome) -> JsonResponse:
     return response
 
 
-def _refuse(request: HttpRequest, outcome: Outcome, reason: Reason, detail: str) -> JsonResponse:
-    denied = refusal_after_authentication(outcome, reason, detail)
-    record_refusal(request, denied)
-    return refusal_response(denied)
+def authorization_refusal(request: HttpRequest, outcome: Outcome, required: Iterable[str]) -> Outcome | None:
+    """For an accepted certificate: the refusal owed by the request (a cross-site unsafe method:
+    ``cross_site_request``; a missing scope: ``insufficient_scope``), not yet recorded; None when allowed."""
+    assert outcome.auth is not None
+    method = request.method or "GET"
+    if method not in SAFE_METHODS and is_cross_site(method, request.META, request.get_host(), request.scheme):
+        return refusal_after_authentication(outcome, Reason.CROSS_SITE_REQUEST, Reason.CROSS_SITE_REQUEST.message)
+    missing = [scope for scope in required if not outcome.auth.has_scope(scope)]
+    if missing:
+        return refusal_after_authentication(outcome, Reason.INSUFFICIENT_SCOPE, f"Missing scope: {', '.join(missing)}.")
+    return None
 
 
-def certificate_required(view: Callable[..., HttpResponse] | None = None, *, scopes: Iterable[str] = ()) -> Any:
+def certificate_required(view: Callable[..., Any] | None = None, *, scopes: Iterable[str] = ()) -> Any:
     """Refuse (JSON 401, or 403 ``insufficient_scope``) unless the request authenticated by client
-    certificate and its identity holds every scope in ``scopes``.  Sets ``request.certificate_auth``."""
+    certificate and its identity holds every scope in ``scopes``.  Sets ``request.certificate_auth``.
+    Works on sync and async views (``async def``): an async view is decided with ``aevaluate`` and its
+    refusals are audited from a thread, never from the event loop."""
     required = sorted(scopes)
 
-    def decorator(function: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
+        if iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                outcome = await aevaluate(request)
+                refusal = authorization_refusal(request, outcome, required) if outcome.ok else outcome
+                if refusal is not None:
+                    await arecord_refusal(request, refusal)
+                    return refusal_response(refusal)
+                request.certificate_auth = outcome.auth  # type: ignore[attr-defined]
+                return await function(request, *args, **kwargs)  # type: ignore[no-any-return]
+
+            return async_wrapper
+
         @functools.wraps(function)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             outcome = evaluate(request)
-            if not outcome.ok:
-                record_refusal(request, outcome)
-                return refusal_response(outcome)
-            assert outcome.auth is not None
-            method = request.method or "GET"
-            if method not in SAFE_METHODS and is_cross_site(method, request.META, request.get_host(), request.scheme):
-                return _refuse(request, outcome, Reason.CROSS_SITE_REQUEST, Reason.CROSS_SITE_REQUEST.message)
-            missing = [scope for scope in required if not outcome.auth.has_scope(scope)]
-            if missing:
-                return _refuse(request, outcome, Reason.INSUFFICIENT_SCOPE, f"Missing scope: {', '.join(missing)}.")
+            refusal = authorization_refusal(request, outcome, required) if outcome.ok else outcome
+            if refusal is not None:
+                record_refusal(request, refusal)
+                return refusal_response(refusal)
             request.certificate_auth = outcome.auth  # type: ignore[attr-defined]
-            return function(request, *args, **kwargs)
+            return function(request, *args, **kwargs)  # type: ignore[no-any-return]
 
         return wrapper
 

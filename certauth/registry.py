@@ -147,6 +147,15 @@ class Registry:
             if database_due:
                 self._checked_at = now
 
+    def fresh_without_reading(self) -> bool:
+        """Would ``ensure_fresh`` return now without reading anything (database or shared cache)?  Async code
+        asks this to answer on the event loop; when False it makes the call in a thread instead."""
+        if self._generation is None or self._settings_generation != settings.generation:
+            return False
+        if self._staleness > 0 and settings.SHARED_CACHE_ALIAS:
+            return False
+        return time.monotonic() - self._checked_at < self._staleness
+
     # --- lookups -----------------------------------------------------------------------------------
     def lookup(self, thumbprint: str) -> EntrySnapshot | None:
         """The registered entry for a thumbprint, or None.  Raises ``RegistryUnavailable``."""
@@ -479,6 +488,12 @@ def touch_last_used(entry_id: int, now: dt.datetime) -> None:
             update_where_not_after(RegisteredCertificate, entry_id, "last_used_at", now, threshold, using=alias)
     except DatabaseError:
         _last_touched.pop(entry_id)  # try again on the next request; never fail the request for this
+
+
+def last_used_due(entry_id: int) -> bool:
+    """Would ``touch_last_used`` write now?  (Async code then makes the call in a thread.)"""
+    last = _last_touched.get(entry_id)
+    return last is MISSING or time.monotonic() - last >= settings.LAST_USED_RESOLUTION_SECONDS  # type: ignore[operator]
 
 
 def reset_last_used_memory() -> None:
