@@ -102,11 +102,20 @@ def test_admins_from_the_environment_receive_mail_without_a_deprecation(monkeypa
     assert message.to == ["ops@example.test"]
 
 
-def test_a_crl_url_without_a_scheme_is_http_on_every_version() -> None:
+def test_a_crl_url_without_a_scheme_is_http_on_every_version(admin_user: Any) -> None:
+    """The authority form on its own and as the admin builds it (with its own formfield callback)."""
     from certauth.admin.authorities import TrustedAuthorityForm
+    from certauth.models import TrustedAuthority
 
-    field = TrustedAuthorityForm.base_fields["crl_url"]
-    assert field.clean("crl.example.test/root.crl") == "http://crl.example.test/root.crl"
+    request = RequestFactory().get("/admin/certauth/trustedauthority/add/")
+    request.user = admin_user
+    with warnings.catch_warnings():
+        deprecations_are_errors()
+        admin_form = site._registry[TrustedAuthority].get_form(request)
+        standalone = type("Standalone", (TrustedAuthorityForm,), {})
+    for form in (admin_form, standalone):
+        for name in ("crl_url", "ocsp_url"):
+            assert form.base_fields[name].clean("crl.example.test/x") == "http://crl.example.test/x", (form, name)
 
 
 def test_the_mail_backend_setting_matches_the_django_version(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,12 +44,15 @@ def _read(upload: Any) -> bytes:
     return bytes(upload.read())
 
 
+# A CRL or OCSP URL typed without a scheme is http, as distribution points and responders are served (RFC 5280
+# 4.2.1.13: https would need the certificates it is there to check).  Said explicitly: Django 5.2 assumes http
+# and warns that 6.0 assumes https.  For the form on its own (Meta) and as the admin builds it (its own callback).
+URL_FIELD_OPTIONS: dict[str, Any] = {"assume_scheme": "http"}
+
+
 def _formfield(field: models.Field, **kwargs: Any) -> forms.Field | None:
-    # A CRL or OCSP URL typed without a scheme is http, as distribution points and responders are served (RFC 5280
-    # 4.2.1.13: https would need the certificates it is there to check).  Said explicitly: Django 5.2 assumes
-    # http and warns that 6.0 assumes https.
     if isinstance(field, models.URLField):
-        kwargs["assume_scheme"] = "http"
+        kwargs = {**URL_FIELD_OPTIONS, **kwargs}
     return field.formfield(**kwargs)
 
 
@@ -141,6 +144,7 @@ class TrustedAuthorityForm(forms.ModelForm):
 @admin.register(TrustedAuthority)
 class TrustedAuthorityAdmin(admin.ModelAdmin):
     form = TrustedAuthorityForm
+    formfield_overrides = {models.URLField: URL_FIELD_OPTIONS}
     list_display = ["name", "is_enabled", "subject", "not_after", "crl_status"]
     list_filter = ["is_enabled"]
     search_fields = ["name", "subject", "thumbprint_sha256"]
