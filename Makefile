@@ -1,9 +1,11 @@
 # certauth: the two commands are `make run` and `make test`; everything else is for developers.
 #   make run     dev stack: nginx (mTLS) + gunicorn on https://127.0.0.1:8443 (make run PORT=8444), Ctrl-C stops it
+#                (make run SERVER=uvicorn: the same behind nginx, under ASGI)
 #   make test    the whole suite on SQLite, and again on PostgreSQL if one answers on 127.0.0.1:5432
 #                (make test PYTEST_ARGS="-k whoami -x" passes arguments to pytest), in .venv: the newest
 #                supported Python found (3.13, 3.12, 3.11; scripts/newest-python) with the newest Django
 #   make matrix  unit + API tests on each supported Django/Python pair with nox (noxfile.py; NOX_ARGS=...)
+#   make dist    sdist + wheel into dist/, twine check, and a check that the wheel holds the app only
 #   make bench / fuzz / lint / clean / distclean   (distclean, then make test: a .venv on the newest Python)
 
 SHELL := /bin/bash
@@ -15,11 +17,11 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 NOX_ARGS ?=
 
-.PHONY: run test matrix bench fuzz lint clean distclean venv .venv system-deps
+.PHONY: run test matrix bench fuzz lint dist clean distclean venv .venv system-deps
 
 run: $(STAMP)
 	scripts/install-system-deps.sh
-	$(VPY) -m scripts.stack run $(if $(PORT),--port $(PORT),)
+	$(VPY) -m scripts.stack run $(if $(PORT),--port $(PORT),) $(if $(SERVER),--server $(SERVER),)
 
 test: $(STAMP)
 	scripts/install-system-deps.sh
@@ -42,6 +44,13 @@ lint: $(STAMP)
 	$(VPY) -m ruff check .
 	$(VPY) -m mypy certauth project scripts
 
+# The distribution django-certauth (import package certauth): the app only, never the reference project.
+dist: $(STAMP)
+	rm -rf dist
+	$(VPY) -m build --outdir dist .
+	$(VPY) -m twine check --strict dist/*
+	$(VPY) -m scripts.check_wheel dist
+
 system-deps:
 	scripts/install-system-deps.sh
 
@@ -61,7 +70,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf var build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf var build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean

@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "2" in sections:
             from . import endtoend
 
-            _announce("section 2: end to end through nginx (mTLS, keep-alive) + gunicorn (2 workers)")
+            _announce("section 2: end to end through nginx (mTLS, keep-alive) + gunicorn, then uvicorn (2 workers)")
             report.add(endtoend.run(var_dir, quick=arguments.quick, notes=report.notes))
     except BenchFailure as failure:
         print(f"bench: {failure}", file=sys.stderr)

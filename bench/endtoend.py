@@ -2,7 +2,9 @@
 ApacheBench presenting a real client certificate (``ab -k -E cert+key.pem``) on the same kind of
 connection to three endpoints: ``/api/whoami/`` (certauth), ``/bench/open-whoami/`` (the same view code
 and the very same JSON, unauthenticated: the baseline the target is measured against) and ``/api/ping/``
-(unauthenticated, a smaller JSON; shown for reference).
+(unauthenticated, a smaller JSON; shown for reference).  Then the ASGI path: the same two views through
+nginx -> uvicorn (2 workers, ``make run SERVER=uvicorn``'s flags), certauth against its unauthenticated twin,
+interleaved in the same way (skipped, with a note, when uvicorn is not installed).
 
 Loopback only; every run is bounded by a request count and a timeout.  ``ab`` keeps connections alive
 only when responses carry Content-Length: the run checks that they do and reports ab's keep-alive
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import http.client
+import importlib.util
 import os
 import re
 import shutil
@@ -20,10 +23,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .driver import BenchFailure
 from .report import Row
 from .views import WHOAMI_CERTIFICATE_ENV
+
+if TYPE_CHECKING:
+    from scripts.stack import Stack
 
 SECTION = "2 end to end"
 REPO = Path(__file__).resolve().parent.parent
@@ -142,28 +149,11 @@ def run(var_dir: Path, *, quick: bool, notes: list[str]) -> list[Row]:
     except StackError as error:
         note = str(error)[:200]
         return [Row(SECTION, name, "n/a (stack did not start)", target="≥ 0.90x rps", verdict="n/a", note=note)]
+    paths = (PING, OPEN_WHOAMI, WHOAMI)
     try:
-        paths = (PING, OPEN_WHOAMI, WHOAMI)
-        lengths = {path: _content_length(stack.host, stack.port, path, pki_dir) for path in paths}
-        if not all(lengths.values()):
-            notes.append(f"responses without Content-Length (ab cannot keep alive): {lengths}")
-        if lengths[OPEN_WHOAMI] != lengths[WHOAMI]:
-            raise BenchFailure(f"{OPEN_WHOAMI} and {WHOAMI} answer different sizes: {lengths}")
-        results: dict[str, list[AbResult]] = {path: [] for path in paths}
-        csv_path = stack_dir / "ab.csv"
-        for path in results:  # warm-up: both workers, all caches
-            ab(stack.base_url + path, bundle, requests=min(500, requests), concurrency=concurrency,
-               csv_path=csv_path, timeout=120)
-        for _ in range(rounds):
-            for path, bucket in results.items():
-                bucket.append(ab(stack.base_url + path, bundle, requests=requests, concurrency=concurrency,
-                                 csv_path=csv_path, timeout=300))
+        best, lengths = _measure(stack, paths, pki_dir, bundle, requests, concurrency, rounds, notes)
     finally:
         stack.stop()
-    best = {path: _best(bucket) for path, bucket in results.items()}
-    for path, result in best.items():
-        if result.non_2xx or result.failed:
-            raise BenchFailure(f"{path}: {result.non_2xx} non-2xx, {result.failed} failed responses through nginx")
     ping, twin, whoami = best[PING], best[OPEN_WHOAMI], best[WHOAMI]
     ratio = whoami.rps / twin.rps
     notes.append(
@@ -172,7 +162,7 @@ def run(var_dir: Path, *, quick: bool, notes: list[str]) -> list[Row]:
         + ", ".join(f"{path} {best[path].keep_alive}/{best[path].complete}" for path in paths)
         + f"; response sizes (Content-Length) {', '.join(f'{path} {lengths[path]}' for path in paths)}"
     )
-    return [
+    rows = [
         Row(
             SECTION,
             f"{PING} (no auth, smaller JSON; reference)",
@@ -200,6 +190,93 @@ def run(var_dir: Path, *, quick: bool, notes: list[str]) -> list[Row]:
             f"p50 {whoami.p50_ms:.1f} ms; {whoami.rps / ping.rps:.2f}x of {PING}",
         ),
     ]
+    asgi = Stack(
+        stack_dir, pki_dir=pki_dir, port=0, workers=2, env=stack_extra, requests_per_second=100_000, server="uvicorn"
+    )
+    return rows + _asgi_rows(asgi, pki_dir, bundle, requests, concurrency, rounds, notes)
+
+
+ASGI_TARGET = "≥ 0.91x rps of the baseline (within 1.10x)"
+
+
+def _asgi_rows(
+    stack: Stack, pki_dir: Path, bundle: Path, requests: int, concurrency: int, rounds: int, notes: list[str]
+) -> list[Row]:
+    """nginx -> uvicorn: /api/whoami/ (certauth) against its unauthenticated twin, interleaved."""
+    from scripts.stack import StackError
+
+    name = f"ASGI (uvicorn): {WHOAMI} (certauth)"
+    if importlib.util.find_spec("uvicorn") is None:
+        return [Row(SECTION, name, "n/a (uvicorn not installed)", target=ASGI_TARGET, verdict="n/a")]
+    try:
+        stack.start()
+    except StackError as error:
+        note = str(error)[:200]
+        return [Row(SECTION, name, "n/a (stack did not start)", target=ASGI_TARGET, verdict="n/a", note=note)]
+    try:
+        best, _lengths = _measure(stack, (OPEN_WHOAMI, WHOAMI), pki_dir, bundle, requests, concurrency, rounds, notes)
+    finally:
+        stack.stop()
+    twin, whoami = best[OPEN_WHOAMI], best[WHOAMI]
+    ratio = whoami.rps / twin.rps
+    notes.append(
+        "ASGI: nginx -> uvicorn, 2 workers, `make run SERVER=uvicorn`'s flags (scripts/stack.py), the same ab runs "
+        f"and rounds, baseline measured in the same run: time per request {twin.rps / whoami.rps:.3f}x of the "
+        "baseline's"
+    )
+    return [
+        Row(
+            SECTION,
+            f"ASGI (uvicorn): {OPEN_WHOAMI} (no auth; baseline)",
+            f"{twin.rps:,.0f} req/s",
+            f"{twin.p99_ms:.1f} ms",
+            "1.00x",
+            note=f"p50 {twin.p50_ms:.1f} ms",
+        ),
+        Row(
+            SECTION,
+            name,
+            f"{whoami.rps:,.0f} req/s",
+            f"{whoami.p99_ms:.1f} ms",
+            f"{ratio:.2f}x",
+            ASGI_TARGET,
+            "PASS" if whoami.rps * 1.10 >= twin.rps else "MISS",
+            f"p50 {whoami.p50_ms:.1f} ms; time per request {twin.rps / whoami.rps:.2f}x of the baseline's",
+        ),
+    ]
+
+
+def _measure(
+    stack: Stack,
+    paths: tuple[str, ...],
+    pki_dir: Path,
+    bundle: Path,
+    requests: int,
+    concurrency: int,
+    rounds: int,
+    notes: list[str],
+) -> tuple[dict[str, AbResult], dict[str, str | None]]:
+    """Warm every path, then ``rounds`` interleaved ab runs per path; the median round of each, and the
+    responses' Content-Length (ab keeps connections alive only with one)."""
+    lengths = {path: _content_length(stack.host, stack.port, path, pki_dir) for path in paths}
+    if not all(lengths.values()):
+        notes.append(f"responses without Content-Length (ab cannot keep alive): {lengths}")
+    if lengths[OPEN_WHOAMI] != lengths[WHOAMI]:
+        raise BenchFailure(f"{OPEN_WHOAMI} and {WHOAMI} answer different sizes: {lengths}")
+    results: dict[str, list[AbResult]] = {path: [] for path in paths}
+    csv_path = stack.var_dir / "ab.csv"
+    for path in results:  # warm-up: both workers, all caches
+        ab(stack.base_url + path, bundle, requests=min(500, requests), concurrency=concurrency,
+           csv_path=csv_path, timeout=120)  # fmt: skip
+    for _ in range(rounds):
+        for path, bucket in results.items():
+            bucket.append(ab(stack.base_url + path, bundle, requests=requests, concurrency=concurrency,
+                             csv_path=csv_path, timeout=300))  # fmt: skip
+    best = {path: _best(bucket) for path, bucket in results.items()}
+    for path, result in best.items():
+        if result.non_2xx or result.failed:
+            raise BenchFailure(f"{path}: {result.non_2xx} non-2xx, {result.failed} failed responses through nginx")
+    return best, lengths
 
 
 def _best(results: list[AbResult]) -> AbResult:

@@ -1,3 +1,5 @@
+import logging
+
 from django.apps import AppConfig
 
 
@@ -7,10 +9,13 @@ class CertauthConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers system checks
+        from . import checks  # registers system checks
         from .registry import connect_signals
 
         connect_signals()
+        # Inside a uvicorn server nobody runs `manage.py check`: say it in its log at start-up.
+        for message in checks.check_asgi_server_proxy_headers():
+            logging.getLogger("certauth").warning("%s", message)
         try:
             import drf_spectacular  # noqa: F401 - optional
         except ImportError:

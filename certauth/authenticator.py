@@ -48,6 +48,7 @@ from .proxies import (
     UNIX_SOCKET,
     ProxyAllowList,
     canonical_ip,
+    forwarded_addresses,
     peer_address,
     reason_for_proxy_verdict,
     secret_matches,
@@ -203,7 +204,11 @@ def proxy_check(cfg: _Config, meta: dict[str, Any]) -> tuple[str, bool, str]:
         return peer, True, ""
     where = "the unix socket" if peer == UNIX_SOCKET else (peer or "an unknown address")
     if not trusted_address:
-        return peer, False, f"A certificate header came from {where}, which is not a trusted proxy."
+        detail = f"A certificate header came from {where}, which is not a trusted proxy."
+        if rewritten_by_server(cfg, meta, peer):
+            detail += " " + REWRITTEN_FIX
+            _warn_rewritten_once(peer)
+        return peer, False, detail
     name = cfg.proxy_secret_header
     if cfg.proxy_secret_problem:
         why = (
@@ -222,6 +227,40 @@ def proxy_check(cfg: _Config, meta: dict[str, Any]) -> tuple[str, bool, str]:
             f"same current secret (`make run` makes a new one each start) and reload both."
         )
     return peer, False, why
+
+
+#: What to do when the application server put the forwarded client address in REMOTE_ADDR.
+REWRITTEN_FIX = (
+    "That address is one the proxy wrote in X-Forwarded-For: the application server replaced the proxy's "
+    "address with the client's (uvicorn does so by default for peers in --forwarded-allow-ips / "
+    "$FORWARDED_ALLOW_IPS, which default to 127.0.0.1). Run uvicorn with --no-proxy-headers: certauth checks "
+    "the real peer and reads the client's address itself (docs/deployment.md, Running under ASGI)."
+)
+_rewrite_warned = False
+
+
+def rewritten_by_server(cfg: _Config, meta: dict[str, Any], peer: str) -> bool:
+    """Does an untrusted ``peer`` look like a client address the server copied from X-Forwarded-For?  The
+    peer is one of that header's entries and, when a proxy secret is configured, the request carries it (so
+    it came through the proxy).  Only chooses the refusal's detail: the request is refused either way."""
+    forwarded = meta.get("HTTP_X_FORWARDED_FOR")
+    if not forwarded or peer == UNIX_SOCKET or (address := canonical_ip(peer)) is None:
+        return False
+    if cfg.proxy_secret is not None and not secret_matches(cfg.proxy_secret, meta.get(cfg.proxy_secret_key)):
+        return False
+    return address in forwarded_addresses(str(forwarded))
+
+
+def _warn_rewritten_once(peer: str) -> None:
+    global _rewrite_warned
+    if not _rewrite_warned:
+        _rewrite_warned = True
+        logger.warning(
+            "certauth: a request through the proxy arrived with REMOTE_ADDR=%s, an X-Forwarded-For address, so "
+            "every forwarded certificate is untrusted_proxy. %s",
+            peer,
+            REWRITTEN_FIX,
+        )
 
 
 def meta_key(header: str) -> str:

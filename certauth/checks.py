@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import PurePath
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -357,3 +363,128 @@ def check_proxy_identity_for_deployment(app_configs: Any = None, **kwargs: Any) 
             )
         ]
     return []
+
+
+#: The distribution name of this app on PyPI; ``certauth`` there is an unrelated project with the same
+#: import package (a CA for MITM proxies), which ``pip install certauth`` would lay over this one.
+DISTRIBUTION = "django-certauth"
+
+
+def _foreign_certauth_distributions() -> list[Any]:
+    """Installed distributions named ``certauth`` that are not this app.  This app, under any name it was
+    installed by (``django-certauth``, or ``certauth`` from a checkout before 0.2.0), requires Django; the
+    unrelated ``certauth`` does not."""
+    from importlib.metadata import distributions
+
+    foreign = []
+    for dist in distributions(name="certauth"):
+        requires = [re.split(r"[\s;<>=!~\[(]", line, maxsplit=1)[0] for line in dist.requires or []]
+        if not any(name.lower() == "django" for name in requires):
+            foreign.append(dist)
+    return foreign
+
+
+@register(Tags.compatibility)
+def check_distribution_clash(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """The unrelated ``certauth`` distribution installed next to this app: both write the ``certauth``
+    package, so whichever was installed last decides what ``import certauth`` runs."""
+    return [
+        Error(
+            f"The unrelated distribution 'certauth' {dist.version} ({dist.metadata['Summary'] or 'no summary'}) is "
+            f"installed: it ships its own 'certauth' package, which replaces or mixes with this app's files "
+            f"({DISTRIBUTION}).",
+            hint=f"pip uninstall certauth && pip install --force-reinstall {DISTRIBUTION}  "
+            "(the uninstall removes the shared files too; the reinstall puts this app's back).",
+            id="certauth.E013",
+        )
+        for dist in _foreign_certauth_distributions()
+    ]
+
+
+#: What uvicorn trusts with proxy headers when neither --forwarded-allow-ips nor $FORWARDED_ALLOW_IPS says.
+UVICORN_DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
+_CLICK_FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+def _is_uvicorn_cli(argv: Sequence[str]) -> bool:
+    """Was this process started as uvicorn's command line (``uvicorn ...``, ``python -m uvicorn ...``; its
+    ``--workers`` children see the same ``sys.argv``)?"""
+    if not argv:
+        return False
+    program = PurePath(argv[0])
+    return program.name == "uvicorn" or (program.name == "__main__.py" and program.parent.name == "uvicorn")
+
+
+def _last_option(argv: Sequence[str], name: str) -> str | None:
+    """The last value of ``--name VALUE`` / ``--name=VALUE`` in ``argv`` (click: the last one wins)."""
+    value = None
+    for index, word in enumerate(argv):
+        if word == name and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif word.startswith(name + "="):
+            value = word[len(name) + 1 :]
+    return value
+
+
+def uvicorn_rewrites_trusted_proxy(
+    argv: Sequence[str], environ: Mapping[str, str], trusted: ProxyAllowList
+) -> str | None:
+    """Will the uvicorn started as ``argv`` (with ``environ``) replace the address of a peer certauth trusts as
+    its proxy with an X-Forwarded-For address?  Then every client other than a trusted address is
+    ``untrusted_proxy``.  Returns the forwarded-allow-ips value that does it, or None (no: not uvicorn's
+    command line, proxy headers off, or no trusted peer among the addresses it rewrites).  uvicorn's rules
+    (0.30 to 0.55): proxy headers are on unless ``--no-proxy-headers``; they apply to peers in
+    ``--forwarded-allow-ips``, else ``$FORWARDED_ALLOW_IPS``, else 127.0.0.1 and ::1 (``*``: every peer);
+    a unix-socket peer has no address, so only ``*`` rewrites it.  Options may come from ``UVICORN_*``."""
+    if not _is_uvicorn_cli(argv):
+        return None
+    proxy_headers = (environ.get("UVICORN_PROXY_HEADERS") or "true").strip().lower() not in _CLICK_FALSE
+    for word in argv:
+        if word in ("--proxy-headers", "--no-proxy-headers"):
+            proxy_headers = word == "--proxy-headers"
+    if not proxy_headers:
+        return None
+    allowed = _last_option(argv, "--forwarded-allow-ips")  # "" is a value: trust no peer
+    for source in (environ.get("UVICORN_FORWARDED_ALLOW_IPS"), environ.get("FORWARDED_ALLOW_IPS")):
+        allowed = source if allowed is None else allowed
+    if allowed is None:
+        allowed = UVICORN_DEFAULT_FORWARDED_ALLOW_IPS
+    entries = [entry.strip() for entry in allowed.split(",") if entry.strip()]
+    if "*" in entries:
+        return allowed if trusted else None
+    on_unix_socket = bool(_last_option(argv, "--uds") or _last_option(argv, "--fd") or environ.get("UVICORN_UDS"))
+    if on_unix_socket:
+        return None  # no peer address there to rewrite, unless "*"
+    for entry in entries:
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            continue  # a literal (a socket path): uvicorn never matches a unix-socket peer against it
+        if any(net.version == network.version and net.overlaps(network) for net in trusted.networks):  # type: ignore[arg-type]
+            return allowed
+    return None
+
+
+@register(Tags.security)
+def check_asgi_server_proxy_headers(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``certauth.W015`` in a process started as uvicorn (``CertauthConfig.ready`` logs it there at start-up,
+    as no one runs ``manage.py check`` inside the server): its proxy headers would rewrite a trusted proxy's
+    address.  Silent anywhere else, where the server's flags cannot be seen."""
+    try:
+        trusted = ProxyAllowList(settings.TRUSTED_PROXIES)
+    except ValueError:
+        return []  # certauth.E001 reports it
+    allowed = uvicorn_rewrites_trusted_proxy(sys.argv, os.environ, trusted)
+    if allowed is None:
+        return []
+    return [
+        Warning(
+            f"uvicorn runs with proxy headers for {allowed}, which includes a proxy certauth trusts "
+            f"(TRUSTED_PROXIES {list(settings.TRUSTED_PROXIES)}): it puts the X-Forwarded-For address in REMOTE_ADDR, "
+            "so certauth sees the client instead of the proxy and refuses every forwarded certificate as "
+            "untrusted_proxy.",
+            hint="Run uvicorn with --no-proxy-headers (certauth checks the real peer and reads the client address "
+            "itself; Django's SECURE_PROXY_SSL_HEADER gives the scheme). docs/deployment.md, Running under ASGI.",
+            id="certauth.W015",
+        )
+    ]

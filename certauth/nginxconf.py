@@ -62,6 +62,10 @@ CLIENT_HEADER_BUFFER = "8k"
 GUNICORN_FIELD_SIZE = 256 * 1024
 #: ``--limit-request-line`` for gunicorn (its maximum; see CLIENT_HEADER_BUFFER).
 GUNICORN_REQUEST_LINE = 8190
+#: ``--h11-max-incomplete-event-size`` for uvicorn: its one limit covers the request line and every header
+#: together (it has no per-field one), so room for two certificate-sized fields at gunicorn's limit plus the
+#: rest: whatever gunicorn accepts from nginx, uvicorn accepts too (``scripts/stack.py``, docs/deployment.md).
+UVICORN_HEADER_BLOCK = 2 * GUNICORN_FIELD_SIZE + 64 * 1024
 #: Headers carrying the client's request line to the refusal view (set on every request).
 ORIGINAL_URI_HEADER = "X-Certauth-Original-URI"
 ORIGINAL_METHOD_HEADER = "X-Certauth-Original-Method"
@@ -500,6 +504,7 @@ __all__ = [
     "REFUSED_PATH",
     "UPSTREAM_HEADERS",
     "UPSTREAM_NAME",
+    "UVICORN_HEADER_BLOCK",
     "Mode",
     "render",
 ]

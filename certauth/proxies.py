@@ -141,6 +141,11 @@ def _address(entry: str) -> str | None:
     return canonical_ip(entry)
 
 
+def forwarded_addresses(header_value: str) -> set[str]:
+    """Every address in an ``X-Forwarded-For`` value, canonical (entries that are no address left out)."""
+    return {address for entry in header_value.split(",") if (address := _address(entry)) is not None}
+
+
 def client_address(header_value: str | None, trusted: ProxyAllowList) -> str | None:
     """The real client address from a header a trusted proxy sent (``X-Real-IP`` or ``X-Forwarded-For``).
 

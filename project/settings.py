@@ -12,6 +12,7 @@ import dj_database_url
 import django
 from django.core.exceptions import ImproperlyConfigured
 
+import certauth
 from certauth.privatefiles import (
     UnsafeDirectory,
     UnsafeFile,
@@ -209,7 +210,7 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "certauth reference API",
     "DESCRIPTION": "Machine-to-machine API authenticated by X.509 client certificates (mutual TLS).",
-    "VERSION": "0.1.0",
+    "VERSION": certauth.__version__,
     "OAS_VERSION": "3.1.0",
     # certauth.openapi: 401/403/503 with the reason codes on every certificate-authenticated operation.
     "POSTPROCESSING_HOOKS": [

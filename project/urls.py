@@ -5,10 +5,9 @@ from rest_framework.permissions import AllowAny
 
 from project.api import views
 
-# The reference project has no public site: no "View site" link into a 404.
+# The reference project has no public site: no "View site" link into a 404.  Its admin branding is in
+# templates/admin/base_site.html.
 admin.site.site_url = None
-admin.site.site_header = "certauth administration"
-admin.site.site_title = "certauth"
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -1,4 +1,5 @@
-"""The real stack: nginx terminating mutual TLS in front of gunicorn running the reference project.
+"""The real stack: nginx terminating mutual TLS in front of gunicorn (WSGI) or uvicorn (ASGI) running the
+reference project.
 
 ``Stack`` starts both as child processes (each in its own process group, so Ctrl-C in the terminal
 reaches only us and we stop them in order), waits until ``/healthz`` answers through TLS, and stops
@@ -15,6 +16,7 @@ import ctypes
 import datetime as dt
 import fcntl
 import http.client
+import importlib.util
 import ipaddress
 import os
 import secrets
@@ -41,6 +43,10 @@ DEFAULT_PORT = 8443
 STOP_TIMEOUT = 10.0
 #: sun_path holds 108 bytes on Linux; a longer socket path cannot be bound.
 MAX_SOCKET_PATH = 100
+#: uvicorn's --limit-concurrency per worker (connections plus requests in flight; 503 beyond).
+UVICORN_LIMIT_CONCURRENCY = 1000
+#: The application servers ``make run SERVER=...`` can start.
+SERVERS = ("gunicorn", "uvicorn")
 
 
 class StackError(RuntimeError):
@@ -107,6 +113,10 @@ def _tail(path: Path, lines: int = 25) -> str:
 class Stack:
     """nginx (mTLS, ``ssl_verify_client <mode>``) in front of gunicorn, for one var directory.
 
+    ``server="uvicorn"`` runs ``project.asgi:application`` under uvicorn instead, with the same upstream,
+    limits and trust (``_uvicorn_command``); every "gunicorn" below then means that uvicorn.
+    ``server_args`` are appended to the server's command line (tests that try another flag).
+
     ``var_dir/run/`` receives nginx.conf, the pid file and ``logs/``.  ``pki_dir`` holds a dev PKI
     (server.pem/.key, ca.pem, ca-bundle.pem).  ``env`` is added to this process's environment for
     gunicorn (DATABASE_URL, CERTAUTH_VAR_DIR, ...).  ``port=0`` picks a free port.
@@ -139,6 +149,8 @@ class Stack:
         startup_timeout: float = 60.0,
         upstream: Literal["unix", "tcp"] = "unix",
         requests_per_second: int | None = None,
+        server: Literal["gunicorn", "uvicorn"] = "gunicorn",
+        server_args: Sequence[str] = (),
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             # Whoever reaches gunicorn or this nginx decides what certauth sees; keep both local.
@@ -147,6 +159,10 @@ class Stack:
         self.pki_dir = Path(pki_dir).absolute() if pki_dir else self.var_dir / "pki"
         self.host = host
         self.port = port or free_port(host)
+        if server not in ("gunicorn", "uvicorn"):
+            raise StackError(f"server must be 'gunicorn' or 'uvicorn', not {server!r}")
+        self.server = server
+        self.server_args = list(server_args)
         self.gunicorn_port = gunicorn_port
         self.mode = mode
         self.workers = workers
@@ -168,7 +184,7 @@ class Stack:
         # nginx's per-address request rate (None: the shipped configuration's); a benchmark from one
         # address needs more.
         self.requests_per_second = requests_per_second
-        self.socket_dir = self.run_dir / "gunicorn"
+        self.socket_dir = self.run_dir / server
         if upstream == "unix" and len(str(self.socket_path(gunicorn_instances - 1))) > MAX_SOCKET_PATH:
             raise StackError(f"{self.socket_dir} is too long a path for a unix socket: use a shorter --var-dir")
         # Rotated with every stack (every `make run`): written before anything reads the environment, so
@@ -192,7 +208,7 @@ class Stack:
 
     def socket_path(self, instance: int) -> Path:
         """The unix socket of gunicorn instance ``instance`` (with ``upstream="unix"``)."""
-        return self.socket_dir / ("gunicorn.sock" if instance == 0 else f"gunicorn-{instance}.sock")
+        return self.socket_dir / f"{self._instance_name(instance)}.sock"
 
     def _bind(self, instance: int) -> str:
         if self.upstream == "unix":
@@ -313,9 +329,8 @@ class Stack:
         )
 
     # --- one application host at a time (several gunicorn instances) --------------------------------
-    @staticmethod
-    def _instance_name(instance: int) -> str:
-        return "gunicorn" if instance == 0 else f"gunicorn-{instance}"
+    def _instance_name(self, instance: int) -> str:
+        return self.server if instance == 0 else f"{self.server}-{instance}"
 
     def stop_instance(self, instance: int) -> None:
         """Stop gunicorn instance ``instance`` (a host going down); nginx keeps running."""
@@ -328,7 +343,8 @@ class Stack:
         name = self._instance_name(instance)
         if name in self._processes:
             raise StackError(f"{name} is already running")
-        self._spawn(name, self._gunicorn_command(instance), self.log_dir / f"{name}.log")
+        command = self._gunicorn_command(instance) if self.server == "gunicorn" else self._uvicorn_command(instance)
+        self._spawn(name, command + self.server_args, self.log_dir / f"{name}.log")
         if wait and self.upstream == "unix":
             _wait_for_socket(self.socket_path(instance), self._processes[name], self.startup_timeout)
         elif wait:
@@ -377,6 +393,36 @@ class Stack:
             "--limit-request-line", str(nginxconf.GUNICORN_REQUEST_LINE),
             "--graceful-timeout", "5",
             "--chdir", str(REPO),
+        ]  # fmt: skip
+
+    def _uvicorn_command(self, instance: int = 0) -> list[str]:
+        """uvicorn as ``_gunicorn_command`` runs gunicorn (docs/deployment.md, "Running under ASGI")."""
+        if self.upstream == "unix":
+            bind = ["--uds", str(self.socket_path(instance))]
+        else:
+            bind = ["--host", "127.0.0.1", "--port", str(self.gunicorn_ports[instance])]
+        return [
+            sys.executable, "-m", "uvicorn", "project.asgi:application",
+            # uvicorn chmods its socket 0666: the 0700 directory is what keeps neighbours out.
+            *bind,
+            "--workers", str(self.workers),
+            # certauth decides trust from the real peer (unix: or nginx's address) and reads the client's
+            # address from X-Forwarded-For itself: uvicorn must not put that address in REMOTE_ADDR (its
+            # default does, for peers in --forwarded-allow-ips / $FORWARDED_ALLOW_IPS).  The scheme comes
+            # from Django's SECURE_PROXY_SSL_HEADER instead.
+            "--no-proxy-headers",
+            # h11 (not httptools, whose header sizes are fixed): its one size limit covers the whole header
+            # block, sized so any certificate nginx forwards reaches certauth (as gunicorn's field limit).
+            "--http", "h11",
+            "--h11-max-incomplete-event-size", str(nginxconf.UVICORN_HEADER_BLOCK),
+            # Beyond this many connections and requests in flight per worker: 503 instead of unbounded memory.
+            "--limit-concurrency", str(UVICORN_LIMIT_CONCURRENCY),
+            # Longer than nginx's upstream keepalive_timeout (60 s): nginx closes idle upstream connections
+            # first, so it never sends a request on one uvicorn is closing (a 502).
+            "--timeout-keep-alive", "75",
+            "--timeout-graceful-shutdown", "5",
+            "--lifespan", "off",  # Django has no lifespan handler
+            "--app-dir", str(REPO),
         ]  # fmt: skip
 
     def _nginx_command(self, nginx: str) -> list[str]:
@@ -679,6 +725,8 @@ def run(arguments: argparse.Namespace) -> int:
             f"Stop that process or choose another port: make run PORT=8444"
         )
     print(f"== preparing {var_dir}", flush=True)
+    if arguments.server == "uvicorn" and importlib.util.find_spec("uvicorn") is None:
+        raise StackError("uvicorn is not installed: pip install -e '.[server]' (or pip install 'uvicorn>=0.30')")
     prepared = prepare(var_dir)
     pki_dir, password, origin, created = prepared.pki_dir, prepared.password, prepared.origin, prepared.created
     demo_warning = prepared.demo_warning
@@ -694,8 +742,10 @@ def run(arguments: argparse.Namespace) -> int:
         # No ssl_crl here: revocation is certauth's registry, and devpki's ca.crl.pem covers only the
         # root, so OpenSSL would refuse intermediate-issued clients ("unable to get certificate CRL").
         static_root=var_dir / "static",
+        server=arguments.server,
     )
-    print(f"== starting nginx ({arguments.mode}) and gunicorn ({arguments.workers} workers)", flush=True)
+    server = arguments.server
+    print(f"== starting nginx ({arguments.mode}) and {server} ({arguments.workers} workers)", flush=True)
     try:
         stack.start()
     except StackError as error:
@@ -718,7 +768,7 @@ def run(arguments: argparse.Namespace) -> int:
         print(
             f"""
 certauth is running: nginx (ssl_verify_client {arguments.mode}) on {stack.base_url}
-                     -> gunicorn on {stack.socket_path(0)} (only this user may open it)
+                     -> {server} on {stack.socket_path(0)} (only this user may open it)
   API     {url}/api/whoami/   {url}/api/orders/
   Admin   {url}/admin/   login: {login}
           browsers: trust {pki}/ca.pem (or accept the warning);
@@ -732,7 +782,7 @@ Try it:
   # a valid certificate nobody registered: 401 unknown_certificate
   curl --cacert {pki}/ca.pem --cert {pki}/unregistered.pem --key {pki}/unregistered.key {url}/api/whoami/
 
-Ctrl-C stops nginx and gunicorn.{demo_warning}""",
+Ctrl-C stops nginx and {server}.{demo_warning}""",
             flush=True,
         )
         while stack.running:
@@ -753,7 +803,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_parser = commands.add_parser(
         "run",
-        help="migrate, make a dev PKI, register the demo client, create the admin, start nginx + gunicorn",
+        help="migrate, make a dev PKI, register the demo client, create the admin, start nginx + gunicorn/uvicorn",
         description="What `make run` does; Ctrl-C stops everything.",
     )
     run_parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"nginx port (default {DEFAULT_PORT})")
@@ -765,7 +815,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ssl_verify_client (default optional: nginx verifies a certificate when one comes, the admin "
         "works without one; 'on' requires a certificate for every URL, the admin included)",
     )
-    run_parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    run_parser.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
+    run_parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="gunicorn",
+        help="the application server behind nginx: gunicorn (WSGI, default) or uvicorn (ASGI, project.asgi; "
+        "pip install uvicorn, in the server extra)",
+    )
     run_parser.add_argument("--var-dir", help="state directory (default $CERTAUTH_VAR_DIR or ./var)")
     arguments = parser.parse_args(argv)
     # Ctrl-C must stop the stack even when started from a shell that set SIGINT to "ignore" (as

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.conf import settings as django_settings
@@ -92,6 +93,11 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("certauth.E012", {"PROXY_SECRET": "changeme"}),
     ("certauth.E012", {"PROXY_SECRET": None, "_secret_file_mode": 0o644}),
     ("certauth.W012", {"PROXY_SECRET": None, "_secret_file_mode": 0o640}),
+    # A process started as uvicorn with its default proxy headers, trusting the loopback proxy they rewrite.
+    (
+        "certauth.W015",
+        {"TRUSTED_PROXIES": ["127.0.0.1"], "_argv": ["/srv/.venv/bin/uvicorn", "project.asgi:application"]},
+    ),
 ]
 
 
@@ -108,10 +114,13 @@ def _run(case: dict[str, Any]) -> set[str]:
         (folder / "proxy-secret").write_text(secrets.token_urlsafe(32))
         (folder / "proxy-secret").chmod(case.pop("_secret_file_mode"))
         case["PROXY_SECRET_FILE"] = str(folder / "proxy-secret")
+    argv = case.pop("_argv", sys.argv)  # the command line the checking process was started with
     try:
-        return certauth_ids(
-            debug=case.pop("_debug", False), caches=case.pop("_caches", None), rest=case.pop("_rest", None), **case
-        )
+        with mock.patch.object(sys, "argv", argv), mock.patch.dict(os.environ):
+            os.environ.pop("FORWARDED_ALLOW_IPS", None)
+            return certauth_ids(
+                debug=case.pop("_debug", False), caches=case.pop("_caches", None), rest=case.pop("_rest", None), **case
+            )
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -136,7 +145,8 @@ DATABASE_CASES: list[tuple[str, list[tuple[str, str]]]] = [
 
 def test_every_check_id_in_the_source_has_a_case() -> None:
     declared = set(re.findall(r'id="(certauth\.[EW]\d{3})"', CHECKS_SOURCE.read_text()))
-    assert declared == {check_id for check_id, _ in CASES} | {check_id for check_id, _ in DATABASE_CASES}
+    distribution = {"certauth.E013"}  # an installed distribution, not a setting: tests/test_distribution_clash.py
+    assert declared == {check_id for check_id, _ in CASES} | {check_id for check_id, _ in DATABASE_CASES} | distribution
 
 
 def _database_ids(rules: list[tuple[str, str]]) -> set[str]:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -83,12 +84,42 @@ def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         yield from _run_stack(mode, pki, var, database_url)
 
 
-def _run_stack(mode: str, pki: DevPKI, var: Path, database_url: str) -> Iterator[E2EStack]:
+@contextlib.contextmanager
+def database_for(var: Path, prefix: str) -> Iterator[str]:
+    """The suite's database kind for one stack: a fresh SQLite file in ``var``, or in the PostgreSQL pass a
+    fresh PostgreSQL database (dropped afterwards)."""
+    if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        from .support import POSTGRES_HOST, POSTGRES_PORT, postgres_database
+
+        with postgres_database(prefix=prefix) as name:
+            yield f"postgres://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+    else:
+        yield f"sqlite:///{var / 'e2e.sqlite3'}"
+
+
+def uvicorn_stack(
+    tmp_path_factory: pytest.TempPathFactory, name: str, mode: str = "optional", **options: Any
+) -> Iterator[E2EStack]:
+    """One nginx -> uvicorn stack (``project.asgi``), for a module-scoped fixture; skips without nginx or
+    uvicorn (``pip install -e '.[server]'``)."""
+    if find_nginx() is None:
+        pytest.skip("nginx is not installed: `make test` installs it (scripts/install-system-deps.sh)")
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed: pip install -e '.[server]'")
+    base = tmp_path_factory.mktemp(name)
+    pki = create_dev_pki(base / "pki")
+    var = base / "var"
+    var.mkdir()
+    with database_for(var, f"certauth_e2e_{name.replace('-', '')}") as database_url:
+        yield from _run_stack(mode, pki, var, database_url, server="uvicorn", **options)
+
+
+def _run_stack(mode: str, pki: DevPKI, var: Path, database_url: str, **options: Any) -> Iterator[E2EStack]:
+    """The stack, migrated, trusting the dev CAs, with demo-client registered; ``options`` go to ``Stack``
+    (``server="uvicorn"``, ``upstream``, ``server_args``)."""
     stack = Stack(
         var,
         pki_dir=pki.out_dir,
         port=0,
-        workers=2,
         mode=mode,
         env={
             "DATABASE_URL": database_url,
@@ -96,6 +127,7 @@ def _run_stack(mode: str, pki: DevPKI, var: Path, database_url: str) -> Iterator
             "SECRET_KEY": "e2e-not-secret",
             "DEBUG": "false",
         },
+        **{"workers": 2, **options},
     )
     handle = E2EStack(stack=stack, pki=pki, env=stack.env)
     handle.manage("migrate", "--noinput", "--verbosity", "0")
