@@ -2,18 +2,22 @@
 #   make run     dev stack: nginx (mTLS) + gunicorn on https://127.0.0.1:8443 (make run PORT=8444), Ctrl-C stops it
 #                (make run SERVER=uvicorn: the same behind nginx, under ASGI)
 #   make test    the whole suite on SQLite, and again on PostgreSQL if one answers on 127.0.0.1:5432
-#                (make test PYTEST_ARGS="-k whoami -x" passes arguments to pytest)
+#                (make test PYTEST_ARGS="-k whoami -x" passes arguments to pytest), in .venv: the newest
+#                supported Python found (3.13, 3.12, 3.11; scripts/newest-python) with the newest Django
+#   make matrix  unit + API tests on each supported Django/Python pair with nox (noxfile.py; NOX_ARGS=...)
 #   make dist    sdist + wheel into dist/, twine check, and a check that the wheel holds the app only
-#   make bench / fuzz / lint / clean / distclean
+#   make bench / fuzz / lint / clean / distclean   (distclean, then make test: a .venv on the newest Python)
 
 SHELL := /bin/bash
-PYTHON ?= python3
+# Only used to create .venv: an existing .venv keeps its interpreter until `make distclean`.
+PYTHON ?= $(shell scripts/newest-python)
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+NOX_ARGS ?=
 
-.PHONY: run test bench fuzz lint dist clean distclean venv .venv system-deps
+.PHONY: run test matrix bench fuzz lint dist clean distclean venv .venv system-deps
 
 run: $(STAMP)
 	scripts/install-system-deps.sh
@@ -22,6 +26,9 @@ run: $(STAMP)
 test: $(STAMP)
 	scripts/install-system-deps.sh
 	scripts/run-tests.sh $(PYTEST_ARGS)
+
+matrix: $(STAMP)
+	$(VENV)/bin/nox $(NOX_ARGS)
 
 bench: $(STAMP)
 	@if [[ -f bench/__main__.py ]]; then \
@@ -67,4 +74,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .nox

@@ -121,7 +121,6 @@ def send_alert(alert: Alert, event: RefusalEvent) -> None:
             + "\n".join(f"{key}: {value}" for key, value in fields.items())
             + "\n\nThe Django admin's authentication failures list shows every refusal; further alerts in this "
             "window are written to the log (logger certauth.alerts) only.",
-            fail_silently=True,
         )
-    except Exception:
+    except Exception:  # not fail_silently (deprecated in Django 6.1): a mail that fails is logged, never raised
         logger.exception("certauth alert mail failed")

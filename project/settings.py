@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+import django
 from django.core.exceptions import ImproperlyConfigured
 
 import certauth
@@ -242,5 +243,16 @@ LOGGING = {
     "loggers": {"certauth": {"handlers": ["console"], "level": os.environ.get("CERTAUTH_LOG_LEVEL", "INFO")}},
 }
 
-ADMINS = [("Operator", os.environ["ADMIN_EMAIL"])] if os.environ.get("ADMIN_EMAIL") else []
-EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Mail (flood alerts, `certauth expiring --mail`).  Django 6.0 takes ADMINS as plain addresses and deprecates
+# (name, address) pairs, which 5.2 still requires; Django 6.1 replaces EMAIL_BACKEND by MAILERS (the EMAIL_*
+# settings are deprecated there, and unknown to 5.2/6.0).  Drop both branches with Django 5.2/6.0 support.
+_email_backend = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+_admin_email = os.environ.get("ADMIN_EMAIL")
+if django.VERSION >= (6, 0):
+    ADMINS: list[Any] = [_admin_email] if _admin_email else []
+else:
+    ADMINS = [("Operator", _admin_email)] if _admin_email else []
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": _email_backend}}
+else:
+    EMAIL_BACKEND = _email_backend

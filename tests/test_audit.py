@@ -33,7 +33,7 @@ from certauth.principal import CertificateAuth
 from certauth.proxies import ProxyAllowList, client_address
 from certauth.reasons import Reason
 
-from .conftest import escaped, failures
+from .conftest import admins, escaped, failures
 
 CHANGELIST = "/admin/certauth/authenticationfailure/"
 
@@ -795,7 +795,7 @@ def test_prune_deletes_in_batches(db) -> None:
 @pytest.fixture
 def alerting(settings) -> Any:
     caches["default"].clear()
-    settings.ADMINS = [("Ops", "ops@example.com")]
+    settings.ADMINS = admins("ops@example.com")
     certauth_settings(settings, AUDIT_ALERT_THRESHOLD=3, AUDIT_ALERT_WINDOW_SECONDS=300)
     yield
     caches["default"].clear()
@@ -840,7 +840,7 @@ def test_alert_counts_ip_without_certificate(alerting, caplog) -> None:
 @pytest.mark.django_db
 def test_alert_is_off_by_default(pki, caplog, settings) -> None:
     caches["default"].clear()
-    settings.ADMINS = [("Ops", "ops@example.com")]
+    settings.ADMINS = admins("ops@example.com")
     for _ in range(50):
         audit.record(event(issued=pki.stranger))
     assert alert_records(caplog) == [] and mail.outbox == []

@@ -16,6 +16,8 @@ from django.utils import timezone
 from certauth import services
 from certauth.models import CertificateIdentity
 
+from .conftest import admins
+
 pytestmark = pytest.mark.django_db
 
 
@@ -105,8 +107,7 @@ def test_successor_is_reported() -> None:
 
 
 def test_mail_goes_to_admins(population: None, settings) -> None:
-    settings.ADMINS = [("Ops", "ops@example.test")]
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.ADMINS = admins("ops@example.test")
     code, _, _ = run("--mail")
     assert code == 1
     [message] = mail.outbox
@@ -116,15 +117,13 @@ def test_mail_goes_to_admins(population: None, settings) -> None:
 
 
 def test_no_mail_when_nothing_expires(settings) -> None:
-    settings.ADMINS = [("Ops", "ops@example.test")]
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.ADMINS = admins("ops@example.test")
     assert run("--mail")[0] == 0
     assert mail.outbox == []
 
 
 def test_mail_without_admins_says_so(population: None, settings) -> None:
     settings.ADMINS = []
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     code, _, err = run("--mail")
     assert code == 1 and "ADMINS is empty" in err and mail.outbox == []
 

@@ -16,6 +16,7 @@ from django.core import mail
 from django.core.cache import caches
 
 from certauth import alerts, audit, sharedcache
+from tests.conftest import admins
 from tests.test_audit import event
 from tests.test_registry_cache import REDIS_HOST, REDIS_OPTIONS, REDIS_PORT, CreatesAFile, _port_answers, plant
 
@@ -80,7 +81,7 @@ def test_a_counter_with_a_lifetime_expires_with_its_window(redis) -> None:
 def test_a_planted_alert_counter_neither_runs_code_nor_silences_the_alert(
     redis, pki, settings, caplog, tmp_path
 ) -> None:
-    settings.ADMINS = [("Ops", "ops@example.com")]
+    settings.ADMINS = admins("ops@example.com")
     certauth_settings(settings, AUDIT_ALERT_THRESHOLD=3, AUDIT_ALERT_CACHE_ALIAS="shared")
     marker = tmp_path / "code-ran"
     at = dt.datetime(2030, 1, 1, 12, 0, 10, tzinfo=dt.UTC)
@@ -140,7 +141,7 @@ def test_an_alert_counter_planted_as_another_redis_type_does_not_silence_the_ale
     """Attack review 2: a thumbprint's counter planted as a hash (keys are predictable: thumbprint or IP and
     ``timestamp // window``, so future windows can be planted in advance) answered WRONGTYPE, which
     ``increment`` re-raised: ``count_refusal`` aborted, for the IP counter too, on every refusal; no alert."""
-    settings.ADMINS = [("Ops", "ops@example.com")]
+    settings.ADMINS = admins("ops@example.com")
     certauth_settings(settings, AUDIT_ALERT_THRESHOLD=3, AUDIT_ALERT_CACHE_ALIAS="shared")
     at = dt.datetime(2030, 1, 1, 12, 0, 10, tzinfo=dt.UTC)
     key = f"{alerts.KEY_PREFIX}:thumbprint:{pki.stranger.thumbprint}:{int(at.timestamp()) // 300}"

@@ -12,6 +12,7 @@ from cryptography import x509
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -43,6 +44,18 @@ def _read(upload: Any) -> bytes:
     return bytes(upload.read())
 
 
+# A CRL or OCSP URL typed without a scheme is http, as distribution points and responders are served (RFC 5280
+# 4.2.1.13: https would need the certificates it is there to check).  Said explicitly: Django 5.2 assumes http
+# and warns that 6.0 assumes https.  For the form on its own (Meta) and as the admin builds it (its own callback).
+URL_FIELD_OPTIONS: dict[str, Any] = {"assume_scheme": "http"}
+
+
+def _formfield(field: models.Field, **kwargs: Any) -> forms.Field | None:
+    if isinstance(field, models.URLField):
+        kwargs = {**URL_FIELD_OPTIONS, **kwargs}
+    return field.formfield(**kwargs)
+
+
 class TrustedAuthorityForm(forms.ModelForm):
     certificate_file = forms.FileField(
         required=False, label=_("CA certificate file"), help_text=_("PEM or DER; a root or an intermediate CA.")
@@ -61,6 +74,7 @@ class TrustedAuthorityForm(forms.ModelForm):
     class Meta:
         model = TrustedAuthority
         fields = ["name", "is_enabled", "notes", "crl_url", "ocsp_url"]
+        formfield_callback = _formfield
         help_texts = {
             "is_enabled": _(
                 "A disabled authority is distrusted wherever it appears: from the next request, every "
@@ -130,6 +144,7 @@ class TrustedAuthorityForm(forms.ModelForm):
 @admin.register(TrustedAuthority)
 class TrustedAuthorityAdmin(admin.ModelAdmin):
     form = TrustedAuthorityForm
+    formfield_overrides = {models.URLField: URL_FIELD_OPTIONS}
     list_display = ["name", "is_enabled", "subject", "not_after", "crl_status"]
     list_filter = ["is_enabled"]
     search_fields = ["name", "subject", "thumbprint_sha256"]

@@ -521,8 +521,13 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> tuple[Any, bool]:
         return queryset.search(search_term), False
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 asks for the actions of a location (change list or change form) and deprecates overrides
+        # without the parameter; 5.2 and 6.0 call get_actions(request) and know no such argument.
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location)  # type: ignore[call-arg]
         # Deleting leaves no record of who stopped a certificate and why: revoke instead.  Deleting one
         # revoked entry (to register it again) stays possible from its page.
         actions.pop("delete_selected", None)
