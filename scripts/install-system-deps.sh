@@ -3,6 +3,7 @@
 #   nginx     (nginx-light where the distribution has it) -- mTLS termination, make run, e2e tests
 #   chromium  -- the admin browser tests
 #   ab        (apache2-utils) -- make bench
+#   faketime  -- make clockcheck: the suite with a clock that runs ten times too fast
 # Idempotent and a fast no-op when everything is present (CI runs it every time).  Installing needs
 # root and apt-get (Debian/Ubuntu); otherwise it says what is missing and exits non-zero.
 set -euo pipefail
@@ -21,6 +22,7 @@ missing=()
 have nginx || missing+=(nginx)
 have chromium chromium-browser || missing+=(chromium)
 have ab || missing+=(apache2-utils)
+have faketime || missing+=(faketime)
 
 if ((${#missing[@]} == 0)); then
   exit 0
