@@ -5,6 +5,8 @@
 #                (make test PYTEST_ARGS="-k whoami -x" passes arguments to pytest), in .venv: the newest
 #                supported Python found (3.13, 3.12, 3.11; scripts/newest-python) with the newest Django
 #   make matrix  unit + API tests on each supported Django/Python pair with nox (noxfile.py; NOX_ARGS=...)
+#   make clockcheck  unit + API tests with a clock running ten times too fast (libfaketime): finds tests that
+#                assume how much wall time passes (scripts/clock-check.sh)
 #   make dist    sdist + wheel into dist/, twine check, and a check that the wheel holds the app only
 #   make bench / fuzz / lint / clean / distclean   (distclean, then make test: a .venv on the newest Python)
 
@@ -17,7 +19,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 NOX_ARGS ?=
 
-.PHONY: run test matrix bench fuzz lint dist clean distclean venv .venv system-deps
+.PHONY: run test matrix clockcheck bench fuzz lint dist clean distclean venv .venv system-deps
 
 run: $(STAMP)
 	scripts/install-system-deps.sh
@@ -29,6 +31,10 @@ test: $(STAMP)
 
 matrix: $(STAMP)
 	$(VENV)/bin/nox $(NOX_ARGS)
+
+clockcheck: $(STAMP)
+	scripts/install-system-deps.sh
+	scripts/clock-check.sh $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@if [[ -f bench/__main__.py ]]; then \

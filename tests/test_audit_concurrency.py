@@ -33,7 +33,9 @@ HTTP_SHARE = 10  # one refusal in ten goes through the request handler
 KEYS_PER_FLOOD = 3
 TABLE = "certauth_authenticationfailure"
 POSTGRES_ADMIN_URL = os.environ.get("CERTAUTH_FLOOD_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
-POSTGRES_DB = "h5_flood"
+#: Per process: two suites on one server (a matrix next to make test, two checkouts) must not drop each
+#: other's database mid-flood.
+POSTGRES_DB = f"h5_flood_{os.getpid()}"
 WORKER_COMMAND = [sys.executable, "-m", "tests.test_audit_concurrency", "worker"]
 
 
