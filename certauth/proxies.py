@@ -36,7 +36,11 @@ def peer_address(meta: Mapping[str, Any]) -> str:
     if sock is not None:
         return UNIX_SOCKET if getattr(sock, "family", None) == socket.AF_UNIX else str(meta.get("REMOTE_ADDR") or "")
     remote = meta.get("REMOTE_ADDR")
-    return str(remote) if remote else UNIX_SOCKET
+    if not remote:
+        return UNIX_SOCKET
+    # A REMOTE_ADDR that spells the marker came from a header, not a socket: an ASGI server's proxy headers
+    # copy an X-Forwarded-For entry (any string) into the client address.  Never the unix socket.
+    return str(remote) if remote != UNIX_SOCKET else ""
 
 
 def secret_matches(expected: bytes, presented: str | None) -> bool:
