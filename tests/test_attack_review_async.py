@@ -91,3 +91,113 @@ def test_proxy_headers_for_an_untrusted_peer_let_it_claim_the_trusted_proxy(pki,
     assert status == 200 and body.get("identity") == "billing", body  # the forged certificate is accepted
     argv = ["/srv/app/.venv/bin/uvicorn", "project.asgi:application", "--host", "10.0.0.1"]
     assert uvicorn_rewrites_trusted_proxy(argv, {"FORWARDED_ALLOW_IPS": "10.0.0.5"}, ProxyAllowList(["127.0.0.1"]))
+
+
+HOSTILE = [
+    {"X-SSL-Client-Cert": "%ZZ%-----BEGIN", "X-SSL-Client-Verify": "SUCCESS"},
+    {"X-SSL-Client-Cert": "\u00ff" * 5000, "X-SSL-Client-Verify": "SUCCESS"},
+    {"X-SSL-Client-Cert": " ", "X-SSL-Client-Verify": "FAILED:\u00e9\x7f"},
+    {"X-SSL-Client-Cert": "-----BEGIN CERTIFICATE-----%0AAAAA%0A-----END CERTIFICATE-----", "X-SSL-Client-Verify": ""},
+    {"X-SSL-Client-Cert": "x", "X-Certauth-Original-URI": "/%ff%fe/\u00ff?%00", "X-Certauth-Original-Method": "\u00e9"},
+    {"X-SSL-Client-Cert": "x", "X-Certauth-Original-URI": "%", "X-Certauth-Original-Method": "P" * 5000},
+    {"X-SSL-Client-Cert": "x", "X-Real-IP": "1.2.3.4%eth0, ::ffff:1.2.3.4, [::1]:80, \u00ff"},
+    {"X-SSL-Client-Cert": "x", "X-Forwarded-For": ", , ,unix:,", "X-Real-IP": ""},
+]
+
+
+@pytest.mark.parametrize("path", ["/async/whoami/", "/async/orders/", "/api/whoami/"])
+@pytest.mark.parametrize("client", [("127.0.0.1", 1), ("198.51.100.4", 2), ("unix:", 0)])
+@pytest.mark.parametrize("headers", HOSTILE, ids=range(len(HOSTILE)))
+@pytest.mark.urls("tests.async_urls")
+def test_hostile_headers_on_the_async_path_are_refused_not_500(pki, register, path, client, headers) -> None:
+    """Through Django's ASGI handler to async and sync views: every hostile value is a 4xx with a reason (or, on
+    an undecorated view, an anonymous user), never a 500."""
+    register(pki.client, identity="billing", scopes="orders:read")
+    status, body = _asgi_get(ASGIHandler(), path, client, headers)
+    if path == "/async/whoami/":  # no decorator: the view runs, anonymous
+        assert status == 200 and body["user"]["authenticated"] is False and body["identity"] is None, body
+    else:
+        assert 400 <= status < 500, (status, body)
+        assert body["reason"] and body["detail"], body
+
+
+# --- a remembered acceptance on the event loop, after a revocation or a disabled authority ------------------
+
+
+def _loop_get(cert: Any, path: str = "/async/orders/") -> Any:
+    from django.test import AsyncClient
+
+    headers = {"X-Real-IP": "203.0.113.7", "X-SSL-Client-Cert": escaped(cert), "X-SSL-Client-Verify": "SUCCESS"}
+    return async_to_sync(AsyncClient().get)(path, headers=headers)
+
+
+def _warm_on_the_loop(cert: Any) -> None:
+    """Two accepted requests: the second one answered on the loop (no thread hop)."""
+    from certauth import authenticator
+
+    for _ in range(2):
+        assert _loop_get(cert).status_code == 200
+    request = _request_for(cert)
+    assert authenticator._decide_on_loop(request) is not None  # the premise: remembered, answered on the loop
+
+
+def _request_for(cert: Any) -> Any:
+    from django.test import RequestFactory
+
+    return RequestFactory().get(
+        "/async/orders/", HTTP_X_SSL_CLIENT_CERT=escaped(cert), HTTP_X_SSL_CLIENT_VERIFY="SUCCESS",
+        REMOTE_ADDR="127.0.0.1", HTTP_X_REAL_IP="203.0.113.7",
+    )  # fmt: skip
+
+
+@pytest.mark.urls("tests.async_urls")
+def test_another_workers_revocation_reaches_the_loop_within_the_bound(pki, register, settings, monkeypatch) -> None:
+    import types
+
+    from certauth import registry as registry_module
+
+    from .test_registry_cache import revoke_from_another_worker
+
+    now = [1_000.0]
+    monkeypatch.setattr(registry_module, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    settings.CERTAUTH = {**settings.CERTAUTH, "REGISTRY_MAX_STALENESS_SECONDS": 1, "LAST_USED_RESOLUTION_SECONDS": 3600}
+    entry = register(pki.client, identity="billing", scopes="orders:read")
+    _warm_on_the_loop(pki.client)
+    revoke_from_another_worker(entry.pk)
+    now[0] += 1.01  # past the bound: the loop may no longer vouch for freshness
+    response = _loop_get(pki.client)
+    assert response.status_code == 401 and response.json()["reason"] == "certificate_revoked", response.content
+    assert len(failures(reason="certificate_revoked")) == 1
+
+
+@pytest.mark.urls("tests.async_urls")
+def test_strict_mode_never_answers_on_the_loop(pki, register, settings) -> None:
+    from .test_registry_cache import revoke_from_another_worker
+
+    settings.CERTAUTH = {**settings.CERTAUTH, "REGISTRY_MAX_STALENESS_SECONDS": 0}
+    entry = register(pki.client, identity="billing", scopes="orders:read")
+    for _ in range(2):
+        assert _loop_get(pki.client).status_code == 200
+    from certauth import authenticator
+
+    assert authenticator._decide_on_loop(_request_for(pki.client)) is None
+    revoke_from_another_worker(entry.pk)
+    assert _loop_get(pki.client).json()["reason"] == "certificate_revoked"
+
+
+@pytest.mark.urls("tests.async_urls")
+def test_this_workers_changes_reach_the_loop_at_once(pki, register, trusted_root, settings) -> None:
+    from certauth.services import revoke
+
+    settings.CERTAUTH = {**settings.CERTAUTH, "REGISTRY_MAX_STALENESS_SECONDS": 3600}
+    entry = register(pki.client, identity="billing", scopes="orders:read")
+    register(pki.client2, identity="writer", scopes="orders:read")
+    _warm_on_the_loop(pki.client)
+    _warm_on_the_loop(pki.client2)
+    revoke(entry)
+    assert _loop_get(pki.client).json()["reason"] == "certificate_revoked"
+    assert _loop_get(pki.client2).status_code == 200
+    trusted_root.is_enabled = False  # as the admin saves it
+    trusted_root.save(update_fields=["is_enabled", "updated_at"])
+    refused = _loop_get(pki.client2)
+    assert refused.status_code == 401 and refused.json()["reason"] == "untrusted_issuer", refused.content
