@@ -201,3 +201,44 @@ def test_this_workers_changes_reach_the_loop_at_once(pki, register, trusted_root
     trusted_root.save(update_fields=["is_enabled", "updated_at"])
     refused = _loop_get(pki.client2)
     assert refused.status_code == 401 and refused.json()["reason"] == "untrusted_issuer", refused.content
+
+
+# --- a session begun with the certificate backend ----------------------------------------------------------
+
+
+def _login_with_certificate(pki: Any) -> str:
+    """What a project writes with Django's own API: ``login(request, authenticate(request))`` on a request that
+    carries the identity's certificate.  Returns the session key."""
+    from django.contrib.auth import authenticate, login
+    from django.contrib.sessions.middleware import SessionMiddleware
+
+    request = _request_for(pki.client)
+    SessionMiddleware(lambda r: None).process_request(request)
+    user = authenticate(request)
+    assert user is not None and user.get_username() == "billing-bot"
+    assert user.backend == "certauth.backends.ClientCertificateBackend"
+    login(request, user)
+    request.session.save()
+    return str(request.session.session_key)
+
+
+@pytest.mark.parametrize("asgi", [False, True])
+def test_a_certificate_session_never_acts_as_staff_or_superuser(pki, register, django_user_model, asgi) -> None:
+    """certauth promises that a certificate never acts as a staff, superuser or inactive account.  A session
+    begun with the certificate backend is read back by the same backend's get_user / aget_user: when the
+    linked user has since been made superuser, that session must not open the admin."""
+    from django.conf import settings as django_settings
+    from django.test import AsyncClient, Client
+
+    entry = register(pki.client, identity="billing")
+    linked = django_user_model.objects.create_user("billing-bot")
+    entry.identity.user = linked
+    entry.identity.save()
+    session_key = _login_with_certificate(pki)
+    linked.is_staff = linked.is_superuser = True
+    linked.save()
+    client = AsyncClient() if asgi else Client()
+    client.cookies[django_settings.SESSION_COOKIE_NAME] = session_key
+    get = async_to_sync(client.get) if asgi else client.get
+    response = get("/admin/")
+    assert response.status_code == 302 and "/login/" in response["Location"], response.status_code
