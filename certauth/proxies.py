@@ -121,7 +121,8 @@ def reason_for_proxy_verdict(verdict: str) -> Reason | None:
 
 
 def canonical_ip(value: str | None) -> str | None:
-    """``value`` as a canonical IP address string, or None.  Memoised (bounded), as it runs per request."""
+    """``value`` as a canonical IP address string (an IPv6 zone dropped), or None.  Memoised (bounded), as it
+    runs per request."""
     if not value or len(value) > MEMOISED_LENGTH:
         return None  # no IP address, not even IPv6 with a zone, is that long
     return _canonical_ip(value)
@@ -129,8 +130,11 @@ def canonical_ip(value: str | None) -> str | None:
 
 @lru_cache(maxsize=4096)
 def _canonical_ip(value: str) -> str | None:
+    # Without an IPv6 zone ("fe80::1%eth0"): a local interface name, meaningless in an audit row, and any text
+    # at all to ipaddress (line breaks, a forged log record) that PostgreSQL's inet column refuses outright,
+    # which would lose the row.  ProxyAllowList ignores the zone too.
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return str(ipaddress.ip_address(value.strip().split("%", 1)[0]))
     except ValueError:
         return None
 
