@@ -242,3 +242,24 @@ def test_a_certificate_session_never_acts_as_staff_or_superuser(pki, register, d
     get = async_to_sync(client.get) if asgi else client.get
     response = get("/admin/")
     assert response.status_code == 302 and "/login/" in response["Location"], response.status_code
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="USE_TZ=False: every certificate request is a 500 (policy.py compares the naive clock with the "
+    "certificate's aware not_before/not_after; registering fails too). Pre-existing (timezone.now() before "
+    "_now(cfg.tz)). Fix: a system check that requires USE_TZ=True (needs a check ID from the lead), or aware "
+    "UTC for the decision and naive values for the database writes.",
+    raises=TypeError,
+)
+@pytest.mark.urls("tests.async_urls")
+def test_use_tz_false_cold_and_warm_sync_and_async(pki, register, settings, api) -> None:
+    """USE_TZ=False makes certauth's clock naive (``_now(cfg.tz)`` with tz None): no decision may then compare
+    naive with aware datetimes (a 500), on the cold, warm, sync or on-the-loop path."""
+    register(pki.client, identity="billing", scopes="orders:read")  # registering needs USE_TZ (not reviewed here)
+    settings.USE_TZ = False
+    for _ in range(2):
+        assert api.get("/api/whoami/", pki.client).status_code == 200
+        assert _loop_get(pki.client).status_code == 200
+    assert api.get("/api/whoami/", pki.expired).json()["reason"] == "certificate_expired"
+    assert _loop_get(pki.expired).json()["reason"] == "certificate_expired"
