@@ -263,3 +263,25 @@ def test_use_tz_false_cold_and_warm_sync_and_async(pki, register, settings, api)
         assert _loop_get(pki.client).status_code == 200
     assert api.get("/api/whoami/", pki.expired).json()["reason"] == "certificate_expired"
     assert _loop_get(pki.expired).json()["reason"] == "certificate_expired"
+
+
+def test_a_single_scope_string_is_one_scope_not_its_letters(pki, register) -> None:
+    """``certificate_required(scopes="orders:read")`` (and Ninja's ``ClientCertificate(scopes=...)``) as DRF's
+    ``required_scopes = "orders:read"``: one scope.  Read as its letters, the identity that holds the scope was
+    refused and only a ``*`` identity passed."""
+    from django.http import JsonResponse
+
+    from certauth.decorators import certificate_required
+
+    register(pki.client, identity="billing", scopes="orders:read")
+    register(pki.client2, identity="writer", scopes="orders:write")
+
+    @certificate_required(scopes="orders:read")
+    def view(request: Any) -> Any:
+        return JsonResponse({"identity": request.certificate_auth.identity.name})
+
+    assert view(_request_for(pki.client)).status_code == 200
+    refused = view(_request_for(pki.client2))
+    assert refused.status_code == 403 and json.loads(refused.content)["detail"] == "Missing scope: orders:read."
+    ninja = pytest.importorskip("certauth.ninja")
+    assert ninja.ClientCertificate(scopes="orders:write").scopes == ["orders:write"]
