@@ -215,7 +215,7 @@ def proxy_check(cfg: _Config, meta: dict[str, Any]) -> tuple[str, bool, str]:
         detail = f"A certificate header came from {where}, which is not a trusted proxy."
         if rewritten_by_server(cfg, meta, peer):
             detail += " " + REWRITTEN_FIX
-            _warn_rewritten_once(peer)
+            _warn_rewritten_once(canonical_ip(peer) or "")  # canonical: never the header's raw text in the log
         return peer, False, detail
     name = cfg.proxy_secret_header
     if cfg.proxy_secret_problem:

@@ -31,14 +31,14 @@ class ClientCertificateBackend(BaseBackend):
         outcome = await aevaluate(request)
         return outcome.user if outcome.ok else None
 
+    # A session begun with this backend (``login(request, authenticate(request))``) is read back here on every
+    # request: the same rule as a certificate's linked user, so such a session never acts as an inactive,
+    # staff or superuser account, whatever the user became since the login.
     def get_user(self, user_id: Any) -> Any:
-        user_model = get_user_model()
-        user = user_model._default_manager.filter(pk=user_id).first()
-        return user if user is not None and getattr(user, "is_active", True) else None
+        return _may_act_as(get_user_model()._default_manager.filter(pk=user_id).first())
 
     async def aget_user(self, user_id: Any) -> Any:
-        user = await get_user_model()._default_manager.filter(pk=user_id).afirst()
-        return user if user is not None and getattr(user, "is_active", True) else None
+        return _may_act_as(await get_user_model()._default_manager.filter(pk=user_id).afirst())
 
     # Certificates grant API scopes, not Django model permissions.
     def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
@@ -52,3 +52,9 @@ class ClientCertificateBackend(BaseBackend):
 
     async def ahas_module_perms(self, user_obj: Any, app_label: str) -> bool:
         return False
+
+
+def _may_act_as(user: Any) -> Any:
+    if user is None or not getattr(user, "is_active", True):
+        return None
+    return None if getattr(user, "is_staff", False) or getattr(user, "is_superuser", False) else user

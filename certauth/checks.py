@@ -429,10 +429,11 @@ def _last_option(argv: Sequence[str], name: str) -> str | None:
 def uvicorn_rewrites_trusted_proxy(
     argv: Sequence[str], environ: Mapping[str, str], trusted: ProxyAllowList
 ) -> str | None:
-    """Will the uvicorn started as ``argv`` (with ``environ``) replace the address of a peer certauth trusts as
-    its proxy with an X-Forwarded-For address?  Then every client other than a trusted address is
-    ``untrusted_proxy``.  Returns the forwarded-allow-ips value that does it, or None (no: not uvicorn's
-    command line, proxy headers off, or no trusted peer among the addresses it rewrites).  uvicorn's rules
+    """Will the uvicorn started as ``argv`` (with ``environ``) replace any peer's address with an X-Forwarded-For
+    entry?  For a trusted proxy every client is then ``untrusted_proxy``; for any other peer it is worse: that
+    peer writes a trusted proxy's address in X-Forwarded-For and is believed as the proxy (any certificate,
+    unless the proxy secret is set).  Returns the forwarded-allow-ips value that does it, or None (no: not
+    uvicorn's command line, proxy headers off, or no peer address it rewrites).  uvicorn's rules
     (0.30 to 0.55): proxy headers are on unless ``--no-proxy-headers``; they apply to peers in
     ``--forwarded-allow-ips``, else ``$FORWARDED_ALLOW_IPS``, else 127.0.0.1 and ::1 (``*``: every peer);
     a unix-socket peer has no address, so only ``*`` rewrites it.  Options may come from ``UVICORN_*``."""
@@ -455,21 +456,25 @@ def uvicorn_rewrites_trusted_proxy(
     on_unix_socket = bool(_last_option(argv, "--uds") or _last_option(argv, "--fd") or environ.get("UVICORN_UDS"))
     if on_unix_socket:
         return None  # no peer address there to rewrite, unless "*"
-    for entry in entries:
-        try:
-            network = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            continue  # a literal (a socket path): uvicorn never matches a unix-socket peer against it
-        if any(net.version == network.version and net.overlaps(network) for net in trusted.networks):  # type: ignore[arg-type]
-            return allowed
-    return None
+    # Any peer address rewritten is wrong for certauth: a trusted proxy rewritten refuses every certificate, and
+    # any other peer in the list names its own address in X-Forwarded-For (a trusted proxy's included) and is
+    # believed as that proxy.  A literal (a socket path) never matches a TCP peer.
+    return allowed if any(_is_network(entry) for entry in entries) else None
+
+
+def _is_network(entry: str) -> bool:
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 @register(Tags.security)
 def check_asgi_server_proxy_headers(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """``certauth.W015`` in a process started as uvicorn (``CertauthConfig.ready`` logs it there at start-up,
-    as no one runs ``manage.py check`` inside the server): its proxy headers would rewrite a trusted proxy's
-    address.  Silent anywhere else, where the server's flags cannot be seen."""
+    as no one runs ``manage.py check`` inside the server): its proxy headers would rewrite a peer's address.
+    Silent anywhere else, where the server's flags cannot be seen."""
     try:
         trusted = ProxyAllowList(settings.TRUSTED_PROXIES)
     except ValueError:
@@ -479,10 +484,10 @@ def check_asgi_server_proxy_headers(app_configs: Any = None, **kwargs: Any) -> l
         return []
     return [
         Warning(
-            f"uvicorn runs with proxy headers for {allowed}, which includes a proxy certauth trusts "
-            f"(TRUSTED_PROXIES {list(settings.TRUSTED_PROXIES)}): it puts the X-Forwarded-For address in REMOTE_ADDR, "
-            "so certauth sees the client instead of the proxy and refuses every forwarded certificate as "
-            "untrusted_proxy.",
+            f"uvicorn runs with proxy headers for {allowed}: it puts an X-Forwarded-For address in REMOTE_ADDR. "
+            f"For a proxy certauth trusts (TRUSTED_PROXIES {list(settings.TRUSTED_PROXIES)}) every forwarded "
+            "certificate is then untrusted_proxy; any other peer in that list can write a trusted proxy's address "
+            "there and be believed as the proxy (any certificate, unless PROXY_SECRET is set).",
             hint="Run uvicorn with --no-proxy-headers (certauth checks the real peer and reads the client address "
             "itself; Django's SECURE_PROXY_SSL_HEADER gives the scheme). docs/deployment.md, Running under ASGI.",
             id="certauth.W015",

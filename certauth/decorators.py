@@ -43,12 +43,17 @@ def authorization_refusal(request: HttpRequest, outcome: Outcome, required: Iter
     return None
 
 
+def scope_list(scopes: Iterable[str]) -> list[str]:
+    """``scopes`` as a list; a single string is one scope (as DRF's ``required_scopes``), not its letters."""
+    return [scopes] if isinstance(scopes, str) else sorted(scopes)
+
+
 def certificate_required(view: Callable[..., Any] | None = None, *, scopes: Iterable[str] = ()) -> Any:
     """Refuse (JSON 401, or 403 ``insufficient_scope``) unless the request authenticated by client
     certificate and its identity holds every scope in ``scopes``.  Sets ``request.certificate_auth``.
     Works on sync and async views (``async def``): an async view is decided with ``aevaluate`` and its
     refusals are audited from a thread, never from the event loop."""
-    required = sorted(scopes)
+    required = scope_list(scopes)
 
     def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
         if iscoroutinefunction(function):

@@ -24,7 +24,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja.errors import HttpError
 
 from .authenticator import Outcome, aevaluate, arecord_refusal, evaluate, record_refusal
-from .decorators import authorization_refusal, refusal_response
+from .decorators import authorization_refusal, refusal_response, scope_list
 from .principal import CertificateAuth
 
 
@@ -44,7 +44,7 @@ class ClientCertificate:
     is_async = True
 
     def __init__(self, scopes: Iterable[str] = ()) -> None:
-        self.scopes = sorted(scopes)
+        self.scopes = scope_list(scopes)
 
     def __call__(self, request: HttpRequest) -> CertificateAuth | Coroutine[Any, Any, CertificateAuth]:
         if _on_event_loop():

@@ -36,7 +36,11 @@ def peer_address(meta: Mapping[str, Any]) -> str:
     if sock is not None:
         return UNIX_SOCKET if getattr(sock, "family", None) == socket.AF_UNIX else str(meta.get("REMOTE_ADDR") or "")
     remote = meta.get("REMOTE_ADDR")
-    return str(remote) if remote else UNIX_SOCKET
+    if not remote:
+        return UNIX_SOCKET
+    # A REMOTE_ADDR that spells the marker came from a header, not a socket: an ASGI server's proxy headers
+    # copy an X-Forwarded-For entry (any string) into the client address.  Never the unix socket.
+    return str(remote) if remote != UNIX_SOCKET else ""
 
 
 def secret_matches(expected: bytes, presented: str | None) -> bool:
@@ -117,7 +121,8 @@ def reason_for_proxy_verdict(verdict: str) -> Reason | None:
 
 
 def canonical_ip(value: str | None) -> str | None:
-    """``value`` as a canonical IP address string, or None.  Memoised (bounded), as it runs per request."""
+    """``value`` as a canonical IP address string (an IPv6 zone dropped), or None.  Memoised (bounded), as it
+    runs per request."""
     if not value or len(value) > MEMOISED_LENGTH:
         return None  # no IP address, not even IPv6 with a zone, is that long
     return _canonical_ip(value)
@@ -125,8 +130,11 @@ def canonical_ip(value: str | None) -> str | None:
 
 @lru_cache(maxsize=4096)
 def _canonical_ip(value: str) -> str | None:
+    # Without an IPv6 zone ("fe80::1%eth0"): a local interface name, meaningless in an audit row, and any text
+    # at all to ipaddress (line breaks, a forged log record) that PostgreSQL's inet column refuses outright,
+    # which would lose the row.  ProxyAllowList ignores the zone too.
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return str(ipaddress.ip_address(value.strip().split("%", 1)[0]))
     except ValueError:
         return None
 

@@ -99,8 +99,10 @@ PYTHON_M_UVICORN = "/usr/lib/python3/site-packages/uvicorn/__main__.py"
         ([UVICORN, "app", "--forwarded-allow-ips="], {}, ["127.0.0.1"], False),  # empty: no peer is trusted
         ([UVICORN, "app", "--uds", "/run/app.sock"], {}, ["unix:", "127.0.0.1"], False),  # no address to rewrite
         ([UVICORN, "app", "--forwarded-allow-ips", "/run/app.sock"], {}, ["unix:"], False),  # a literal
-        ([UVICORN, "app"], {"FORWARDED_ALLOW_IPS": "10.0.0.5"}, ["127.0.0.1"], False),
-        ([UVICORN, "app", "--forwarded-allow-ips", "10.0.0.5"], {"FORWARDED_ALLOW_IPS": "*"}, ["127.0.0.1"], False),
+        # A peer certauth does not trust, rewritten: it can claim a trusted proxy's address (attack review).
+        ([UVICORN, "app"], {"FORWARDED_ALLOW_IPS": "10.0.0.5"}, ["127.0.0.1"], True),
+        ([UVICORN, "app", "--forwarded-allow-ips", "10.0.0.5"], {"FORWARDED_ALLOW_IPS": "*"}, ["127.0.0.1"], True),
+        ([UVICORN, "app"], {}, ["unix:"], True),  # loopback TCP rewritten; X-Forwarded-For: unix: (see proxies)
         # Not uvicorn's command line (gunicorn never rewrites REMOTE_ADDR; manage.py check cannot see a server).
         (["/srv/app/.venv/bin/gunicorn", "project.wsgi"], {"FORWARDED_ALLOW_IPS": "*"}, ["127.0.0.1"], False),
         (["manage.py", "check"], {"FORWARDED_ALLOW_IPS": "127.0.0.1"}, ["127.0.0.1"], False),
