@@ -35,10 +35,21 @@ def check_certauth_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
                 id="certauth.E008",
             )
         )
+    if not django_settings.USE_TZ:
+        # Certificates carry aware instants (UTC); with naive ones the decision cannot compare them (every
+        # certificate request would be a 500) and the stored last-used and audit times would lose their zone.
+        messages.append(
+            Error(
+                "certauth needs USE_TZ = True: certificate validity, CRL and OCSP times are instants in UTC.",
+                hint="Set USE_TZ = True (Django's default since 5.0); see Django's time zones documentation "
+                "for migrating stored naive datetimes.",
+                id="certauth.E014",
+            )
+        )
     try:
         proxies = ProxyAllowList(settings.TRUSTED_PROXIES)
     except ValueError as exc:
-        return [Error(f"CERTAUTH['TRUSTED_PROXIES'] has an invalid entry: {exc}", id="certauth.E001")]
+        return [*messages, Error(f"CERTAUTH['TRUSTED_PROXIES'] has an invalid entry: {exc}", id="certauth.E001")]
     if not proxies:
         messages.append(
             Warning(

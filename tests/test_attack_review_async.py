@@ -244,25 +244,18 @@ def test_a_certificate_session_never_acts_as_staff_or_superuser(pki, register, d
     assert response.status_code == 302 and "/login/" in response["Location"], response.status_code
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="USE_TZ=False: every certificate request is a 500 (policy.py compares the naive clock with the "
-    "certificate's aware not_before/not_after; registering fails too). Pre-existing (timezone.now() before "
-    "_now(cfg.tz)). Fix: a system check that requires USE_TZ=True (needs a check ID from the lead), or aware "
-    "UTC for the decision and naive values for the database writes.",
-    raises=TypeError,
-)
-@pytest.mark.urls("tests.async_urls")
-def test_use_tz_false_cold_and_warm_sync_and_async(pki, register, settings, api) -> None:
-    """USE_TZ=False makes certauth's clock naive (``_now(cfg.tz)`` with tz None): no decision may then compare
-    naive with aware datetimes (a 500), on the cold, warm, sync or on-the-loop path."""
-    register(pki.client, identity="billing", scopes="orders:read")  # registering needs USE_TZ (not reviewed here)
+def test_use_tz_false_is_refused_at_start_up(settings) -> None:
+    """USE_TZ=False would make every certificate request a 500 (the decision's clock turns naive while the
+    certificate's validity is aware): certauth.E014 stops ``manage.py check``, ``migrate`` and ``runserver``
+    with the fix, before a request is ever served."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
     settings.USE_TZ = False
-    for _ in range(2):
-        assert api.get("/api/whoami/", pki.client).status_code == 200
-        assert _loop_get(pki.client).status_code == 200
-    assert api.get("/api/whoami/", pki.expired).json()["reason"] == "certificate_expired"
-    assert _loop_get(pki.expired).json()["reason"] == "certificate_expired"
+    with pytest.raises(SystemCheckError, match=r"certauth\.E014.*USE_TZ = True"):
+        call_command("check", databases=[])
+    settings.USE_TZ = True
+    call_command("check", databases=[])  # and nothing else in the reference project stops it
 
 
 def test_a_single_scope_string_is_one_scope_not_its_letters(pki, register) -> None:

@@ -37,12 +37,21 @@ FILE_CACHE = {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", 
 
 
 def certauth_ids(
-    *, debug: bool = False, caches: dict[str, Any] | None = None, rest: Any = None, **certauth: Any
+    *,
+    debug: bool = False,
+    caches: dict[str, Any] | None = None,
+    rest: Any = None,
+    use_tz: bool = True,
+    **certauth: Any,
 ) -> set[str]:
     """The certauth check ids Django reports with the project's CERTAUTH updated by ``certauth``."""
     # As deployed (docs/deployment.md, `make run`): with a proxy secret, unless the case says otherwise.
     base = {"PROXY_SECRET": "a-proxy-secret-for-the-checks"}
-    overrides: dict[str, Any] = {"CERTAUTH": {**base, **django_settings.CERTAUTH, **certauth}, "DEBUG": debug}
+    overrides: dict[str, Any] = {
+        "CERTAUTH": {**base, **django_settings.CERTAUTH, **certauth},
+        "DEBUG": debug,
+        "USE_TZ": use_tz,
+    }
     if caches is not None:
         overrides["CACHES"] = caches
     if rest is not None:
@@ -63,6 +72,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("certauth.E006", {"REGISTRY_MAX_STALENESS_SECONDS": -1}),
     ("certauth.E007", {"CRL_FETCH_TIMEOUT_SECONDS": 0}),
     ("certauth.E008", {"TRUSTED_PROXY": ["127.0.0.1"]}),  # misspelt
+    ("certauth.E014", {"_use_tz": False}),  # naive datetimes: every certificate request would be a 500
     ("certauth.E009", {"SHARED_CACHE_ALIAS": "no-such-cache"}),
     ("certauth.E009", {"AUDIT_ALERT_THRESHOLD": 10, "AUDIT_ALERT_CACHE_ALIAS": "no-such-cache"}),
     ("certauth.E010", {"AUDIT_HANDLER": "certauth.audit.NoSuchHandler"}),
@@ -119,7 +129,11 @@ def _run(case: dict[str, Any]) -> set[str]:
         with mock.patch.object(sys, "argv", argv), mock.patch.dict(os.environ):
             os.environ.pop("FORWARDED_ALLOW_IPS", None)
             return certauth_ids(
-                debug=case.pop("_debug", False), caches=case.pop("_caches", None), rest=case.pop("_rest", None), **case
+                debug=case.pop("_debug", False),
+                caches=case.pop("_caches", None),
+                rest=case.pop("_rest", None),
+                use_tz=case.pop("_use_tz", True),
+                **case,
             )
     finally:
         if folder is not None:
