@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,7 +245,11 @@ REWRITTEN_FIX = (
     "$FORWARDED_ALLOW_IPS, which default to 127.0.0.1). Run uvicorn with --no-proxy-headers: certauth checks "
     "the real peer and reads the client's address itself (docs/deployment.md, Running under ASGI)."
 )
-_rewrite_warned = False
+#: When the rewritten-peer warning was last logged (time.monotonic()), None: never.  At most once a minute, not
+#: once per process: a client that copies its own address into X-Forwarded-For (possible where no proxy secret
+#: is configured) cannot use the warning up and silence the operator's later, genuine one.
+_rewrite_warned_at: float | None = None
+REWRITE_WARNING_INTERVAL = 60.0
 
 
 def rewritten_by_server(cfg: _Config, meta: dict[str, Any], peer: str) -> bool:
@@ -260,9 +265,10 @@ def rewritten_by_server(cfg: _Config, meta: dict[str, Any], peer: str) -> bool:
 
 
 def _warn_rewritten_once(peer: str) -> None:
-    global _rewrite_warned
-    if not _rewrite_warned:
-        _rewrite_warned = True
+    global _rewrite_warned_at
+    clock = time.monotonic()
+    if _rewrite_warned_at is None or clock - _rewrite_warned_at >= REWRITE_WARNING_INTERVAL:
+        _rewrite_warned_at = clock
         logger.warning(
             "certauth: a request through the proxy arrived with REMOTE_ADDR=%s, an X-Forwarded-For address, so "
             "every forwarded certificate is untrusted_proxy. %s",

@@ -53,7 +53,7 @@ def test_a_peer_copied_from_x_forwarded_for_gets_the_fix(api, pki, register, cap
     """What uvicorn's proxy headers do: REMOTE_ADDR is the client's address nginx appended to X-Forwarded-For,
     and the request carries nginx's secret.  Refused all the same, with the fix, and logged once."""
     register(pki.client)
-    authenticator._rewrite_warned = False
+    authenticator._rewrite_warned_at = None
     rewritten = {"HTTP_X_FORWARDED_FOR": "198.51.100.9, 203.0.113.7", SECRET_META: SECRET}
     with caplog.at_level(logging.WARNING, logger="certauth"):
         for _ in range(2):
@@ -123,3 +123,23 @@ def test_w015_is_reported_in_a_uvicorn_process_with_proxy_headers(monkeypatch: p
     assert "certauth.W015" in {message.id for message in run_checks()}
     monkeypatch.setattr(sys, "argv", [UVICORN, "project.asgi:application", "--port", "8000", "--no-proxy-headers"])
     assert "certauth.W015" not in {message.id for message in run_checks()}
+
+
+@pytest.mark.django_db
+@override_settings(CERTAUTH={"PROXY_SECRET": None, "TRUSTED_PROXIES": ["127.0.0.1"]})
+def test_the_rewritten_peer_warning_cannot_be_used_up_by_a_client(api, pki, register, caplog) -> None:
+    """Without a proxy secret a client can look rewritten (it names its own address in X-Forwarded-For) and
+    trigger the warning; it is logged at most once a minute, not once per process, so the operator still
+    hears a later, genuine case."""
+    register(pki.client)
+    authenticator._rewrite_warned_at = None
+    looks_rewritten = {"HTTP_X_FORWARDED_FOR": "203.0.113.7"}
+    with caplog.at_level(logging.WARNING, logger="certauth"):
+        for _ in range(3):
+            _refused(api.get("/api/whoami/", pki.client, remote="203.0.113.7", **looks_rewritten))
+        assert sum("an X-Forwarded-For address" in r.getMessage() for r in caplog.records) == 1
+        # The interval has passed (moved back rather than waited for: no test waits on the clock).
+        assert authenticator._rewrite_warned_at is not None
+        authenticator._rewrite_warned_at -= authenticator.REWRITE_WARNING_INTERVAL
+        _refused(api.get("/api/whoami/", pki.client, remote="203.0.113.7", **looks_rewritten))
+    assert sum("an X-Forwarded-For address" in r.getMessage() for r in caplog.records) == 2

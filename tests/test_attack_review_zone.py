@@ -31,7 +31,7 @@ ZONED = "fe80::1%\x85certauth accepted identity=root ip=10.0.0.1"
 )
 def test_an_ipv6_zone_is_dropped_from_recorded_addresses(pki, register, client, extra, caplog) -> None:
     register(pki.client)
-    authenticator._rewrite_warned = False
+    authenticator._rewrite_warned_at = None
     headers = {"X-SSL-Client-Cert": escaped(pki.client2), "X-SSL-Client-Verify": "SUCCESS", **extra}
     with caplog.at_level(logging.WARNING, logger="certauth"):
         status, body = _asgi_get(ASGIHandler(), "/api/whoami/", client, headers)
