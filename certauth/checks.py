@@ -437,6 +437,31 @@ def _last_option(argv: Sequence[str], name: str) -> str | None:
     return value
 
 
+def _all_options(argv: Sequence[str], name: str) -> list[str]:
+    """Every value of ``NAME VALUE`` / ``--name=VALUE`` / ``-xVALUE`` (a short option glued to its value)."""
+    values = []
+    for index, word in enumerate(argv):
+        if word == name and index + 1 < len(argv):
+            values.append(argv[index + 1])
+        elif name.startswith("--") and word.startswith(name + "="):
+            values.append(word[len(name) + 1 :])
+        elif not name.startswith("--") and word.startswith(name) and len(word) > len(name):
+            values.append(word[len(name) :])
+    return values
+
+
+def _is_gunicorn_with_uvicorn_worker(argv: Sequence[str]) -> bool:
+    """gunicorn's command line with uvicorn's worker class (``-k uvicorn.workers.UvicornWorker``, or the
+    ``uvicorn-worker`` package's).  A worker class set only in a gunicorn configuration file is not seen."""
+    if not argv:
+        return False
+    program = PurePath(argv[0])
+    if not (program.name == "gunicorn" or (program.name == "__main__.py" and program.parent.name == "gunicorn")):
+        return False
+    classes = _all_options(argv, "-k") + _all_options(argv, "--worker-class")
+    return any("uvicorn" in value.lower() for value in classes)
+
+
 def uvicorn_rewrites_trusted_proxy(
     argv: Sequence[str], environ: Mapping[str, str], trusted: ProxyAllowList
 ) -> str | None:
@@ -448,23 +473,32 @@ def uvicorn_rewrites_trusted_proxy(
     (0.30 to 0.55): proxy headers are on unless ``--no-proxy-headers``; they apply to peers in
     ``--forwarded-allow-ips``, else ``$FORWARDED_ALLOW_IPS``, else 127.0.0.1 and ::1 (``*``: every peer);
     a unix-socket peer has no address, so only ``*`` rewrites it.  Options may come from ``UVICORN_*``."""
-    if not _is_uvicorn_cli(argv):
+    if _is_gunicorn_with_uvicorn_worker(argv):
+        # uvicorn's worker for gunicorn: proxy headers always on (no flag turns them off), for gunicorn's
+        # --forwarded-allow-ips, else $FORWARDED_ALLOW_IPS, else 127.0.0.1 and ::1; unix sockets via --bind unix:.
+        allowed = _last_option(argv, "--forwarded-allow-ips")
+        if allowed is None:
+            allowed = environ.get("FORWARDED_ALLOW_IPS", UVICORN_DEFAULT_FORWARDED_ALLOW_IPS)
+        binds = [value for flag in ("-b", "--bind") for value in _all_options(argv, flag)]
+        on_unix_socket = bool(binds) and all(value.startswith(("unix:", "fd://")) for value in binds)
+    elif _is_uvicorn_cli(argv):
+        proxy_headers = (environ.get("UVICORN_PROXY_HEADERS") or "true").strip().lower() not in _CLICK_FALSE
+        for word in argv:
+            if word in ("--proxy-headers", "--no-proxy-headers"):
+                proxy_headers = word == "--proxy-headers"
+        if not proxy_headers:
+            return None
+        allowed = _last_option(argv, "--forwarded-allow-ips")  # "" is a value: trust no peer
+        for source in (environ.get("UVICORN_FORWARDED_ALLOW_IPS"), environ.get("FORWARDED_ALLOW_IPS")):
+            allowed = source if allowed is None else allowed
+        if allowed is None:
+            allowed = UVICORN_DEFAULT_FORWARDED_ALLOW_IPS
+        on_unix_socket = bool(_last_option(argv, "--uds") or _last_option(argv, "--fd") or environ.get("UVICORN_UDS"))
+    else:
         return None
-    proxy_headers = (environ.get("UVICORN_PROXY_HEADERS") or "true").strip().lower() not in _CLICK_FALSE
-    for word in argv:
-        if word in ("--proxy-headers", "--no-proxy-headers"):
-            proxy_headers = word == "--proxy-headers"
-    if not proxy_headers:
-        return None
-    allowed = _last_option(argv, "--forwarded-allow-ips")  # "" is a value: trust no peer
-    for source in (environ.get("UVICORN_FORWARDED_ALLOW_IPS"), environ.get("FORWARDED_ALLOW_IPS")):
-        allowed = source if allowed is None else allowed
-    if allowed is None:
-        allowed = UVICORN_DEFAULT_FORWARDED_ALLOW_IPS
     entries = [entry.strip() for entry in allowed.split(",") if entry.strip()]
     if "*" in entries:
         return allowed if trusted else None
-    on_unix_socket = bool(_last_option(argv, "--uds") or _last_option(argv, "--fd") or environ.get("UVICORN_UDS"))
     if on_unix_socket:
         return None  # no peer address there to rewrite, unless "*"
     # Any peer address rewritten is wrong for certauth: a trusted proxy rewritten refuses every certificate, and

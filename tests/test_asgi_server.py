@@ -105,6 +105,14 @@ PYTHON_M_UVICORN = "/usr/lib/python3/site-packages/uvicorn/__main__.py"
         ([UVICORN, "app"], {}, ["unix:"], True),  # loopback TCP rewritten; X-Forwarded-For: unix: (see proxies)
         # Not uvicorn's command line (gunicorn never rewrites REMOTE_ADDR; manage.py check cannot see a server).
         (["/srv/app/.venv/bin/gunicorn", "project.wsgi"], {"FORWARDED_ALLOW_IPS": "*"}, ["127.0.0.1"], False),
+        # gunicorn with uvicorn's worker: proxy headers always on, for gunicorn's --forwarded-allow-ips.
+        (["/srv/.venv/bin/gunicorn", "-k", "uvicorn.workers.UvicornWorker", "project.asgi"], {}, ["127.0.0.1"], True),
+        (["gunicorn", "--worker-class=uvicorn_worker.UvicornWorker", "p.asgi"], {}, ["10.0.0.0/8"], True),
+        (["gunicorn", "-kuvicorn.workers.UvicornWorker", "p.asgi", "--forwarded-allow-ips", ""], {}, ["::1"], False),
+        (["gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-b", "unix:/run/a.sock", "p.asgi"], {}, ["unix:"], False),
+        (["gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-b", "unix:/run/a.sock"], {"FORWARDED_ALLOW_IPS": "*"},
+         ["unix:"], True),
+        (["gunicorn", "-k", "gthread", "project.wsgi"], {}, ["127.0.0.1"], False),  # gunicorn never rewrites
         (["manage.py", "check"], {"FORWARDED_ALLOW_IPS": "127.0.0.1"}, ["127.0.0.1"], False),
     ],
 )
