@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -299,8 +300,8 @@ class _Accepted:
     auth: CertificateAuth
     revocation_warning: str
     revocation_warning_reason: Reason
-    valid_from: dt.datetime
-    valid_until: dt.datetime
+    valid_from: float  # POSIX timestamps (compared with ``_timestamp()``, a C call, on every warm request)
+    valid_until: float
     store: TrustStore
     epoch: int
     value: tuple[str, str | None]  # the forwarded value(s) it was decided for, compared in full before serving
@@ -496,7 +497,7 @@ def _warm(request: HttpRequest, *, on_loop: bool) -> Outcome | None:
     Flat on purpose (one call instead of about fifteen: this is the whole per-request cost of an
     authenticated request); the values it returns are the ones the full path gave when it remembered them
     (tests/test_registry_cache.py compares every field)."""
-    cfg = config()
+    cfg = _config if _config is not None and _config.generation == settings.generation else config()
     meta = request.META
     peer = peer_address(meta)
     if not cfg.proxies.trusts(peer):
@@ -517,8 +518,7 @@ def _warm(request: HttpRequest, *, on_loop: bool) -> Outcome | None:
         verdict = meta.get(cfg.verify_key, "NONE")
         if verdict != "SUCCESS" and reason_for_proxy_verdict(verdict) is not None:
             return None
-    now = _now(cfg.tz)
-    if not accepted.valid_from <= now < accepted.valid_until:
+    if not accepted.valid_from <= _timestamp() < accepted.valid_until:
         return None
     entry_id = auth.entry_id
     if entry_id is None:  # always set for a pinned entry
@@ -534,7 +534,7 @@ def _warm(request: HttpRequest, *, on_loop: bool) -> Outcome | None:
     if last_used_due(entry_id):
         if on_loop:
             return None
-        touch_last_used(entry_id, now)
+        touch_last_used(entry_id, _now(cfg.tz))
     client_ip, proxy_ip = cfg.proxies.addresses(peer, meta.get(cfg.client_ip_key) if cfg.client_ip_key else None)
     identity = auth.identity
     # Positional (Outcome's field order): half the cost of keywords.
@@ -560,8 +560,8 @@ def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trust
             auth,
             trusted.result.revocation_warning,
             trusted.result.revocation_warning_reason,
-            now,
-            valid_until,
+            now.timestamp(),
+            valid_until.timestamp(),
             trusted.store,
             trusted.epoch,
             key,
@@ -588,6 +588,8 @@ class _Trusted:
 _trust_store_function: Any = None
 #: timezone.now() with the zone from the config (``_Config.tz``), one C call; tests move it.
 _now = dt.datetime.now
+#: The same clock as a POSIX timestamp, for the remembered acceptance's window; tests move it with ``_now``.
+_timestamp = time.time
 
 
 _cached_store_function: Any = None
