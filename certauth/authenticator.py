@@ -370,7 +370,7 @@ async def aevaluate(request: HttpRequest, *, path: str | None = None, method: st
     if outcome is None:
         return await sync_to_async(evaluate)(request, path=path, method=method)
     setattr(request, REQUEST_ATTRIBUTE, outcome)
-    if outcome.ok:
+    if outcome.ok and signals.certificate_authenticated.receivers:  # none connected: no coroutine either
         await _asend(signals.certificate_authenticated, request=request, auth=outcome.auth)
     return outcome
 
