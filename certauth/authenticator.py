@@ -74,7 +74,7 @@ logger = logging.getLogger("certauth")
 REQUEST_ATTRIBUTE = "_certauth_outcome"
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """The answer for one request."""
 
@@ -305,8 +305,8 @@ class _Accepted:
     auth: CertificateAuth
     revocation_warning: str
     revocation_warning_reason: Reason
-    valid_from: dt.datetime
-    valid_until: dt.datetime
+    valid_from: float  # POSIX timestamps (compared with ``_timestamp()``, a C call, on every warm request)
+    valid_until: float
     store: TrustStore
     epoch: int
     value: tuple[str, str | None]  # the forwarded value(s) it was decided for, compared in full before serving
@@ -347,10 +347,11 @@ def evaluate(request: HttpRequest, *, path: str | None = None, method: str | Non
     the request's in the audit row of a refusal (``certauth.views.refused``: the proxy rewrote them)."""
     outcome: Outcome | None = getattr(request, REQUEST_ATTRIBUTE, None)
     if outcome is None:
-        outcome = _decide(request)
+        outcome = _decide(_warm(request, on_loop=False) or _decide_certificate(request))
         setattr(request, REQUEST_ATTRIBUTE, outcome)
         if outcome.ok:
-            _send(signals.certificate_authenticated, request=request, auth=outcome.auth)
+            if signals.certificate_authenticated.receivers:  # none connected: not even the call
+                _send(signals.certificate_authenticated, request=request, auth=outcome.auth)
             if outcome.revocation_warning:
                 record_fail_open(request, outcome)
         elif outcome.reason is not Reason.MISSING_CERTIFICATE:
@@ -374,37 +375,19 @@ async def aevaluate(request: HttpRequest, *, path: str | None = None, method: st
     if outcome is None:
         return await sync_to_async(evaluate)(request, path=path, method=method)
     setattr(request, REQUEST_ATTRIBUTE, outcome)
-    if outcome.ok:
+    if outcome.ok and signals.certificate_authenticated.receivers:  # none connected: no coroutine either
         await _asend(signals.certificate_authenticated, request=request, auth=outcome.auth)
     return outcome
 
 
 def _decide_on_loop(request: HttpRequest) -> Outcome | None:
-    """The answer when it needs no database, file or network access (see ``aevaluate``), else None.  A
-    remembered acceptance is served under ``_still_accepted``'s conditions (keep the two in step), with the
-    trust store only when getting it reads nothing (``cached_trust_store``)."""
-    cfg = config()
-    meta = request.META
-    early, client_ip, proxy_ip, raw = _arrival(cfg, meta)
-    if early is not None:
-        return early if early.reason is Reason.MISSING_CERTIFICATE else None  # a refusal is audited: a hop
-    key = (raw, meta.get(cfg.chain_key) if cfg.chain_key else None)
-    accepted = cfg.accepted.get(accepted_key(*key))
-    if not isinstance(accepted, _Accepted) or accepted.value != key:
-        return None  # not remembered for this very value (filed under its tail: compared in full here)
-    if accepted.revocation_warning or accepted.auth.identity.user_id:
-        return None  # audited as fail-open, or a linked user to read
-    if cfg.proxy_verifies and reason_for_proxy_verdict(meta.get(cfg.verify_key, "NONE")) is not None:
-        return None
-    if not accepted.valid_from <= _now(cfg.tz) < accepted.valid_until:
-        return None
-    from .authorities import cached_trust_store
-
-    if cached_trust_store() is not accepted.store or registry.epoch != accepted.epoch:
-        return None  # the registry's freshness read is due, or the registry changed
-    if accepted.auth.entry_id is None or last_used_due(accepted.auth.entry_id):
-        return None
-    return _remembered(accepted, client_ip, proxy_ip)
+    """The answer when it needs no database, file or network access (see ``aevaluate``), else None: the
+    remembered acceptance (``_warm``, on the loop), or no certificate at all."""
+    outcome = _warm(request, on_loop=True)
+    if outcome is not None:
+        return outcome
+    early = _arrival(config(), request.META)[0]
+    return early if early is not None and early.reason is Reason.MISSING_CERTIFICATE else None  # refusals: a hop
 
 
 async def arecord_refusal(request: HttpRequest, outcome: Outcome, **kwargs: Any) -> None:
@@ -420,10 +403,11 @@ async def _asend(signal: Any, **kwargs: Any) -> None:
             logger.error("certauth signal receiver %r failed", receiver, exc_info=result)
 
 
-def _decide(request: HttpRequest) -> Outcome:
-    outcome = _decide_certificate(request)
-    if outcome.ok and outcome.auth is not None and outcome.auth.identity.user_id is not None:
-        return _with_linked_user(outcome, outcome.auth.identity.user_id)
+def _decide(outcome: Outcome) -> Outcome:
+    """The certificate's answer (remembered or decided), with the identity's linked user when it has one."""
+    auth = outcome.auth
+    if auth is not None and auth.identity.user_id is not None and outcome.reason is None:
+        return _with_linked_user(outcome, auth.identity.user_id)
     return outcome
 
 
@@ -474,12 +458,6 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
     key = (raw, meta.get(cfg.chain_key) if cfg.chain_key else None)
     info: CertificateInfo | None = None
     try:
-        accepted = cfg.accepted.get((raw[-ACCEPTED_KEY_TAIL:], key[1]))  # == accepted_key(*key), inlined
-        if isinstance(accepted, _Accepted) and accepted.value == key and _still_accepted(cfg, meta, accepted, now):
-            auth = accepted.auth
-            if auth.entry_id is not None:  # always set for a pinned entry
-                touch_last_used(auth.entry_id, now)
-            return _remembered(accepted, client_ip, proxy_ip)
         try:
             presented = parse_cached(cfg, raw, key[1])
             info = presented.info
@@ -507,28 +485,68 @@ def _decide_certificate(request: HttpRequest) -> Outcome:
         return Outcome(Reason.REGISTRY_UNAVAILABLE, certificate=info, client_ip=client_ip, proxy_ip=proxy_ip)
 
 
-def _remembered(accepted: _Accepted, client_ip: str | None, proxy_ip: str | None) -> Outcome:
-    # Positional (Outcome's field order), half the cost of keywords on the warm path; the test
-    # test_the_remembered_acceptance_answers_what_the_full_path_answered compares every field.
+def _warm(request: HttpRequest, *, on_loop: bool) -> Outcome | None:
+    """The warm path, in one function for both paths (``evaluate`` and, with ``on_loop``, ``aevaluate``): the
+    remembered acceptance of this very forwarded value when it may answer this request, else None (then the
+    full path decides, and names any refusal).  Served only when all of these hold, checked here in this order:
+
+    1. the peer is a trusted proxy and sent the proxy secret, when one is configured (``proxy_check``'s test);
+    2. an acceptance is filed under the value's tail and its whole value equals this one (docs/SECURITY.md);
+    3. the proxy's verdict is still SUCCESS (when it verifies), and ``now`` is inside the remembered window;
+    4. the trust store is the one it was decided with and the registry epoch has not moved: the sync path gets
+       the store with ``current_trust_store`` (which re-reads the registry generation when due) and records
+       the use (``touch_last_used``); ``on_loop``, where nothing may read or write, it is served only when the
+       store needs no read (``cached_trust_store``) and no last-used write is due, and never for an identity
+       with a linked user or a fail-open acceptance (loaded and audited by ``evaluate``, from a thread).
+
+    Flat on purpose (one call instead of about fifteen: this is the whole per-request cost of an
+    authenticated request); the values it returns are the ones the full path gave when it remembered them
+    (tests/test_registry_cache.py compares every field)."""
+    cfg = _config if _config is not None and _config.generation == settings.generation else config()
+    meta = request.META
+    peer = peer_address(meta)
+    if not cfg.proxies.trusts(peer):
+        return None
+    if cfg.proxy_secret is not None and not secret_matches(cfg.proxy_secret, meta.get(cfg.proxy_secret_key)):
+        return None
+    raw = meta.get(cfg.cert_key)
+    if not raw:
+        return None
+    chain_raw = meta.get(cfg.chain_key) if cfg.chain_key else None
+    accepted = cfg.accepted.peek((raw[-ACCEPTED_KEY_TAIL:], chain_raw))  # == accepted_key(raw, chain_raw)
+    if not isinstance(accepted, _Accepted) or accepted.value != (raw, chain_raw):
+        return None  # not remembered for this very value (filed under its tail: compared in full here)
     auth = accepted.auth
+    if on_loop and (accepted.revocation_warning or auth.identity.user_id):
+        return None
+    if cfg.proxy_verifies:
+        verdict = meta.get(cfg.verify_key, "NONE")
+        if verdict != "SUCCESS" and reason_for_proxy_verdict(verdict) is not None:
+            return None
+    if not accepted.valid_from <= _timestamp() < accepted.valid_until:
+        return None
+    entry_id = auth.entry_id
+    if entry_id is None:  # always set for a pinned entry
+        return None
+    store = (_cached_store_function or _cached_trust_store)()  # None when getting it would read
+    if store is None and not on_loop:
+        try:
+            store = (_trust_store_function or _current_trust_store)()  # the registry's freshness read
+        except RegistryUnavailable:
+            return None  # the full path tries again and answers registry_unavailable
+    if store is not accepted.store or registry.epoch != accepted.epoch:
+        return None  # the registry or the trust store changed (or, on the loop, a read is due)
+    if last_used_due(entry_id):
+        if on_loop:
+            return None
+        touch_last_used(entry_id, _now(cfg.tz))
+    client_ip, proxy_ip = cfg.proxies.addresses(peer, meta.get(cfg.client_ip_key) if cfg.client_ip_key else None)
     identity = auth.identity
+    # Positional (Outcome's field order): half the cost of keywords.
     return Outcome(
         None, "", auth, auth.certificate, identity.id, identity.name, client_ip, proxy_ip, False,
         accepted.revocation_warning, accepted.revocation_warning_reason,
     )  # fmt: skip
-
-
-def _still_accepted(cfg: _Config, meta: dict[str, Any], accepted: _Accepted, now: dt.datetime) -> bool:
-    """May this remembered acceptance answer the current request?  Raises ``RegistryUnavailable``."""
-    verdict = meta.get(cfg.verify_key, "NONE")
-    if cfg.proxy_verifies and verdict != "SUCCESS" and reason_for_proxy_verdict(verdict) is not None:
-        return False  # the full path names the proxy's refusal
-    if not accepted.valid_from <= now < accepted.valid_until:
-        return False  # the full path names the expiry (or "not yet valid")
-    # current_trust_store() re-reads the registry generation when due (the staleness bound) and drops the
-    # registry cache and the trust store when it moved, which bumps the epoch.
-    store = (_trust_store_function or _current_trust_store)()
-    return store is accepted.store and registry.epoch == accepted.epoch
 
 
 def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trusted: _Trusted, now: dt.datetime) -> None:
@@ -547,8 +565,8 @@ def _remember(cfg: _Config, key: tuple[str, str | None], outcome: Outcome, trust
             auth,
             trusted.result.revocation_warning,
             trusted.result.revocation_warning_reason,
-            now,
-            valid_until,
+            now.timestamp(),
+            valid_until.timestamp(),
             trusted.store,
             trusted.epoch,
             key,
@@ -575,6 +593,20 @@ class _Trusted:
 _trust_store_function: Any = None
 #: timezone.now() with the zone from the config (``_Config.tz``), one C call; tests move it.
 _now = dt.datetime.now
+#: The same clock as a POSIX timestamp, for the remembered acceptance's window; tests move it with ``_now``.
+_timestamp = time.time
+
+
+_cached_store_function: Any = None
+
+
+def _cached_trust_store() -> TrustStore | None:
+    global _cached_store_function
+    if _cached_store_function is None:
+        from .authorities import cached_trust_store  # models: importable only once apps are ready
+
+        _cached_store_function = cached_trust_store
+    return _cached_store_function()  # type: ignore[no-any-return]
 
 
 def _current_trust_store() -> TrustStore:

@@ -63,6 +63,7 @@ class ProxyAllowList:
         #: ``address in self`` for a ``str`` address, without the ``__contains__`` call (the per-request path).
         self.trusts = lru_cache(maxsize=4096)(self._lookup)
         self._client_address = lru_cache(maxsize=4096)(self._read_client_address)
+        self._addresses = lru_cache(maxsize=4096)(self._read_addresses)
 
     def _lookup(self, address: str) -> bool:
         if address == UNIX_SOCKET:
@@ -94,6 +95,18 @@ class ProxyAllowList:
 
     def _read_client_address(self, header_value: str | None) -> str | None:
         return client_address(header_value, self)
+
+    def addresses(self, peer: str, header_value: str | None) -> tuple[str | None, str | None]:
+        """``(client_ip, proxy_ip)`` of a request from the trusted proxy ``peer``: the client address in
+        ``header_value`` (``client_address``), else the peer's, and the peer's (``canonical_ip``).  Memoised
+        like ``client_address`` (bounded: long values are computed each time)."""
+        if len(peer) > MEMOISED_LENGTH or (header_value is not None and len(header_value) > MEMOISED_LENGTH):
+            return self._read_addresses(peer, header_value)
+        return self._addresses(peer, header_value)  # type: ignore[no-any-return]
+
+    def _read_addresses(self, peer: str, header_value: str | None) -> tuple[str | None, str | None]:
+        proxy_ip = canonical_ip(peer)
+        return self.client_address(header_value) or proxy_ip, proxy_ip
 
 
 def reason_for_proxy_verdict(verdict: str) -> Reason | None:

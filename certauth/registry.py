@@ -87,7 +87,8 @@ class Registry:
         #: (database generation, shared counter token or None), see ``ensure_fresh``.
         self._generation: tuple[int, Hashable] | None = None
         self._checked_at = 0.0
-        self._settings_generation = settings.generation
+        #: The certauth settings generation the cache was built for (``ensure_fresh`` rebuilds it on a change).
+        self.settings_generation = settings.generation
         self._staleness = float(settings.REGISTRY_MAX_STALENESS_SECONDS)
         # One lock orders "bump the epoch, then drop the rows" against "compare the epoch, then store a row":
         # a row read before a change can never be filed after the cache was dropped for that change.
@@ -96,6 +97,9 @@ class Registry:
         #: Bumped every time this worker drops its registry cache: a decision derived from the registry may
         #: be reused only while the epoch it was computed in is still current.
         self.epoch = 0
+        #: The monotonic instant before which ``ensure_fresh`` reads nothing and changes nothing (0.0 when it
+        #: must: nothing read yet, after ``invalidate``, with a shared cache, or in strict mode).
+        self.quiet_until = 0.0
 
     def on_invalidate(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever this worker drops its registry cache (generation moved, settings
@@ -117,15 +121,17 @@ class Registry:
             self._entries.clear()
             self._generation = None
             self._checked_at = 0.0
+            self.quiet_until = 0.0
 
     def ensure_fresh(self) -> None:
-        if self._settings_generation != settings.generation:
+        if self.settings_generation != settings.generation:
             with self._lock:
                 self._notify()
-                self._settings_generation = settings.generation
+                self.settings_generation = settings.generation
                 self._staleness = float(settings.REGISTRY_MAX_STALENESS_SECONDS)
                 self._entries = BoundedCache(settings.CACHE_SIZE)
                 self._generation = None
+                self.quiet_until = 0.0
                 shared_generation.reset()
         now = time.monotonic()
         # The database is the truth, read at least every REGISTRY_MAX_STALENESS_SECONDS (every request when
@@ -146,15 +152,12 @@ class Registry:
                 self._generation = generation
             if database_due:
                 self._checked_at = now
+                self.quiet_until = now + self._staleness if not alias and self._staleness > 0 else 0.0
 
     def fresh_without_reading(self) -> bool:
         """Would ``ensure_fresh`` return now without reading anything (database or shared cache)?  Async code
         asks this to answer on the event loop; when False it makes the call in a thread instead."""
-        if self._generation is None or self._settings_generation != settings.generation:
-            return False
-        if self._staleness > 0 and settings.SHARED_CACHE_ALIAS:
-            return False
-        return time.monotonic() - self._checked_at < self._staleness
+        return time.monotonic() < self.quiet_until and self.settings_generation == settings.generation
 
     # --- lookups -----------------------------------------------------------------------------------
     def lookup(self, thumbprint: str) -> EntrySnapshot | None:
@@ -492,8 +495,8 @@ def touch_last_used(entry_id: int, now: dt.datetime) -> None:
 
 def last_used_due(entry_id: int) -> bool:
     """Would ``touch_last_used`` write now?  (Async code then makes the call in a thread.)"""
-    last = _last_touched.get(entry_id)
-    return last is MISSING or time.monotonic() - last >= settings.LAST_USED_RESOLUTION_SECONDS  # type: ignore[operator]
+    last = _last_touched.peek(entry_id)
+    return last is None or time.monotonic() - last >= settings.LAST_USED_RESOLUTION_SECONDS  # type: ignore[operator]
 
 
 def reset_last_used_memory() -> None:

@@ -96,6 +96,7 @@ def test_a_cached_certificate_is_never_served_past_its_not_after(api, pki, regis
     not_after = pki.client.certificate.not_valid_after_utc
     frozen = [not_after - dt.timedelta(seconds=1)]
     monkeypatch.setattr(authenticator, "_now", lambda tz: frozen[0])
+    monkeypatch.setattr(authenticator, "_timestamp", lambda: frozen[0].timestamp())
     assert api.get("/api/whoami/", pki.client).status_code == 200  # cached: parsed, trusted, looked up
 
     frozen[0] = not_after
@@ -110,6 +111,7 @@ def test_a_registered_entry_is_never_served_past_its_own_not_after(api, pki, tru
     register_thumbprint(identity, pki.client.thumbprint, not_after=ends)
     frozen = [ends - dt.timedelta(seconds=1)]
     monkeypatch.setattr(authenticator, "_now", lambda tz: frozen[0])
+    monkeypatch.setattr(authenticator, "_timestamp", lambda: frozen[0].timestamp())
     assert api.get("/api/whoami/", pki.client).status_code == 200
 
     frozen[0] = ends  # the certificate itself is still valid; the registry entry is not
@@ -278,6 +280,7 @@ def test_a_remembered_acceptance_is_not_served_past_the_crl_next_update(
     register(pki.client)
     frozen = [next_update - dt.timedelta(seconds=1)]
     monkeypatch.setattr(authenticator, "_now", lambda tz: frozen[0])
+    monkeypatch.setattr(authenticator, "_timestamp", lambda: frozen[0].timestamp())
     assert api.get("/api/whoami/", pki.client).status_code == 200
     assert api.get("/api/whoami/", pki.client).status_code == 200
 
