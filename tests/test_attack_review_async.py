@@ -158,8 +158,13 @@ def test_another_workers_revocation_reaches_the_loop_within_the_bound(pki, regis
 
     from .test_registry_cache import revoke_from_another_worker
 
+    from certauth import authorities
+
     now = [1_000.0]
-    monkeypatch.setattr(registry_module, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    clock = types.SimpleNamespace(monotonic=lambda: now[0])
+    # The registry's freshness window and the loop's check of it (authorities.cached_trust_store) read one clock.
+    monkeypatch.setattr(registry_module, "time", clock)
+    monkeypatch.setattr(authorities, "time", clock)
     settings.CERTAUTH = {**settings.CERTAUTH, "REGISTRY_MAX_STALENESS_SECONDS": 1, "LAST_USED_RESOLUTION_SECONDS": 3600}
     entry = register(pki.client, identity="billing", scopes="orders:read")
     _warm_on_the_loop(pki.client)
