@@ -30,6 +30,7 @@ run_pytest() {
 }
 
 pytest_args=("$@")
+"$python" -c 'import sys, django, rest_framework; print(f"== Python {sys.version.split()[0]}, Django {django.__version__}, DRF {rest_framework.VERSION}")'
 
 run_pytest SQLite env -u DATABASE_URL
 
