@@ -26,7 +26,7 @@ from certauth import devpki
 
 from . import certs, warm_client
 from .driver import Driver, certificate_headers, environ
-from .measure import Stats, interleaved
+from .measure import Stats, alternating, interleaved
 from .report import Row, ratio_verdict, us
 from .views import PINNED_IDENTITY
 
@@ -98,6 +98,13 @@ def run(sizes: Sizes) -> list[Row]:
         "certauth pinned, cold (new certificate each request)": driver.sequence_caller(fixtures.cold_envs),
     }
     stats = interleaved(phase_a, rounds=sizes.rounds, per_round=sizes.per_round, warmup=sizes.warmup)
+    paired = alternating(
+        phase_a["no auth"],
+        phase_a["certauth pinned, warm"],
+        rounds=sizes.rounds,
+        per_round=sizes.per_round,
+        warmup=sizes.warmup,
+    )
     base = stats["no auth"]
     token = stats["DRF TokenAuthentication"]
     warm = stats["certauth pinned, warm"]
@@ -106,11 +113,21 @@ def run(sizes: Sizes) -> list[Row]:
         _row("no auth (/bench/open-certificate/: the same view's JSON unauthenticated, baseline)", base, base, "", ""),
         _row("DRF TokenAuthentication", token, base, "", ""),
         _row(
-            "certauth pinned, warm",
+            "certauth pinned, warm (batches interleaved with the rows above)",
             warm,
             base,
             "≤ 1.10x no-auth",
             ratio_verdict(warm.median_us / base.median_us, 1.10),
+        ),
+        Row(
+            SECTION,
+            "certauth pinned, warm vs no auth, alternating request by request (the WSGI handler)",
+            f"{us(paired.b.median_us)} vs {us(paired.a.median_us)}",
+            "",
+            f"{paired.ratio:.2f}x",
+            "≤ 1.05x no-auth",
+            ratio_verdict(paired.ratio, 1.05),
+            f"median of {len(paired.ratios)} per-round ratios, spread {paired.spread}",
         ),
         Row(
             SECTION,

@@ -49,6 +49,52 @@ def interleaved(
     return {name: Stats.of(values) for name, values in samples.items()}
 
 
+@dataclass(frozen=True)
+class Paired:
+    """``alternating``'s result: each side's stats over all samples, and the per-round ratios b/a."""
+
+    a: Stats
+    b: Stats
+    ratios: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def spread(self) -> str:
+        return f"{min(self.ratios):.2f} to {max(self.ratios):.2f}"
+
+
+def alternating(
+    a: Callable[[], object], b: Callable[[], object], *, rounds: int, per_round: int, warmup: int
+) -> Paired:
+    """A and B request by request (A B A B ..., B first in odd rounds), the ratio of their medians per round:
+    load that comes and goes hits both sides of each pair, where batches of one scenario then the other can
+    each catch a different moment of a shared machine."""
+    for _ in range(warmup):
+        a()
+        b()
+    samples_a: list[int] = []
+    samples_b: list[int] = []
+    ratios = []
+    clock = time.perf_counter_ns
+    for index in range(rounds):
+        gc.collect()
+        round_a: list[int] = []
+        round_b: list[int] = []
+        order = ((a, round_a), (b, round_b)) if index % 2 == 0 else ((b, round_b), (a, round_a))
+        for _ in range(per_round):
+            for call, bucket in order:
+                start = clock()
+                call()
+                bucket.append(clock() - start)
+        ratios.append(statistics.median(round_b) / statistics.median(round_a))
+        samples_a += round_a
+        samples_b += round_b
+    return Paired(Stats.of(samples_a), Stats.of(samples_b), ratios)
+
+
 def rss_bytes() -> int:
     """Resident set size of this process (Linux /proc; 0 elsewhere)."""
     try:
