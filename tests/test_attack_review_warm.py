@@ -118,3 +118,22 @@ def test_two_clients_of_one_intermediate_are_both_remembered_with_a_chain_carryi
         assert authenticator.evaluate(request).ok
     remembered = [authenticator.config().accepted.peek(authenticator.accepted_key(value, None)) for value in values]
     assert [getattr(accepted, "value", None) for accepted in remembered] == [(value, None) for value in values]
+
+
+def test_the_loop_never_builds_the_config_which_reads_the_proxy_secret_file(pki, register, settings, tmp_path) -> None:
+    """``_Config()`` opens and reads ``PROXY_SECRET_FILE`` (a blocking read, maybe on a network filesystem, and
+    an error log when unusable): the first async request of a process or of a settings generation must make it
+    in the thread, not on the event loop (which used to build it, through ``_warm`` or ``_arrival``)."""
+    secret = tmp_path / "proxy-secret"
+    secret.write_text("s" * 40)
+    secret.chmod(0o600)
+    settings.CERTAUTH = {**settings.CERTAUTH, "PROXY_SECRET": None, "PROXY_SECRET_FILE": str(secret)}
+    register(pki.client)
+    header = {"HTTP_X_CERTAUTH_PROXY_SECRET": "s" * 40}
+    authenticator._config = None  # a new process
+    assert authenticator._decide_on_loop(_request(pki, **header)) is None
+    assert authenticator._decide_on_loop(RequestFactory().get("/", REMOTE_ADDR="127.0.0.1", **header)) is None
+    assert authenticator._config is None  # nothing read on the loop
+    assert authenticator.evaluate(_request(pki, **header)).ok  # in the thread: builds it, remembers the acceptance
+    assert authenticator._config is not None
+    assert authenticator._decide_on_loop(_request(pki, **header)).ok  # and then the loop answers
