@@ -382,7 +382,10 @@ async def aevaluate(request: HttpRequest, *, path: str | None = None, method: st
 
 def _decide_on_loop(request: HttpRequest) -> Outcome | None:
     """The answer when it needs no database, file or network access (see ``aevaluate``), else None: the
-    remembered acceptance (``_warm``, on the loop), or no certificate at all."""
+    remembered acceptance (``_warm``, on the loop), or no certificate at all.  Never builds the config: that
+    reads ``PROXY_SECRET_FILE`` (and may log), so the first request of a process or settings generation hops."""
+    if _config is None or _config.generation != settings.generation:
+        return None
     outcome = _warm(request, on_loop=True)
     if outcome is not None:
         return outcome

@@ -39,8 +39,9 @@ def peer_address(meta: Mapping[str, Any]) -> str:
     if not remote:
         return UNIX_SOCKET
     # A REMOTE_ADDR that spells the marker came from a header, not a socket: an ASGI server's proxy headers
-    # copy an X-Forwarded-For entry (any string) into the client address.  Never the unix socket.
-    return str(remote) if remote != UNIX_SOCKET else ""
+    # copy an X-Forwarded-For entry (any string) into the client address.  Never the unix socket; and one
+    # longer than any address is none (""): never memoised by ``ProxyAllowList.trusts``, never echoed.
+    return str(remote) if remote != UNIX_SOCKET and len(remote) <= MEMOISED_LENGTH else ""
 
 
 def secret_matches(expected: bytes, presented: str | None) -> bool:
