@@ -154,11 +154,10 @@ def _request_for(cert: Any) -> Any:
 def test_another_workers_revocation_reaches_the_loop_within_the_bound(pki, register, settings, monkeypatch) -> None:
     import types
 
+    from certauth import authorities
     from certauth import registry as registry_module
 
     from .test_registry_cache import revoke_from_another_worker
-
-    from certauth import authorities
 
     now = [1_000.0]
     clock = types.SimpleNamespace(monotonic=lambda: now[0])
