@@ -162,7 +162,7 @@ def cached_trust_store() -> TrustStore | None:
     store = _cache.store
     if store is None or _cache.settings_generation != settings.generation:
         return None
-    # == registry.fresh_without_reading(), inlined: this runs on every warm request.
+    # The registry's quiet window (Registry.quiet_until): until then ensure_fresh returns without reading.
     if time.monotonic() >= registry.quiet_until or registry.settings_generation != settings.generation:
         return None
     return store

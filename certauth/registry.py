@@ -154,11 +154,6 @@ class Registry:
                 self._checked_at = now
                 self.quiet_until = now + self._staleness if not alias and self._staleness > 0 else 0.0
 
-    def fresh_without_reading(self) -> bool:
-        """Would ``ensure_fresh`` return now without reading anything (database or shared cache)?  Async code
-        asks this to answer on the event loop; when False it makes the call in a thread instead."""
-        return time.monotonic() < self.quiet_until and self.settings_generation == settings.generation
-
     # --- lookups -----------------------------------------------------------------------------------
     def lookup(self, thumbprint: str) -> EntrySnapshot | None:
         """The registered entry for a thumbprint, or None.  Raises ``RegistryUnavailable``."""
