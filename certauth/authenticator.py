@@ -359,7 +359,9 @@ def evaluate(request: HttpRequest, *, path: str | None = None, method: str | Non
     return outcome
 
 
-async def aevaluate(request: HttpRequest, *, path: str | None = None, method: str | None = None) -> Outcome:
+async def aevaluate(
+    request: HttpRequest, *, path: str | None = None, method: str | None = None, as_sent: bool = False
+) -> Outcome:
     """``evaluate`` for async code: the same decision and the same ``Outcome`` on the request, and no blocking
     call on the event loop's thread.
 
@@ -367,17 +369,29 @@ async def aevaluate(request: HttpRequest, *, path: str | None = None, method: st
     acceptance that needs no read or write right now (``_decide_on_loop``).  Everything else (a cold cache,
     a refusal and its audit row, a linked user, a due registry-freshness read or last-used write, a shared
     cache, OCSP) runs ``evaluate`` itself in one ``sync_to_async`` hop: one hop per such request, not one per
-    query, and the very code the sync path runs."""
+    query, and the very code the sync path runs.  ``as_sent``: a refusal is audited under the request line the
+    client sent (``certauth.views.original_request_line``), worked out in that thread, only when needed."""
     outcome: Outcome | None = getattr(request, REQUEST_ATTRIBUTE, None)
     if outcome is not None:
         return outcome
     outcome = _decide_on_loop(request)
     if outcome is None:
+        if as_sent:
+            return await sync_to_async(_evaluate_as_sent)(request)
         return await sync_to_async(evaluate)(request, path=path, method=method)
     setattr(request, REQUEST_ATTRIBUTE, outcome)
     if outcome.ok and signals.certificate_authenticated.receivers:  # none connected: no coroutine either
         await _asend(signals.certificate_authenticated, request=request, auth=outcome.auth)
     return outcome
+
+
+def _evaluate_as_sent(request: HttpRequest) -> Outcome:
+    """``evaluate``, a refusal audited under the client's own request line (the proxy's original-URI and
+    method headers, believed from a trusted proxy only), as ``certauth.views.refused`` audits it."""
+    from .views import original_request_line  # views imports this module
+
+    method, path = original_request_line(request)
+    return evaluate(request, path=path, method=method)
 
 
 def _decide_on_loop(request: HttpRequest) -> Outcome | None:

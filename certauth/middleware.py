@@ -12,7 +12,6 @@ from django.utils.functional import SimpleLazyObject
 
 from .authenticator import aevaluate, evaluate
 from .reasons import Reason
-from .views import original_request_line
 
 
 class ClientCertificateMiddleware:
@@ -62,9 +61,9 @@ class ClientCertificateMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         # Audited under the request line the client sent (the proxy's headers, from a trusted proxy only), as
-        # certauth.views.refused would: this evaluation comes first, and a request is audited once.
-        method, path = original_request_line(request)
-        outcome = await aevaluate(request, path=path, method=method)  # no certificate: answered at once
+        # certauth.views.refused would: this evaluation comes first, and a request is audited once.  That line is
+        # worked out in the thread that writes the audit row, not on the loop for every request.
+        outcome = await aevaluate(request, as_sent=True)  # no certificate, or remembered: answered at once
         if outcome.reason is Reason.MISSING_CERTIFICATE:
             request.certificate_auth = None  # type: ignore[attr-defined]
             return await self.get_response(request)  # type: ignore[no-any-return,misc]

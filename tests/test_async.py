@@ -262,3 +262,29 @@ def test_a_remembered_acceptance_is_served_on_the_loop_only_to_the_whole_value(p
     )
     assert response.json()["identity"] is None and not response.json()["user"]["authenticated"], response.content
     assert aget("/async/whoami/", pki.client).json()["identity"] == "billing"  # still served to its own value
+
+
+def test_the_async_middleware_reads_nothing_on_the_loop_for_the_first_request(pki, register, monkeypatch) -> None:
+    """The first request of a process builds certauth's config, which reads the proxy secret (PROXY_SECRET_FILE,
+    maybe on a network filesystem): through the async middleware that happens in the thread, never on the
+    event loop, where the middleware used to work out the client's request line for every request (and so
+    built the config there)."""
+    import asyncio
+
+    register(pki.client, identity="billing")
+    read_on_the_loop = []
+    read = authenticator.load_proxy_secret
+
+    def spy() -> Any:
+        try:
+            asyncio.get_running_loop()
+            read_on_the_loop.append(True)
+        except RuntimeError:
+            pass  # a thread without a loop: where it belongs
+        return read()
+
+    monkeypatch.setattr(authenticator, "load_proxy_secret", spy)
+    authenticator._config = None  # a new process
+    assert aget("/async/whoami/", pki.client).json()["identity"] == "billing"
+    assert authenticator._config is not None  # built, and the secret read: in the thread
+    assert read_on_the_loop == []
