@@ -1,6 +1,7 @@
 # certauth: the two commands are `make run` and `make test`; everything else is for developers.
 #   make run     dev stack: nginx (mTLS) + gunicorn on https://127.0.0.1:8443 (make run PORT=8444), Ctrl-C stops it
-#                (make run SERVER=uvicorn: the same behind nginx, under ASGI)
+#                (make run SERVER=uvicorn: the same behind nginx, under ASGI; make run PROXY=haproxy|apache|caddy:
+#                behind another TLS proxy, configured by certauth.proxyconf)
 #   make test    the whole suite on SQLite, and again on PostgreSQL if one answers on 127.0.0.1:5432
 #                (make test PYTEST_ARGS="-k whoami -x" passes arguments to pytest), in .venv: the newest
 #                supported Python found (3.13, 3.12, 3.11; scripts/newest-python) with the newest Django
@@ -23,7 +24,7 @@ NOX_ARGS ?=
 
 run: $(STAMP)
 	scripts/install-system-deps.sh
-	$(VPY) -m scripts.stack run $(if $(PORT),--port $(PORT),) $(if $(SERVER),--server $(SERVER),)
+	$(VPY) -m scripts.stack run $(if $(PORT),--port $(PORT),) $(if $(SERVER),--server $(SERVER),) $(if $(PROXY),--proxy $(PROXY),)
 
 test: $(STAMP)
 	scripts/install-system-deps.sh

@@ -230,6 +230,11 @@ if os.environ.get("CERTAUTH_PROXY_SECRET_FILE"):
 if os.environ.get("CERTAUTH_REVOCATION_MODE"):
     CERTAUTH["REVOCATION_MODE"] = os.environ["CERTAUTH_REVOCATION_MODE"]
     CERTAUTH["REVOCATION_FAIL_OPEN"] = env_bool("CERTAUTH_REVOCATION_FAIL_OPEN", False)
+# The forwarding dialect of the proxy in front (`certauth proxy-config` prints the values for each proxy;
+# the dev stack sets them for `make run PROXY=haproxy|apache|caddy`).  An empty value means None.
+for _name in ("CERTIFICATE_HEADER", "FORWARDING_FORMAT", "VERIFY_HEADER", "CLIENT_IP_HEADER", "CHAIN_HEADER"):
+    if f"CERTAUTH_{_name}" in os.environ:
+        CERTAUTH[_name] = os.environ[f"CERTAUTH_{_name}"] or None
 if os.environ.get("CERTAUTH_ALLOWED_CERTIFICATE_TYPES"):
     CERTAUTH["ALLOWED_CERTIFICATE_TYPES"] = os.environ["CERTAUTH_ALLOWED_CERTIFICATE_TYPES"]
 if "shared" in CACHES:

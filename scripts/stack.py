@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python scripts/stack.py` as well as `python -m scripts.stack`
     sys.path.insert(0, str(REPO))
 
-from certauth import nginxconf, privatefiles  # noqa: E402  (pure modules: no Django needed here)
+from certauth import nginxconf, privatefiles, proxyconf  # noqa: E402  (pure modules: no Django needed here)
 
 DEFAULT_PORT = 8443
 STOP_TIMEOUT = 10.0
@@ -45,6 +45,8 @@ STOP_TIMEOUT = 10.0
 MAX_SOCKET_PATH = 100
 #: uvicorn's --limit-concurrency per worker (connections plus requests in flight; 503 beyond).
 UVICORN_LIMIT_CONCURRENCY = 1000
+#: The settings that name a proxy's forwarding dialect, passed to the project as ``CERTAUTH_<NAME>``.
+DIALECT_SETTINGS = ("CERTIFICATE_HEADER", "FORWARDING_FORMAT", "VERIFY_HEADER", "CLIENT_IP_HEADER", "CHAIN_HEADER")
 #: The application servers ``make run SERVER=...`` can start.
 SERVERS = ("gunicorn", "uvicorn")
 
@@ -62,6 +64,11 @@ def find_nginx() -> str | None:
         if os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def find_proxy(name: str) -> str | None:
+    """Path of the program that runs proxy ``name`` (``certauth.proxyconf.PROXIES``), or None."""
+    return find_nginx() if name == "nginx" else proxyconf.find_proxy(name)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -151,6 +158,7 @@ class Stack:
         requests_per_second: int | None = None,
         server: Literal["gunicorn", "uvicorn"] = "gunicorn",
         server_args: Sequence[str] = (),
+        proxy: str = "nginx",
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             # Whoever reaches gunicorn or this nginx decides what certauth sees; keep both local.
@@ -162,6 +170,13 @@ class Stack:
         if server not in ("gunicorn", "uvicorn"):
             raise StackError(f"server must be 'gunicorn' or 'uvicorn', not {server!r}")
         self.server = server
+        if proxy not in proxyconf.PROXIES:
+            raise StackError(f"proxy must be one of {', '.join(proxyconf.PROXIES)}, not {proxy!r}")
+        if mode not in proxyconf.renderer(proxy).MODES:
+            raise StackError(
+                f"{proxy} cannot run mode {mode!r} (it renders {', '.join(proxyconf.renderer(proxy).MODES)})"
+            )
+        self.proxy = proxy
         self.server_args = list(server_args)
         self.gunicorn_port = gunicorn_port
         self.mode = mode
@@ -176,7 +191,8 @@ class Stack:
         self.startup_timeout = startup_timeout
         self.run_dir = self.var_dir / "run"
         self.log_dir = self.run_dir / "logs"
-        self.nginx_conf = self.run_dir / "nginx.conf"
+        self.proxy_conf = self.run_dir / ("nginx.conf" if proxy == "nginx" else f"{proxy}.conf")
+        self.nginx_conf = self.proxy_conf  # the name older callers use
         self.access_log = self.log_dir / "gunicorn-access.log"
         if upstream not in ("unix", "tcp"):
             raise StackError(f"upstream must be 'unix' or 'tcp', not {upstream!r}")
@@ -234,6 +250,18 @@ class Stack:
                 "CERTAUTH_PROXY_SECRET_FILE": str(self.proxy_secret_file),
             }
         )
+        if self.proxy != "nginx":
+            # The proxy's forwarding dialect, as `certauth proxy-config --proxy NAME` prints it.
+            settings = proxyconf.renderer(self.proxy).certauth_settings(self.proxy_options())
+            for name in (
+                "CERTIFICATE_HEADER",
+                "FORWARDING_FORMAT",
+                "VERIFY_HEADER",
+                "CLIENT_IP_HEADER",
+                "CHAIN_HEADER",
+            ):
+                if name in settings:
+                    env[f"CERTAUTH_{name}"] = settings[name] or ""
         # Admin forms posted from the port the browser used (tests pick random ports).
         env.setdefault(
             "CSRF_TRUSTED_ORIGINS",
@@ -261,9 +289,11 @@ class Stack:
         up) when that does not happen within ``startup_timeout`` seconds."""
         if self._processes:
             raise StackError("already started")
-        nginx = find_nginx()
-        if nginx is None:
-            raise StackError("nginx is not installed: run scripts/install-system-deps.sh (as root) or `make run`")
+        binary = find_proxy(self.proxy)
+        if binary is None:
+            raise StackError(
+                f"{self.proxy} is not installed: run scripts/install-system-deps.sh (as root) or `make run`"
+            )
         # With "on", the health check presents the dev client certificate.
         probe = ("client.pem", "client.key") if self.mode == "on" else ()
         for name in ("server.pem", "server.key", "ca.pem", *probe):
@@ -293,14 +323,14 @@ class Stack:
             if candidate not in self.gunicorn_ports and candidate != self.port:
                 self.gunicorn_ports.append(candidate)
         # It holds the proxy secret: private from the first byte.
-        privatefiles.write_file(self.nginx_conf, self.render_nginx_conf().encode())
+        privatefiles.write_file(self.proxy_conf, self.render_proxy_conf().encode())
 
         atexit.register(self.stop)
         self._install_signal_handlers()
         try:
             for instance in range(self.gunicorn_instances):
                 self.start_instance(instance, wait=False)
-            self._spawn("nginx", self._nginx_command(nginx), self.log_dir / "nginx-stderr.log")
+            self._spawn(self.proxy, self._proxy_command(binary), self.log_dir / f"{self.proxy}-stderr.log")
             self._wait_until_healthy()
         except BaseException:
             self.stop()
@@ -308,9 +338,9 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        """Stop nginx, then gunicorn: SIGTERM to each process group, SIGKILL after STOP_TIMEOUT.
+        """Stop the proxy, then gunicorn: SIGTERM to each process group, SIGKILL after STOP_TIMEOUT.
         Safe to call more than once."""
-        for name in ["nginx", *self._processes]:
+        for name in [self.proxy, *self._processes]:
             process = self._processes.pop(name, None)
             if process is not None:
                 _terminate_group(process)
@@ -325,7 +355,8 @@ class Stack:
         """The tail of every log, for error messages."""
         gunicorn_logs = [f"{self._instance_name(i)}.log" for i in range(self.gunicorn_instances)]
         return "\n".join(
-            _tail(self.log_dir / name) for name in (*gunicorn_logs, "nginx-stderr.log", "error.log", "access.log")
+            _tail(self.log_dir / name)
+            for name in (*gunicorn_logs, f"{self.proxy}-stderr.log", "error.log", "access.log")
         )
 
     # --- one application host at a time (several gunicorn instances) --------------------------------
@@ -351,6 +382,30 @@ class Stack:
             _wait_for_port("127.0.0.1", self.gunicorn_ports[instance], self._processes[name], self.startup_timeout)
 
     # --- pieces ------------------------------------------------------------------------------
+    def proxy_options(self) -> proxyconf.ProxyOptions:
+        """What the proxy's renderer is told (``certauth.proxyconf``)."""
+        verifies = self.mode != "optional_no_ca"
+        return proxyconf.ProxyOptions(
+            mode=self.mode,
+            server_cert=self.pki_dir / "server.pem",
+            server_key=self.pki_dir / "server.key",
+            client_ca=self.pki_dir / "ca-bundle.pem" if verifies else None,
+            crl=self.crl if verifies else None,
+            listen=_host_port(self.host, self.port),
+            server_name="localhost",
+            upstream=tuple(self._upstream_addresses()),
+            standalone=True,
+            prefix=self.run_dir,
+            static_root=self.static_root,
+            proxy_secret=self.proxy_secret,
+            requests_per_second=self.requests_per_second or nginxconf.DEFAULT_REQUESTS_PER_SECOND,
+        )
+
+    def render_proxy_conf(self) -> str:
+        if self.proxy == "nginx":
+            return self.render_nginx_conf()
+        return proxyconf.renderer(self.proxy).render(self.proxy_options())
+
     def render_nginx_conf(self) -> str:
         verifies = self.mode != "optional_no_ca"
         return nginxconf.render(
@@ -425,14 +480,10 @@ class Stack:
             "--app-dir", str(REPO),
         ]  # fmt: skip
 
-    def _nginx_command(self, nginx: str) -> list[str]:
-        command = [nginx, "-p", str(self.run_dir), "-c", str(self.nginx_conf), "-e", "stderr"]
-        if os.geteuid() == 0:
-            # As root nginx would run its workers as "nobody", who cannot enter 0700 directories
-            # such as pytest's tmp dirs (static files, body buffers).  Run them as the invoking
-            # user, exactly as for a developer without root.  Loopback only.
-            command += ["-g", "user root;"]
-        return command
+    def _proxy_command(self, binary: str) -> list[str]:
+        # nginx: as root it would run its workers as "nobody", who cannot enter 0700 directories such as
+        # pytest's tmp dirs: certauth.proxyconf.nginx.command runs them as the invoking user.  Loopback only.
+        return proxyconf.renderer(self.proxy).command(binary, self.proxy_conf, self.run_dir)
 
     def _spawn(self, name: str, command: Sequence[str], log: Path) -> None:
         handle = log.open("ab")
@@ -743,9 +794,10 @@ def run(arguments: argparse.Namespace) -> int:
         # root, so OpenSSL would refuse intermediate-issued clients ("unable to get certificate CRL").
         static_root=var_dir / "static",
         server=arguments.server,
+        proxy=arguments.proxy,
     )
-    server = arguments.server
-    print(f"== starting nginx ({arguments.mode}) and {server} ({arguments.workers} workers)", flush=True)
+    server, proxy = arguments.server, arguments.proxy
+    print(f"== starting {proxy} ({arguments.mode}) and {server} ({arguments.workers} workers)", flush=True)
     try:
         stack.start()
     except StackError as error:
@@ -767,7 +819,7 @@ def run(arguments: argparse.Namespace) -> int:
             browser_certificate = f"no client certificate needed; for the API import {pki}/client.p12"
         print(
             f"""
-certauth is running: nginx (ssl_verify_client {arguments.mode}) on {stack.base_url}
+certauth is running: {proxy} (client certificates: {arguments.mode}) on {stack.base_url}
                      -> {server} on {stack.socket_path(0)} (only this user may open it)
   API     {url}/api/whoami/   {url}/api/orders/
   Admin   {url}/admin/   login: {login}
@@ -777,12 +829,12 @@ certauth is running: nginx (ssl_verify_client {arguments.mode}) on {stack.base_u
 
 Try it:
   curl --cacert {pki}/ca.pem --cert {pki}/client.pem --key {pki}/client.key {url}/api/whoami/
-  # no certificate: 401 missing_certificate (with --mode on nginx refuses it; certauth still answers)
+  # no certificate: 401 missing_certificate (with --mode on the proxy refuses it; certauth still answers)
   curl --cacert {pki}/ca.pem {url}/api/whoami/
   # a valid certificate nobody registered: 401 unknown_certificate
   curl --cacert {pki}/ca.pem --cert {pki}/unregistered.pem --key {pki}/unregistered.key {url}/api/whoami/
 
-Ctrl-C stops nginx and {server}.{demo_warning}""",
+Ctrl-C stops {proxy} and {server}.{demo_warning}""",
             flush=True,
         )
         while stack.running:
@@ -822,6 +874,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="gunicorn",
         help="the application server behind nginx: gunicorn (WSGI, default) or uvicorn (ASGI, project.asgi; "
         "pip install uvicorn, in the server extra)",
+    )
+    run_parser.add_argument(
+        "--proxy",
+        choices=proxyconf.PROXIES,
+        default="nginx",
+        help="the TLS proxy in front: nginx (default), haproxy, apache or caddy (certauth.proxyconf renders its "
+        "configuration; scripts/install-system-deps.sh installs it)",
     )
     run_parser.add_argument("--var-dir", help="state directory (default $CERTAUTH_VAR_DIR or ./var)")
     arguments = parser.parse_args(argv)
