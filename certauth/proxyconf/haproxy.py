@@ -337,7 +337,8 @@ def _frontend(options: ProxyOptions, server_cert: str) -> str:
         "    http-request set-header X-Forwarded-For %[src]",
         "    http-request set-header X-Forwarded-Proto https",
         "    # With the port, so Django's absolute URLs and CSRF origin check match what the browser used.",
-        "    http-request set-header Host %[req.hdr(host),regsub(':[0-9]+$','')]:%[dst_port] if { req.hdr(host) -m found }",
+        "    http-request set-header Host %[req.hdr(host),regsub(':[0-9]+$','')]:%[dst_port] "
+        "if { req.hdr(host) -m found }",
         f"    http-request set-header Host {_token(options.server_name, 'server_name')}:%[dst_port] "
         "unless { req.hdr(host) -m found }",
         "    # The request line as the client sent it, for the audit of a refusal (rewritten below). Set on",

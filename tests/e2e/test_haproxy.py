@@ -123,7 +123,8 @@ def test_forged_verdict_and_address_with_a_certificate_are_overwritten(stack: E2
     # The row this refusal updated last (rows are per client address: a believed forgery would be a new one).
     row = _latest_refusal(stack, "unknown_certificate", stack.pki.thumbprint("unregistered"))
     assert row == {"method": "GET", "path": "/api/whoami/", "client_ip": "127.0.0.1"}
-    script = "from certauth.models import AuthenticationFailure as F; print(F.objects.filter(client_ip='203.0.113.9').count())"
+    script = "from certauth.models import AuthenticationFailure as F; "
+    script += "print(F.objects.filter(client_ip='203.0.113.9').count())"
     assert stack.manage("shell", "-c", script).stdout.strip().splitlines()[-1] == "0"
 
     response = stack.session("other-ca").get(stack.url("/api/whoami/"), headers=_forged(stack), timeout=10)
