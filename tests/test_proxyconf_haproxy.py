@@ -6,6 +6,7 @@ header it sets, in any spelling."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -341,26 +342,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, pki: DevPKI) -> Iterator[LiveHAProxy]:
+@contextlib.contextmanager
+def _running(base: Path, pki: DevPKI, **overrides: Any) -> Iterator[LiveHAProxy]:
+    """A real HAProxy (mode optional unless ``overrides`` say otherwise) in front of an echo server."""
     binary = _require_haproxy()
-    base = tmp_path_factory.mktemp("live-haproxy")
     combined = _combined(pki, base)
     port = _free_port()
     echo = _EchoServer()
     threading.Thread(target=echo.serve_forever, daemon=True).start()
     config = base / "haproxy.conf"
-    options = _options(
-        mode="optional",
-        server_cert=combined,
-        server_key=combined,
-        client_ca=pki.ca_bundle,
-        listen=f"127.0.0.1:{port}",
-        upstream=(f"127.0.0.1:{echo.server_address[1]}",),
-        standalone=True,
-        prefix=base,
-    )
-    config.write_text(haproxy.render(options))
+    values: dict[str, Any] = {
+        "mode": "optional",
+        "server_cert": combined,
+        "server_key": combined,
+        "client_ca": pki.ca_bundle,
+        "listen": f"127.0.0.1:{port}",
+        "upstream": (f"127.0.0.1:{echo.server_address[1]}",),
+        "standalone": True,
+        "prefix": base,
+        **overrides,
+    }
+    config.write_text(haproxy.render(_options(**values)))
     stderr = (base / "stderr.log").open("wb")
     process = subprocess.Popen(
         haproxy.command(binary, config, base), stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
@@ -382,6 +384,12 @@ def live(tmp_path_factory: pytest.TempPathFactory, pki: DevPKI) -> Iterator[Live
         stderr.close()
         echo.shutdown()
         echo.server_close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, pki: DevPKI) -> Iterator[LiveHAProxy]:
+    with _running(tmp_path_factory.mktemp("live-haproxy"), pki) as running:
+        yield running
 
 
 def _der_base64(pki: DevPKI, name: str) -> str:
@@ -465,3 +473,19 @@ def test_live_the_refusal_path_itself_is_a_404(live: LiveHAProxy) -> None:
     for path in ("/-/certauth/refused", "/-/certauth/%72efused"):
         assert live.send("GET", path, cert="client") == []
         assert live.last_status == 404
+
+
+def test_live_a_crl_file_must_hold_every_cas_crl(tmp_path: Path, pki: DevPKI) -> None:
+    """The dev PKI's CRL is the root's only: the revoked client is refused as revoked, and so is, for want of
+    its CA's CRL, every client of the intermediate (what the rendered comment and docs/proxies.md warn of)."""
+    with _running(tmp_path, pki, mode="on", crl=pki.crl) as running:
+        [seen] = running.send("GET", "/api/whoami/", cert="crl-revoked")
+        assert (seen.path, seen.headers["x-ssl-client-verify"]) == ("/-/certauth/refused", "FAILED:certificate revoked")
+        [seen] = running.send("GET", "/api/whoami/", cert="via-intermediate")
+        assert seen.path == "/-/certauth/refused"
+        assert seen.headers["x-ssl-client-verify"] == "FAILED:unable to get certificate CRL"
+        [seen] = running.send("GET", "/api/whoami/", cert="client")
+        assert (seen.path, seen.headers["x-ssl-client-verify"]) == ("/api/whoami/", "SUCCESS")
+        # verify required: no certificate, no handshake.
+        with pytest.raises(requests.exceptions.ConnectionError):
+            running.send("GET", "/api/whoami/")
