@@ -489,3 +489,16 @@ def test_live_a_crl_file_must_hold_every_cas_crl(tmp_path: Path, pki: DevPKI) ->
         # verify required: no certificate, no handshake.
         with pytest.raises(requests.exceptions.ConnectionError):
             running.send("GET", "/api/whoami/")
+
+
+def test_live_optional_no_ca_forwards_any_certificate_to_certauth(tmp_path: Path, pki: DevPKI) -> None:
+    """certauth verifies in optional_no_ca: a certificate of an unknown CA reaches the view it asked for (with
+    HAProxy's honest verdict, which certauth does not read there); without a CA file, none is offered."""
+    with _running(tmp_path, pki, mode="optional_no_ca", client_ca=None) as running:
+        for name in ("other-ca", "expired", "client"):
+            [seen] = running.send("POST", "/api/orders/", cert=name, data=b"x")
+            assert (seen.method, seen.path) == ("POST", "/api/orders/")
+            assert seen.headers["x-ssl-client-cert"] == _der_base64(pki, name)
+            assert seen.headers["x-ssl-client-verify"] != "SUCCESS"  # the stand-in CA file trusts none of them
+        [seen] = running.send("GET", "/api/whoami/")
+        assert seen.headers["x-ssl-client-verify"] == "NONE" and "x-ssl-client-cert" not in seen.headers
