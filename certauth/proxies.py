@@ -117,6 +117,9 @@ def reason_for_proxy_verdict(verdict: str) -> Reason | None:
     if verdict == "SUCCESS":
         return None
     text = verdict.lower()
+    # First: "CRL has expired" / "CRL is not yet valid" say the CRL is stale, not the certificate.
+    if "crl" in text:
+        return Reason.CRL_UNAVAILABLE
     if "expired" in text:
         return Reason.CERTIFICATE_EXPIRED
     if "not yet valid" in text:
@@ -127,8 +130,6 @@ def reason_for_proxy_verdict(verdict: str) -> Reason | None:
         return Reason.SELF_SIGNED_NOT_ALLOWED if "in certificate chain" not in text else Reason.UNTRUSTED_ISSUER
     if "unable to get local issuer" in text or "unable to get issuer" in text or "unable to verify" in text:
         return Reason.UNTRUSTED_ISSUER
-    if "crl" in text:
-        return Reason.CRL_UNAVAILABLE
     if "purpose" in text:
         return Reason.WRONG_USAGE
     return Reason.PROXY_VERIFICATION_FAILED

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system programs the dev stack and the test-suite need, only those missing:
 #   nginx     (nginx-light where the distribution has it) -- mTLS termination, make run, e2e tests
+#   haproxy   -- the HAProxy renderer's tests and e2e tests (make run PROXY=haproxy)
 #   chromium  -- the admin browser tests
 #   ab        (apache2-utils) -- make bench
 #   faketime  -- make clockcheck: the suite with a clock that runs ten times too fast
@@ -20,6 +21,7 @@ have() {
 
 missing=()
 have nginx || missing+=(nginx)
+have haproxy || missing+=(haproxy)
 have chromium chromium-browser || missing+=(chromium)
 have ab || missing+=(apache2-utils)
 have faketime || missing+=(faketime)
@@ -67,6 +69,7 @@ apt-get install -y -qq --no-install-recommends "${packages[@]}"
 for item in "${missing[@]}"; do
   case $item in
     nginx) have nginx ;;
+    haproxy) have haproxy ;;
     chromium) have chromium chromium-browser ;;
     apache2-utils) have ab ;;
   esac || { echo "install-system-deps: $item still missing after apt-get install" >&2; exit 1; }

@@ -322,6 +322,9 @@ class Stack:
             candidate = free_port("127.0.0.1")
             if candidate not in self.gunicorn_ports and candidate != self.port:
                 self.gunicorn_ports.append(candidate)
+        if self._combined_key:  # it holds the server key: private from the first byte
+            combined = (self.pki_dir / "server.pem").read_bytes() + (self.pki_dir / "server.key").read_bytes()
+            privatefiles.write_file(self.combined_server_file, combined)
         # It holds the proxy secret: private from the first byte.
         privatefiles.write_file(self.proxy_conf, self.render_proxy_conf().encode())
 
@@ -385,10 +388,13 @@ class Stack:
     def proxy_options(self) -> proxyconf.ProxyOptions:
         """What the proxy's renderer is told (``certauth.proxyconf``)."""
         verifies = self.mode != "optional_no_ca"
+        server_cert, server_key = self.pki_dir / "server.pem", self.pki_dir / "server.key"
+        if self._combined_key:
+            server_cert = server_key = self.combined_server_file
         return proxyconf.ProxyOptions(
             mode=self.mode,
-            server_cert=self.pki_dir / "server.pem",
-            server_key=self.pki_dir / "server.key",
+            server_cert=server_cert,
+            server_key=server_key,
             client_ca=self.pki_dir / "ca-bundle.pem" if verifies else None,
             crl=self.crl if verifies else None,
             listen=_host_port(self.host, self.port),
@@ -400,6 +406,16 @@ class Stack:
             proxy_secret=self.proxy_secret,
             requests_per_second=self.requests_per_second or nginxconf.DEFAULT_REQUESTS_PER_SECOND,
         )
+
+    @property
+    def _combined_key(self) -> bool:
+        """Does the proxy want the server certificate and key in one file (HAProxy 2.6's ``crt``)?"""
+        return bool(getattr(proxyconf.renderer(self.proxy), "COMBINED_CERTIFICATE_AND_KEY", False))
+
+    @property
+    def combined_server_file(self) -> Path:
+        """server.pem + server.key in one private file, for a proxy that reads both from one (``start``)."""
+        return self.run_dir / "server-combined.pem"
 
     def render_proxy_conf(self) -> str:
         if self.proxy == "nginx":

@@ -16,6 +16,7 @@ SUBCOMMANDS = [
     "certauth.cli.devpki.DevPKI",
     "certauth.cli.expiring.Expiring",
     "certauth.cli.nginx_config.NginxConfig",
+    "certauth.cli.proxy_config.ProxyConfig",
     "certauth.cli.prune_audit.PruneAudit",
     "certauth.cli.authority.Authority",
     "certauth.cli.crl_refresh.CrlRefresh",

@@ -20,8 +20,9 @@ def render(options: ProxyOptions) -> str:
         server_name=options.server_name,
         server_cert=options.server_cert,
         server_key=options.server_key,
-        client_ca=options.client_ca if options.mode != "optional_no_ca" else None,
-        crl=options.crl if options.mode != "optional_no_ca" else None,
+        # Also in optional_no_ca when given: nginx then offers the CAs' names (`certauth nginx-config` always did).
+        client_ca=options.client_ca,
+        crl=options.crl,
         upstream=list(options.upstream),
         verify_depth=options.verify_depth,
         standalone=options.standalone,
