@@ -4,7 +4,6 @@ gunicorn) -- including the placeholder Caddy forwards literally when the header 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re

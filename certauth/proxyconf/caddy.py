@@ -283,8 +283,9 @@ def render(options: ProxyOptions) -> str:
     site = "\n".join(lines) + "\n"
     if not options.standalone:
         return (
-            f"# certauth behind Caddy 2.6+, client_auth {CLIENT_AUTH_MODES[mode]} (certauth mode {mode}).  Rendered by\n"
-            "# certauth.proxyconf.caddy; change its arguments rather than this block.  Put it in your Caddyfile.\n"
+            f"# certauth behind Caddy 2.6+, client_auth {CLIENT_AUTH_MODES[mode]} (certauth mode {mode}).\n"
+            "# Rendered by certauth.proxyconf.caddy; change its arguments rather than this block.  Put it in\n"
+            "# your Caddyfile.\n"
             "# Clients must connect by host name: with client authentication Caddy requires the TLS server\n"
             "# name to equal the Host header (strict_sni_host).  Recommended global options (see the\n"
             "# standalone rendering): servers { protocols h1 h2  timeouts { ... } }.\n\n" + site
