@@ -467,3 +467,15 @@ def test_the_placeholder_trap_is_real(pki: DevPKI, tmp_path: Path) -> None:
             seen = _headers(requests.get(base + "/", verify=ca, timeout=10))
             assert _values(seen, "X-SSL-Client-Cert") == [caddy.CERTIFICATE_PLACEHOLDER]
             assert _values(seen, "X-SSL-Client-Verify") == ["SUCCESS"]
+
+
+def test_the_docs_excerpt_is_what_the_renderer_writes() -> None:
+    """docs/proxies.md shows the heart of the Caddyfile: every line of it is in the rendering it describes."""
+    from certauth.nginxconf import PROXY_SECRET_PLACEHOLDER
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "proxies.md").read_text()
+    excerpt = docs.split("```caddyfile\n", 1)[1].split("```", 1)[0]
+    options = _options("on", listen="443", server_name="api.example.com", proxy_secret=PROXY_SECRET_PLACEHOLDER)
+    rendered = {line.strip() for line in caddy.render(options).splitlines()}
+    missing = [line.strip() for line in excerpt.splitlines() if line.strip() not in rendered]
+    assert not missing

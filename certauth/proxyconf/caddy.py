@@ -211,7 +211,7 @@ def render(options: ProxyOptions) -> str:
     add(f"https://:{port} {{" if options.standalone else f"https://{server_name}:{port} {{")
     if host is not None:
         add(f"\tbind {host}")
-    add("")
+        add("")
     add("\t# --- TLS ------------------------------------------------------------------------------------")
     add(f"\ttls {cert} {key} {{")
     add("\t\t# TLS 1.0 and 1.1 are deprecated (RFC 8996); forward secrecy and AEAD only in TLS 1.2.")
