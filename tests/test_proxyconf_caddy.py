@@ -137,6 +137,13 @@ def test_upstreams_unix_and_tcp() -> None:
     assert "lb_try_duration" not in caddy.render(_options(upstream=("127.0.0.1:8001",)))
 
 
+def test_names_and_addresses_accepted() -> None:
+    assert "https://*.example.com:8443 {" in caddy.render(_options(server_name="*.example.com"))
+    assert "reverse_proxy [::1]:8000 gunicorn.internal:8000 {" in caddy.render(
+        _options(upstream=("[::1]:8000", "gunicorn.internal:8000"))
+    )
+
+
 def test_listen_forms() -> None:
     assert "\tbind 127.0.0.1\n" in caddy.render(_options(listen="127.0.0.1:8443"))
     assert "\tbind ::1\n" in caddy.render(_options(listen="[::1]:8443"))
@@ -187,6 +194,9 @@ def test_settings_match_the_rendering() -> None:
         ({"client_ca": Path('/etc/"ca".pem')}, "client_ca"),
         ({"upstream": ("unix:/run/a b.sock",)}, "upstream"),
         ({"upstream": ("gunicorn",)}, "upstream"),
+        ({"upstream": ("http://127.0.0.1:8000/admin",)}, "upstream"),
+        ({"server_name": "api.example.com/admin"}, "server_name"),
+        ({"server_name": "api.example.com:8443"}, "server_name"),
         ({"server_name": "api.example.com\nadmin 0.0.0.0:2019"}, "server_name"),
         ({"proxy_secret": "short"}, "at least"),
         ({"proxy_secret": "{env.HOME}-0123456789abcdef"}, "proxy_secret"),

@@ -75,6 +75,9 @@ SET_HEADERS: tuple[str, ...] = (CLIENT_IP_HEADER, "X-Forwarded-For", "X-Forwarde
 # A Caddyfile token written unquoted: no spaces, quotes, braces (placeholders), comments or escapes.
 _UNSAFE = re.compile(r"[\s;{}'\"\\#`$]")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+# A site address's host name (a wildcard label first at most), and an upstream's host:port.
+_SERVER_NAME = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
 # secrets.token_urlsafe and base64 alphabets: nothing Caddy would read as a placeholder or escape.
 _SECRET = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 
@@ -146,7 +149,7 @@ def _upstream(address: str) -> str:
     text = _token(address, "upstream")
     if text.startswith("unix:"):
         return "unix/" + _path(Path(text[len("unix:") :]), "upstream socket")
-    if text.count(":") < 1 or not text.rsplit(":", 1)[1].isdigit():
+    if not _HOST_PORT.match(text):
         raise ValueError(f"upstream {address!r} must be unix:/path or host:port")
     return text
 
@@ -194,6 +197,8 @@ def render(options: ProxyOptions) -> str:
         )
     host, port = _listen(options.listen)
     server_name = _token(options.server_name, "server_name")
+    if not _SERVER_NAME.match(server_name):
+        raise ValueError(f"server_name {server_name!r} must be a host name (the site address Caddy answers for)")
     secret = _secret(options)
     secret_header = _header(options.proxy_secret_header, "proxy_secret_header")
     upstreams = " ".join(_upstream(address) for address in options.upstream)

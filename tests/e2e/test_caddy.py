@@ -1,8 +1,8 @@
 """End to end through real TLS: Caddy 2.6 (the Caddyfile ``certauth.proxyconf.caddy`` renders) -> gunicorn with
-two workers -> certauth, with the dev PKI's certificates.  Two stacks: ``optional`` (Caddy verifies a certificate
+two workers -> certauth, with the dev PKI's certificates.  Three stacks: ``optional`` (Caddy verifies a certificate
 when one comes, over the unix-socket upstream) and ``optional_no_ca`` (certauth verifies the chain, over a loopback
-TCP upstream).  ``on`` differs from ``optional`` only in Caddy refusing certificate-less handshakes; the unit
-tests (tests/test_proxyconf_caddy.py) cover its rendering and ``caddy validate``."""
+TCP upstream), and a small ``on`` stack (Caddy refuses certificate-less handshakes).  The unit tests
+(tests/test_proxyconf_caddy.py) cover the rendering, ``caddy validate`` and the headers a real Caddy sends."""
 
 from __future__ import annotations
 
@@ -178,3 +178,32 @@ def test_certificate_caddy_cannot_verify(caddy_stack: E2EStack, name: str, reaso
             session.get(caddy_stack.url("/api/whoami/"), timeout=10)
     else:
         assert _refusal(session.get(caddy_stack.url("/api/whoami/"), timeout=10)) == reason
+
+
+@pytest.fixture(scope="module")
+def caddy_on(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
+    """A third, small stack: ``on`` (``require_and_verify``), over the unix socket."""
+    if find_proxy("caddy") is None:
+        if os.geteuid() == 0:
+            pytest.fail("caddy is not installed: run scripts/install-system-deps.sh")
+        pytest.skip("caddy is not installed: `make test` installs it (scripts/install-system-deps.sh)")
+    base = tmp_path_factory.mktemp("e2e-caddy-on")
+    pki = create_dev_pki(base / "pki")
+    var = base / "var"
+    var.mkdir()
+    with database_for(var, "certauth_e2e_caddy_on") as database_url:
+        yield from _run_stack("on", pki, var, database_url, proxy="caddy")
+
+
+def test_on_serves_a_verified_client_and_refuses_the_rest_at_the_handshake(caddy_on: E2EStack) -> None:
+    """With ``on`` Caddy lets nothing through without a verified certificate: no certificate, another CA's or an
+    expired one end the TLS handshake (no JSON 401: Caddy cannot route them to certauth)."""
+    response = caddy_on.session("client").get(caddy_on.url("/api/whoami/"), timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["identity"] == "demo-client"
+    assert _refusal(caddy_on.session("unregistered").get(caddy_on.url("/api/whoami/"), timeout=10)) == (
+        "unknown_certificate"
+    )
+    for name in (None, "other-ca", "expired"):
+        with pytest.raises(requests.exceptions.ConnectionError):
+            caddy_on.session(name).get(caddy_on.url("/healthz"), timeout=10)
