@@ -125,7 +125,7 @@ def test_real_address_proto_host_and_secret_are_set_by_caddy() -> None:
     assert "header_up X-Real-IP {remote_host}" in route
     assert "header_up X-Forwarded-For {remote_host}" in route
     assert "header_up X-Forwarded-Proto https" in route
-    assert "header_up Host {http.request.host}:443" in route
+    assert "header_up Host {http.request.hostport}" in route
     assert f"header_up X-Certauth-Proxy-Secret {SECRET}" in route
     assert not [line for line in route if line.startswith("header_up +")]  # nothing appended
 
@@ -158,6 +158,7 @@ def test_standalone_stays_under_the_prefix(tmp_path: Path) -> None:
         assert f"\t{line}\n" in text
     assert "protocols h1 h2\n" in text  # no HTTP/3 listener
     assert "strict_sni_host insecure_off" in text
+    assert f"output file {tmp_path}/logs/access.log" in text
     assert text.count("https://:8443 {") == 1  # every host name and address on the port
     command = caddy.command("/usr/bin/caddy", tmp_path / "caddy.conf", tmp_path)
     assert command[0] == "env"
@@ -406,6 +407,10 @@ def test_real_caddy_sends_only_what_it_vouches_for(pki: DevPKI, tmp_path: Path, 
             assert _values(seen, "X-Forwarded-Proto") == ["https"]
             assert _values(seen, "X-Certauth-Proxy-Secret") == [SECRET]
             assert _values(seen, "Host") == [f"127.0.0.1:{port}"]
+            # An IPv6 Host keeps its brackets; neither Caddy nor gunicorn names itself.
+            response = requests.get(base + "/", headers={"Host": f"[::1]:{port}"}, verify=ca, timeout=10)
+            assert _values(_headers(response), "Host") == [f"[::1]:{port}"]
+            assert "Server" not in response.headers
 
             # With a certificate: its DER in base64, once, and Caddy's verdict.
             session = requests.Session()

@@ -208,6 +208,7 @@ def render(options: ProxyOptions) -> str:
     if mode != "optional_no_ca" and client_ca is None:
         raise ValueError(f"mode {mode} needs client_ca: Caddy verifies the certificate against it")
     static_root = None if options.static_root is None else _path(options.static_root, "static_root")
+    prefix = None if options.prefix is None else _path(options.prefix, "prefix").rstrip("/") or "/"
 
     lines: list[str] = []
     add = lines.append
@@ -232,6 +233,15 @@ def render(options: ProxyOptions) -> str:
         add(f"\t\t\ttrusted_ca_cert_file {client_ca}")
     add("\t\t}")
     add("\t}")
+    add("")
+    if options.standalone:
+        add("\t# One JSON line per request (the client's own headers, Cookie and Authorization redacted).")
+        add("\tlog {")
+        add(f"\t\toutput file {prefix}/logs/access.log")
+        add("\t}")
+        add("")
+    add("\t# No product name in responses, Caddy's or the upstream's.")
+    add("\theader -Server")
     add("")
     add("\t# The client certificate, only when one came: the placeholder then holds base64 DER.  Without a")
     add("\t# certificate Caddy would forward the placeholder's own text.")
@@ -270,8 +280,10 @@ def render(options: ProxyOptions) -> str:
     add("\t\t\theader_up X-Forwarded-For {remote_host}")
     add("\t\t\theader_up X-Forwarded-Proto https")
     add("\t\t\theader_up -X-Forwarded-Host")
-    add("\t\t\t# With the port, so Django's absolute URLs and CSRF origin check match what the browser used.")
-    add(f"\t\t\theader_up Host {{http.request.host}}:{port}")
+    add("\t\t\t# The Host the client sent, with its port (also [IPv6]:port), so Django's absolute URLs and CSRF")
+    add("\t\t\t# origin check match what the browser used.")
+    add("\t\t\theader_up Host {http.request.hostport}")
+    add("\t\t\theader_down -Server")
     if secret is None:
         add("\t\t\t# No proxy secret: certauth believes any process that reaches the upstream.  Render one")
         add("\t\t\t# (--proxy-secret-file) unless the upstream is a private unix socket.")
@@ -295,7 +307,8 @@ def render(options: ProxyOptions) -> str:
             "# name to equal the Host header (strict_sni_host).  Recommended global options (see the\n"
             "# standalone rendering): servers { protocols h1 h2  timeouts { ... } }.\n\n" + site
         )
-    return _standalone(site, prefix=_path(options.prefix, "prefix").rstrip("/") or "/", mode=mode)
+    assert prefix is not None  # ProxyOptions requires one with standalone
+    return _standalone(site, prefix=prefix, mode=mode)
 
 
 def _standalone(site: str, *, prefix: str, mode: str) -> str:
