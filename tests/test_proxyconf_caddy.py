@@ -191,7 +191,6 @@ def test_settings_match_the_rendering() -> None:
         ({"listen": "127.0.0.1:0"}, "port"),
         ({"listen": "127.0.0.1:99999"}, "port"),
         ({"server_cert": Path("/etc/cert{s}.pem")}, "server_cert"),
-        ({"server_key": Path("relative.key")}, "absolute"),
         ({"client_ca": Path('/etc/"ca".pem')}, "client_ca"),
         ({"upstream": ("unix:/run/a b.sock",)}, "upstream"),
         ({"upstream": ("gunicorn",)}, "upstream"),
@@ -210,6 +209,13 @@ def test_settings_match_the_rendering() -> None:
 def test_bad_values_are_refused(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         caddy.render(_options("on", **overrides))
+
+
+def test_relative_paths_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = caddy.render(_options(server_key=Path("relative.key"), upstream=("unix:run/g.sock",)))
+    assert f"tls /etc/certauth/server.pem {tmp_path}/relative.key {{" in text
+    assert f"reverse_proxy unix/{tmp_path}/run/g.sock {{" in text
 
 
 def test_standalone_prefix_is_checked() -> None:

@@ -110,10 +110,10 @@ def _token(value: object, what: str) -> str:
 
 
 def _path(value: Path | None, what: str) -> str:
-    text = _token(value, what)
-    if not text.startswith("/"):
-        raise ValueError(f"{what} {text!r} must be an absolute path (Caddy resolves relative ones against its cwd)")
-    return text
+    """An absolute path: a relative one is taken from the current directory, as the operator typed it (Caddy
+    would resolve it against its own working directory, wherever it was started)."""
+    _token(value, what)
+    return _token(Path(str(value)).absolute(), what)
 
 
 def _header(name: str, what: str) -> str:
