@@ -341,12 +341,18 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _running(config_text: str, prefix: Path, port: int, pki: DevPKI) -> Iterator[str]:
+def _running(
+    config_text: str, prefix: Path, port: int, pki: DevPKI, env: dict[str, str] | None = None
+) -> Iterator[str]:
     config = prefix / "caddy.conf"
     config.write_text(config_text)
     log = (prefix / "caddy.log").open("wb")
     process = subprocess.Popen(
-        caddy.command(_caddy(), config, prefix), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        caddy.command(_caddy(), config, prefix),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     base = f"https://127.0.0.1:{port}"
     try:
@@ -500,3 +506,22 @@ def test_the_docs_excerpt_is_what_the_renderer_writes() -> None:
     rendered = {line.strip() for line in caddy.render(options).splitlines()}
     missing = [line.strip() for line in excerpt.splitlines() if line.strip() not in rendered]
     assert not missing
+
+
+@needs_caddy
+def test_real_caddy_writes_nothing_outside_its_prefix(pki: DevPKI, tmp_path: Path) -> None:
+    """Caddy keeps an autosave of its config in $XDG_CONFIG_HOME and its PKI library writes $HOME/.step: the
+    standalone command points both under the prefix, whatever the caller's environment says."""
+    home = tmp_path / "home"
+    home.mkdir()
+    prefix = tmp_path / "run"
+    prefix.mkdir(mode=0o700)
+    port = _free_port()
+    callers = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_DATA_HOME": str(home / ".local")}
+    with _echo("unix", tmp_path) as address:
+        options = _real_options(pki, "optional", prefix, listen=f"127.0.0.1:{port}", upstream=(address,))
+        with _running(caddy.render(options), prefix, port, pki, env=callers) as base:
+            assert requests.get(base + "/healthz", verify=str(pki.path("ca")), timeout=10).status_code == 200
+    assert list(home.iterdir()) == []
+    assert (prefix / "caddy" / "config" / "caddy" / "autosave.json").is_file()
+    assert (prefix / "logs" / "access.log").is_file()
