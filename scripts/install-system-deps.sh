@@ -74,12 +74,15 @@ for item in "${missing[@]}"; do
     caddy) have caddy ;;
   esac || { echo "install-system-deps: $item still missing after apt-get install" >&2; exit 1; }
 done
-# Debian's caddy package brings a caddy.service (ports 80 and 443, admin API on 2019).  policy-rc.d kept it
-# from starting; where an admin's own policy let it start, stop and disable it: the project runs its own
-# unprivileged instances on loopback and the system one would hold the ports.
-if [[ " ${missing[*]} " == *" caddy "* ]] && have systemctl && systemctl is-active --quiet caddy 2>/dev/null; then
-  echo "install-system-deps: stopping and disabling the system caddy.service the package started"
-  systemctl disable --now caddy >/dev/null 2>&1 || true
+# Debian's caddy package enables a caddy.service (ports 80 and 443, admin API on 2019) that would start at the
+# next boot; policy-rc.d only kept it from starting now.  The project runs its own unprivileged instances on
+# loopback, so disable it (and stop it where an admin's own policy let it start).
+if [[ " ${missing[*]} " == *" caddy "* ]] && have systemctl; then
+  systemctl disable caddy.service >/dev/null 2>&1 || true
+  if systemctl is-active --quiet caddy 2>/dev/null; then
+    echo "install-system-deps: stopping the system caddy.service the package started"
+    systemctl stop caddy.service || true
+  fi
 fi
 if [[ " ${missing[*]} " == *" caddy "* ]] && have ss && ss -Hltnp 2>/dev/null | grep -q '"caddy"'; then
   echo "install-system-deps: a system caddy is listening ($(ss -Hltnp | grep '"caddy"' | awk '{print $4}' | xargs));" \
