@@ -5,6 +5,7 @@
 #   chromium  -- the admin browser tests
 #   ab        (apache2-utils) -- make bench
 #   faketime  -- make clockcheck: the suite with a clock that runs ten times too fast
+#   caddy     -- the Caddy end-to-end tests and make run PROXY=caddy (certauth.proxyconf.caddy)
 # Idempotent and a fast no-op when everything is present (CI runs it every time).  Installing needs
 # root and apt-get (Debian/Ubuntu); otherwise it says what is missing and exits non-zero.
 set -euo pipefail
@@ -25,6 +26,7 @@ have haproxy || missing+=(haproxy)
 have chromium chromium-browser || missing+=(chromium)
 have ab || missing+=(apache2-utils)
 have faketime || missing+=(faketime)
+have caddy || missing+=(caddy)
 
 if ((${#missing[@]} == 0)); then
   exit 0
@@ -72,6 +74,22 @@ for item in "${missing[@]}"; do
     haproxy) have haproxy ;;
     chromium) have chromium chromium-browser ;;
     apache2-utils) have ab ;;
+    caddy) have caddy ;;
   esac || { echo "install-system-deps: $item still missing after apt-get install" >&2; exit 1; }
 done
+# Debian's caddy package enables a caddy.service (ports 80 and 443, admin API on 2019) that would start at the
+# next boot; policy-rc.d only kept it from starting now.  The project runs its own unprivileged instances on
+# loopback, so disable it (and stop it where an admin's own policy let it start).
+if [[ " ${missing[*]} " == *" caddy "* ]] && have systemctl; then
+  systemctl disable caddy.service >/dev/null 2>&1 || true
+  if systemctl is-active --quiet caddy 2>/dev/null; then
+    echo "install-system-deps: stopping the system caddy.service the package started"
+    systemctl stop caddy.service || true
+  fi
+fi
+if [[ " ${missing[*]} " == *" caddy "* ]] && have ss && ss -Hltnp 2>/dev/null | grep -q '"caddy"'; then
+  echo "install-system-deps: a system caddy is listening ($(ss -Hltnp | grep '"caddy"' | awk '{print $4}' | xargs));" \
+    "stop it (systemctl disable --now caddy)" >&2
+  exit 1
+fi
 echo "install-system-deps: installed ${packages[*]}"
