@@ -59,6 +59,11 @@ from . import (
 )
 
 MODES: tuple[str, ...] = ("on", "optional", "optional_no_ca")
+#: The certificate header's value and the condition under which it is set (see the module docstring).
+CERTIFICATE_VALUE = "expr=%{escape:%{SSL_CLIENT_CERT}}"
+CERTIFICATE_CONDITION = "expr=-n %{SSL_CLIENT_CERT}"
+#: The access log: who, what, and Apache's verdict on the certificate.
+LOG_FORMAT = r'"%a %t \"%r\" %>s %b verify=\"%{SSL_CLIENT_VERIFY}x\" subject=\"%{SSL_CLIENT_S_DN}x\" rt=%Dus" certauth'
 #: Debian/Ubuntu call the server ``apache2``, Red Hat and the upstream build ``httpd``.
 BINARIES: tuple[str, ...] = ("apache2", "httpd")
 #: What this configuration sends in CERTIFICATE_HEADER: ``escape(%{SSL_CLIENT_CERT})``, nginx's escaped PEM.
@@ -117,10 +122,13 @@ def spellings(name: str) -> list[str]:
     ``X-Real_IP``, ``X_Real-IP``, ``X_Real_IP``): Django files them all under one META key, Apache under four
     names.  Case does not matter to either."""
     parts = name.split("-")
-    return [
-        "".join(itertools.chain.from_iterable(zip(parts, (*seps, ""))))
-        for seps in itertools.product("-_", repeat=len(parts) - 1)
-    ]
+    result = []
+    for separators in itertools.product("-_", repeat=len(parts) - 1):
+        spelled = parts[0]
+        for separator, part in zip(separators, parts[1:], strict=True):
+            spelled += separator + part
+        result.append(spelled)
+    return result
 
 
 def _token(value: object, what: str) -> str:
@@ -181,7 +189,7 @@ def _headers(options: ProxyOptions) -> str:
         "# The certificate as nginx's $ssl_client_escaped_cert (URL-escaped PEM, one line: gunicorn",
         '# refuses raw line breaks), and only when one was presented: "%{SSL_CLIENT_CERT}s" would send',
         '# the literal "(null)" on every request without one.',
-        f'RequestHeader set {CERTIFICATE_HEADER} "expr=%{{escape:%{{SSL_CLIENT_CERT}}}}" "expr=-n %{{SSL_CLIENT_CERT}}"',
+        f'RequestHeader set {CERTIFICATE_HEADER} "{CERTIFICATE_VALUE}" "{CERTIFICATE_CONDITION}"',
         "# NONE, SUCCESS or FAILED:<reason> (nginx's words); certauth counts only SUCCESS as verified.",
         f'RequestHeader set {VERIFY_HEADER} "expr=%{{SSL_CLIENT_VERIFY}}"',
         "# The TCP peer (never a header, even with mod_remoteip): overwritten, not appended.",
@@ -354,7 +362,8 @@ def render(options: ProxyOptions) -> str:
             "AddType image/jpeg .jpg .jpeg\nAddType image/x-icon .ico\nAddType font/woff .woff\n"
             "AddType font/woff2 .woff2\nAddType text/plain .txt\n"
         )
-    return f"""# certauth development/test Apache httpd, SSLVerifyClient {VERIFY_CLIENT[options.mode]}. Generated; do not edit.
+    verify_client = VERIFY_CLIENT[options.mode]
+    return f"""# certauth development/test Apache httpd, SSLVerifyClient {verify_client}. Generated; do not edit.
 # Run in the foreground: apache2 -f {prefix}/apache.conf -DFOREGROUND
 # ({prefix}/logs must exist.) No User/Group: the workers run as the invoking user; as root Apache would
 # switch them to uid -1, so certauth.proxyconf.apache.command starts it as nobody with CAP_DAC_OVERRIDE.
@@ -386,7 +395,7 @@ ServerLimit 4
 ThreadsPerChild 64
 MaxRequestWorkers 256
 
-LogFormat "%a %t \\"%r\\" %>s %b verify=\\"%{{SSL_CLIENT_VERIFY}}x\\" subject=\\"%{{SSL_CLIENT_S_DN}}x\\" rt=%Dus" certauth
+LogFormat {LOG_FORMAT}
 CustomLog "{prefix}/logs/access.log" certauth
 SSLSessionCache "shmcb:{prefix}/ssl_scache(512000)"
 SSLSessionCacheTimeout 600
