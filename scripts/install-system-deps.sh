@@ -3,6 +3,8 @@
 #   nginx     (nginx-light where the distribution has it) -- mTLS termination, make run, e2e tests
 #   chromium  -- the admin browser tests
 #   ab        (apache2-utils) -- make bench
+#   apache2   -- the Apache httpd end-to-end tests and make run PROXY=apache (its own instances on loopback;
+#                no system apache2 is started or left enabled)
 #   faketime  -- make clockcheck: the suite with a clock that runs ten times too fast
 # Idempotent and a fast no-op when everything is present (CI runs it every time).  Installing needs
 # root and apt-get (Debian/Ubuntu); otherwise it says what is missing and exits non-zero.
@@ -22,6 +24,7 @@ missing=()
 have nginx || missing+=(nginx)
 have chromium chromium-browser || missing+=(chromium)
 have ab || missing+=(apache2-utils)
+have apache2 httpd || missing+=(apache2)
 have faketime || missing+=(faketime)
 
 if ((${#missing[@]} == 0)); then
@@ -69,6 +72,16 @@ for item in "${missing[@]}"; do
     nginx) have nginx ;;
     chromium) have chromium chromium-browser ;;
     apache2-utils) have ab ;;
+    apache2) have apache2 httpd ;;
   esac || { echo "install-system-deps: $item still missing after apt-get install" >&2; exit 1; }
 done
+if [[ " ${missing[*]} " == *" apache2 "* ]]; then
+  # The package enables apache2.service (it would listen on port 80 at the next boot); the project runs its own
+  # unprivileged instances on loopback only.  policy-rc.d kept it from starting now.
+  if have systemctl; then systemctl disable --now apache2 >/dev/null 2>&1 || true; fi
+  if have ss && ss -Hltnp '( sport = :80 or sport = :443 )' 2>/dev/null | grep -q '"apache2"'; then
+    echo "install-system-deps: a system apache2 is listening (ss -ltnp); stop it: systemctl disable --now apache2" >&2
+    exit 1
+  fi
+fi
 echo "install-system-deps: installed ${packages[*]}"

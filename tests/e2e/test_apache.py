@@ -76,8 +76,9 @@ def _get_from(
     """GET ``path`` from loopback address ``source`` with certificate ``name`` (None: none) and raw ``headers``
     (http.client sends underscore names as given)."""
     pki = apache.pki
-    cert = {"cert": pki.path(name), "key": pki.path(name, "key")} if name else {}
-    context = build_ssl_context(ca=pki.path("ca"), **cert)
+    context = build_ssl_context(
+        ca=pki.path("ca"), cert=pki.path(name) if name else None, key=pki.path(name, "key") if name else None
+    )
     connection = http.client.HTTPSConnection(
         apache.stack.host, apache.stack.port, context=context, timeout=10, source_address=(source, 0)
     )
