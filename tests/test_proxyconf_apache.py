@@ -116,6 +116,8 @@ def test_real_address_overwritten_and_proxy_headers_not_appended(pki: DevPKI, tm
     assert "ProxyAddHeaders Off" in lines
     assert "ProxyPreserveHost On" in lines
     assert 'RequestHeader set Host "expr=%{SERVER_NAME}:%{SERVER_PORT}"' in lines
+    vhost = _directives(apache.render(_options(pki, tmp_path, standalone=False, prefix=None)))
+    assert "UseCanonicalName Off" in vhost and "UseCanonicalPhysicalPort On" in vhost  # the port, in the snippet too
     assert f'RequestHeader set X-Certauth-Proxy-Secret "{SECRET}"' in lines
 
 

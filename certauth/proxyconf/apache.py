@@ -190,13 +190,17 @@ def _headers(options: ProxyOptions) -> str:
         '# refuses raw line breaks), and only when one was presented: "%{SSL_CLIENT_CERT}s" would send',
         '# the literal "(null)" on every request without one.',
         f'RequestHeader set {CERTIFICATE_HEADER} "{CERTIFICATE_VALUE}" "{CERTIFICATE_CONDITION}"',
-        "# NONE, SUCCESS or FAILED:<reason> (nginx's words); certauth counts only SUCCESS as verified.",
+        "# NONE, SUCCESS or FAILED:<reason> (nginx's words; GENEROUS in optional_no_ca): certauth counts",
+        "# only SUCCESS as verified.",
         f'RequestHeader set {VERIFY_HEADER} "expr=%{{SSL_CLIENT_VERIFY}}"',
         "# The TCP peer (never a header, even with mod_remoteip): overwritten, not appended.",
         f'RequestHeader set {CLIENT_IP_HEADER} "expr=%{{CONN_REMOTE_ADDR}}"',
         'RequestHeader set X-Forwarded-For "expr=%{CONN_REMOTE_ADDR}"',
         "RequestHeader set X-Forwarded-Proto https",
-        "# With the port, so Django's absolute URLs and CSRF origin check match what the browser used.",
+        "# With the port, so Django's absolute URLs and CSRF origin check match what the browser used:",
+        "# SERVER_NAME and SERVER_PORT from the request, the port from the socket when the client named none.",
+        "UseCanonicalName Off",
+        "UseCanonicalPhysicalPort On",
         'RequestHeader set Host "expr=%{SERVER_NAME}:%{SERVER_PORT}"',
     ]
     if options.proxy_secret is None:
@@ -381,10 +385,6 @@ ServerName {_token(options.server_name, "server_name")}
 ServerTokens Prod
 ServerSignature Off
 TraceEnable Off
-# SERVER_NAME and SERVER_PORT (the Host header sent upstream) from the request, the port from the socket
-# when the client named none.
-UseCanonicalName Off
-UseCanonicalPhysicalPort On
 # Slow or idle connections are closed soon, so a flood of half-open ones expires instead of holding
 # every worker.
 Timeout 30
