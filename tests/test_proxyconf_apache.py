@@ -81,6 +81,12 @@ def test_certificate_header_only_when_a_certificate_came(pki: DevPKI, tmp_path: 
         'RequestHeader set X-SSL-Client-Cert "expr=%{escape:%{SSL_CLIENT_CERT}}" "expr=-n %{SSL_CLIENT_CERT}"'
     ]
     assert not [line for line in lines if "%{SSL_CLIENT_CERT}s" in line]
+    chain = [line for line in lines if line.lower().startswith("requestheader set x-ssl-client-chain ")]
+    assert chain == [
+        'RequestHeader set X-SSL-Client-Chain "expr=%{escape:%{SSL_CLIENT_CERT_CHAIN_0}}'
+        '%{escape:%{SSL_CLIENT_CERT_CHAIN_1}}%{escape:%{SSL_CLIENT_CERT_CHAIN_2}}" "expr=-n %{SSL_CLIENT_CERT_CHAIN_0}"'
+    ]
+    assert apache.certauth_settings(_options(pki, tmp_path))["CHAIN_HEADER"] == "X-SSL-Client-Chain"
     assert 'RequestHeader set X-SSL-Client-Verify "expr=%{SSL_CLIENT_VERIFY}"' in lines
 
 
@@ -91,7 +97,8 @@ def test_every_spelling_of_every_header_is_unset_before_anything_is_set(pki: Dev
     last_unset = max(i for i, line in enumerate(lines) if line.startswith("RequestHeader unset "))
     assert last_unset < first_set  # a false condition must not leave the client's copy in place
     expected = [
-        "X-SSL-Client-Cert", "X-SSL-Client-Verify", "X-Real-IP", "X-Forwarded-For", "X-Forwarded-Proto",
+        "X-SSL-Client-Cert", "X-SSL-Client-Chain", "X-SSL-Client-Verify", "X-Real-IP", "X-Forwarded-For",
+        "X-Forwarded-Proto",
         "X-Certauth-Proxy-Secret", "X-Certauth-Original-URI", "X-Certauth-Original-Method",
         "X-Forwarded-Host", "X-Forwarded-Server", *FOREIGN_CERTIFICATE_HEADERS,
     ]  # fmt: skip

@@ -62,6 +62,18 @@ MODES: tuple[str, ...] = ("on", "optional", "optional_no_ca")
 #: The certificate header's value and the condition under which it is set (see the module docstring).
 CERTIFICATE_VALUE = "expr=%{escape:%{SSL_CLIENT_CERT}}"
 CERTIFICATE_CONDITION = "expr=-n %{SSL_CLIENT_CERT}"
+#: The intermediates the client sent (``SSL_CLIENT_CERT_CHAIN_<n>``, leaf excluded), escaped PEM blocks one after
+#: another (``CERTAUTH["CHAIN_HEADER"]``): certauth builds the chain to a trusted root with them, so only the
+#: roots need to be trusted in its admin.
+CHAIN_HEADER = "X-SSL-Client-Chain"
+CHAIN_CONDITION = "expr=-n %{SSL_CLIENT_CERT_CHAIN_0}"
+
+
+def chain_value(depth: int) -> str:
+    """The chain header's value: each of the first ``depth`` chain certificates, escaped (absent ones are empty)."""
+    return "expr=" + "".join(f"%{{escape:%{{SSL_CLIENT_CERT_CHAIN_{index}}}}}" for index in range(depth))
+
+
 #: The access log: who, what, and Apache's verdict on the certificate.
 LOG_FORMAT = r'"%a %t \"%r\" %>s %b verify=\"%{SSL_CLIENT_VERIFY}x\" subject=\"%{SSL_CLIENT_S_DN}x\" rt=%Dus" certauth'
 #: Debian/Ubuntu call the server ``apache2``, Red Hat and the upstream build ``httpd``.
@@ -175,7 +187,10 @@ def _modules(options: ProxyOptions, balanced: bool, static: bool) -> list[str]:
 def _headers(options: ProxyOptions) -> str:
     """The mod_headers lines: every spelling of every header unset, then the proxy's own values set."""
     secret_header = _header_name(options.proxy_secret_header, "proxy_secret_header")
-    own = [CERTIFICATE_HEADER, VERIFY_HEADER, CLIENT_IP_HEADER, "X-Forwarded-For", "X-Forwarded-Proto", secret_header]
+    own = [
+        CERTIFICATE_HEADER, CHAIN_HEADER, VERIFY_HEADER, CLIENT_IP_HEADER, "X-Forwarded-For", "X-Forwarded-Proto",
+        secret_header,
+    ]  # fmt: skip
     cleared = [*own, ORIGINAL_URI_HEADER, ORIGINAL_METHOD_HEADER, *FOREIGN_CERTIFICATE_HEADERS, *PROXY_ADDED_HEADERS]
     unset = [f"RequestHeader unset {spelling}" for name in cleared for spelling in spellings(name)]
     lines = [
@@ -190,6 +205,9 @@ def _headers(options: ProxyOptions) -> str:
         '# refuses raw line breaks), and only when one was presented: "%{SSL_CLIENT_CERT}s" would send',
         '# the literal "(null)" on every request without one.',
         f'RequestHeader set {CERTIFICATE_HEADER} "{CERTIFICATE_VALUE}" "{CERTIFICATE_CONDITION}"',
+        "# The intermediates the client sent (not the leaf), escaped PEM blocks one after another: certauth",
+        "# builds the chain to a root trusted in its admin with them (CHAIN_HEADER).",
+        f'RequestHeader set {CHAIN_HEADER} "{chain_value(options.verify_depth)}" "{CHAIN_CONDITION}"',
         "# NONE, SUCCESS or FAILED:<reason> (nginx's words; GENEROUS in optional_no_ca): certauth counts",
         "# only SUCCESS as verified.",
         f'RequestHeader set {VERIFY_HEADER} "expr=%{{SSL_CLIENT_VERIFY}}"',
@@ -413,7 +431,7 @@ Listen {_listen(options.listen)}
 
 
 def certauth_settings(options: ProxyOptions) -> dict[str, Any]:
-    return {**common_settings(options), "FORWARDING_FORMAT": FORWARDING_FORMAT}
+    return {**common_settings(options), "FORWARDING_FORMAT": FORWARDING_FORMAT, "CHAIN_HEADER": CHAIN_HEADER}
 
 
 def command(binary: str, config: Path, prefix: Path) -> list[str]:
@@ -433,12 +451,14 @@ def command(binary: str, config: Path, prefix: Path) -> list[str]:
 
 __all__ = [
     "BINARIES",
+    "CHAIN_HEADER",
     "FORWARDING_FORMAT",
     "MODES",
     "MODULES_DIR",
     "PROXY_ADDED_HEADERS",
     "VERIFY_CLIENT",
     "certauth_settings",
+    "chain_value",
     "command",
     "render",
     "spellings",

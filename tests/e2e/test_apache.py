@@ -21,8 +21,9 @@ import requests
 from certauth.client import build_ssl_context, requests_session
 from certauth.devpki import create_dev_pki
 from certauth.proxyconf import find_proxy
+from scripts.stack import Stack
 
-from .conftest import E2EStack, _run_stack, database_for
+from .conftest import E2EStack, database_for
 
 pytestmark = pytest.mark.e2e
 
@@ -48,13 +49,32 @@ def apache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     var = base / "var"
     var.mkdir()
     with database_for(var, f"certauth_e2e_apache_{mode.replace('_', '')}") as database_url:
-        for handle in _run_stack(
-            mode, pki, var, database_url, proxy="apache", upstream=upstream, server_args=["--header-map", header_map]
-        ):
+        stack = Stack(
+            var,
+            pki_dir=pki.out_dir,
+            port=0,
+            mode=mode,
+            workers=2,
+            proxy="apache",
+            upstream=upstream,
+            server_args=["--header-map", header_map],
+            env={
+                "DATABASE_URL": database_url,
+                "CERTAUTH_VAR_DIR": str(var),
+                "SECRET_KEY": "e2e-not-secret",
+                "DEBUG": "false",
+            },
+        )
+        handle = E2EStack(stack=stack, pki=pki, env=stack.env)
+        handle.manage("migrate", "--noinput", "--verbosity", "0")
+        # The root only, as in production: an intermediate-issued client authenticates only because Apache
+        # forwards the intermediate it sent (CHAIN_HEADER).
+        handle.manage("certauth", "authority", "add", "--name", "dev root CA", "--cert", str(pki.path("ca")))
+        for identity, name in (("demo-client", "client"), ("intermediate-client", "via-intermediate")):
             handle.manage(
-                "certauth", "register", "--identity", "intermediate-client",
-                "--cert", str(pki.path("via-intermediate")), "--scope", "orders:read",
-            )  # fmt: skip
+                "certauth", "register", "--identity", identity, "--cert", str(pki.path(name)), "--scope", "orders:read"
+            )
+        with stack:
             yield handle
 
 
