@@ -12,7 +12,8 @@ Facts the template relies on, checked against Apache 2.4.71 (Debian 12, OpenSSL 
   instead, which gunicorn refuses with a bare 400.  So the certificate goes as
   ``expr=%{escape:%{SSL_CLIENT_CERT}}`` -- the PEM URL-escaped on one line, exactly nginx's
   ``$ssl_client_escaped_cert`` (``FORWARDING_FORMAT = "nginx_escaped"``) -- and only under the condition
-  ``expr=-n %{SSL_CLIENT_CERT}``: no certificate, no header.
+  ``expr=-n %{SSL_CLIENT_CERT}``: no certificate, no header.  The intermediates the client sent go the same
+  way in ``CHAIN_HEADER`` (``SSL_CLIENT_CERT_CHAIN_<n>``), so certauth needs only the roots trusted.
 * mod_headers runs its directives in order and ``set`` with a false condition leaves a client-sent header of
   the same name in place, so every header is first ``unset``.  ``unset`` matches the name case-insensitively
   but literally: ``X_SSL_Client_Cert`` is another header to Apache, which passes underscores through, while
