@@ -32,7 +32,8 @@ Facts the template relies on, checked against Apache 2.4.71 (Debian 12, OpenSSL 
 * mod_proxy appends the client's ``X-Forwarded-For`` (``ProxyAddHeaders On``): turned off, and the header is
   set to the connection's address alone.  ``%{CONN_REMOTE_ADDR}`` is the TCP peer even if someone enables
   mod_remoteip later.
-* Run as root, Apache switches its children to ``User`` and refuses ``User root``; the dev stack's state is in
+* Run as root, Apache switches its children to ``User`` and refuses ``User root``; without ``User`` it tries
+  uid -1, logs AH02155 and (the hook's -1 reads as "declined") leaves them root.  The dev stack's state is in
   0700 directories owned by the invoking user, so as root ``command`` starts Apache as ``nobody`` with only
   ``CAP_DAC_OVERRIDE`` (``setpriv``): unprivileged workers that can still reach the unix socket.
 """
@@ -176,7 +177,7 @@ def _listen(value: str) -> str:
     return value
 
 
-def _modules(options: ProxyOptions, balanced: bool, static: bool) -> list[str]:
+def _modules(balanced: bool, static: bool) -> list[str]:
     names = ["mpm_event", "authz_core", "headers", "proxy", "proxy_http", "socache_shmcb", "ssl", "reqtimeout"]
     if balanced:
         names += ["proxy_balancer", "slotmem_shm", "lbmethod_byrequests"]
@@ -358,7 +359,7 @@ def render(options: ProxyOptions) -> str:
     if not options.standalone:
         modules = " ".join(
             m
-            for m in _modules(options, len(options.upstream) > 1, options.static_root is not None)
+            for m in _modules(len(options.upstream) > 1, options.static_root is not None)
             if m not in {"mpm_event", "authz_core", "socache_shmcb", "reqtimeout"}
         )
         return (
@@ -373,7 +374,7 @@ def render(options: ProxyOptions) -> str:
         f"<IfModule !mod_{name}.c>\n    LoadModule {name}_module {modules_dir}/mod_{name}.so\n</IfModule>"
         if name != "mpm_event"
         else f"LoadModule {name}_module {modules_dir}/mod_{name}.so"
-        for name in _modules(options, len(options.upstream) > 1, options.static_root is not None)
+        for name in _modules(len(options.upstream) > 1, options.static_root is not None)
     )
     mime = ""
     if options.static_root is not None:
@@ -388,8 +389,9 @@ def render(options: ProxyOptions) -> str:
     verify_client = VERIFY_CLIENT[options.mode]
     return f"""# certauth development/test Apache httpd, SSLVerifyClient {verify_client}. Generated; do not edit.
 # Run in the foreground: apache2 -f {prefix}/apache.conf -DFOREGROUND
-# ({prefix}/logs must exist.) No User/Group: the workers run as the invoking user; as root Apache would
-# switch them to uid -1, so certauth.proxyconf.apache.command starts it as nobody with CAP_DAC_OVERRIDE.
+# ({prefix}/logs must exist.) No User/Group: the workers run as the invoking user. Started as root,
+# Apache refuses "User root" and without User keeps root workers after an AH02155 alert, so
+# certauth.proxyconf.apache.command starts it as nobody with only CAP_DAC_OVERRIDE instead.
 ServerRoot "{prefix}"
 DefaultRuntimeDir "{prefix}"
 PidFile "{prefix}/apache.pid"
@@ -436,9 +438,9 @@ def certauth_settings(options: ProxyOptions) -> dict[str, Any]:
 
 
 def command(binary: str, config: Path, prefix: Path) -> list[str]:
-    """``apache2 -f CONFIG -DFOREGROUND``.  As root, Apache switches its children to ``User`` (uid -1 without
-    one) and refuses ``User root``; the dev stack keeps its sockets, keys and logs in 0700 directories of the
-    invoking user.  So as root it runs as ``nobody`` with only ``CAP_DAC_OVERRIDE`` (``setpriv``, util-linux):
+    """``apache2 -f CONFIG -DFOREGROUND``.  As root, Apache switches its children to ``User`` and refuses
+    ``User root`` (without one they stay root after an AH02155 alert); the dev stack keeps its sockets, keys and
+    logs in 0700 directories of the invoking user.  So as root it runs as ``nobody`` with only ``CAP_DAC_OVERRIDE`` (``setpriv``, util-linux):
     unprivileged workers that still reach those files.  Loopback only (``scripts.stack.Stack``)."""
     run = [binary, "-f", str(config), "-DFOREGROUND"]
     if os.geteuid() != 0:
