@@ -440,8 +440,9 @@ def certauth_settings(options: ProxyOptions) -> dict[str, Any]:
 def command(binary: str, config: Path, prefix: Path) -> list[str]:
     """``apache2 -f CONFIG -DFOREGROUND``.  As root, Apache switches its children to ``User`` and refuses
     ``User root`` (without one they stay root after an AH02155 alert); the dev stack keeps its sockets, keys and
-    logs in 0700 directories of the invoking user.  So as root it runs as ``nobody`` with only ``CAP_DAC_OVERRIDE`` (``setpriv``, util-linux):
-    unprivileged workers that still reach those files.  Loopback only (``scripts.stack.Stack``)."""
+    logs in 0700 directories of the invoking user.  So as root it runs as ``nobody`` with only
+    ``CAP_DAC_OVERRIDE`` (``setpriv``, util-linux): unprivileged workers that still reach those files.  Loopback
+    only (``scripts.stack.Stack``)."""
     run = [binary, "-f", str(config), "-DFOREGROUND"]
     if os.geteuid() != 0:
         return run
