@@ -446,7 +446,9 @@ def command(binary: str, config: Path, prefix: Path) -> list[str]:
     run = [binary, "-f", str(config), "-DFOREGROUND"]
     if os.geteuid() != 0:
         return run
-    setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:  # no util-linux: the workers stay root (after AH02155), as nginx's "user root;"
+        return run
     return [
         setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
         "--inh-caps=+dac_override", "--ambient-caps=+dac_override", *run,
