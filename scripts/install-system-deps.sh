@@ -4,6 +4,8 @@
 #   haproxy   -- the HAProxy renderer's tests and e2e tests (make run PROXY=haproxy)
 #   chromium  -- the admin browser tests
 #   ab        (apache2-utils) -- make bench
+#   apache2   -- the Apache httpd end-to-end tests and make run PROXY=apache (its own instances on loopback;
+#                no system apache2 is started or left enabled)
 #   faketime  -- make clockcheck: the suite with a clock that runs ten times too fast
 #   caddy     -- the Caddy end-to-end tests and make run PROXY=caddy (certauth.proxyconf.caddy)
 # Idempotent and a fast no-op when everything is present (CI runs it every time).  Installing needs
@@ -25,6 +27,7 @@ have nginx || missing+=(nginx)
 have haproxy || missing+=(haproxy)
 have chromium chromium-browser || missing+=(chromium)
 have ab || missing+=(apache2-utils)
+have apache2 httpd || missing+=(apache2)
 have faketime || missing+=(faketime)
 have caddy || missing+=(caddy)
 
@@ -75,6 +78,7 @@ for item in "${missing[@]}"; do
     chromium) have chromium chromium-browser ;;
     apache2-utils) have ab ;;
     caddy) have caddy ;;
+    apache2) have apache2 httpd ;;
   esac || { echo "install-system-deps: $item still missing after apt-get install" >&2; exit 1; }
 done
 # Debian's caddy package enables a caddy.service (ports 80 and 443, admin API on 2019) that would start at the
@@ -91,5 +95,14 @@ if [[ " ${missing[*]} " == *" caddy "* ]] && have ss && ss -Hltnp 2>/dev/null | 
   echo "install-system-deps: a system caddy is listening ($(ss -Hltnp | grep '"caddy"' | awk '{print $4}' | xargs));" \
     "stop it (systemctl disable --now caddy)" >&2
   exit 1
+fi
+if [[ " ${missing[*]} " == *" apache2 "* ]]; then
+  # The package enables apache2.service (it would listen on port 80 at the next boot); the project runs its own
+  # unprivileged instances on loopback only.  policy-rc.d kept it from starting now.
+  if have systemctl; then systemctl disable --now apache2 >/dev/null 2>&1 || true; fi
+  if have ss && ss -Hltnp '( sport = :80 or sport = :443 )' 2>/dev/null | grep -q '"apache2"'; then
+    echo "install-system-deps: a system apache2 is listening (ss -ltnp); stop it: systemctl disable --now apache2" >&2
+    exit 1
+  fi
 fi
 echo "install-system-deps: installed ${packages[*]}"
