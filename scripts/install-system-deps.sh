@@ -4,6 +4,8 @@
 #   chromium  -- the admin browser tests
 #   ab        (apache2-utils) -- make bench
 #   faketime  -- make clockcheck: the suite with a clock that runs ten times too fast
+#   openssl, easy-rsa, mkcert, certtool (gnutls-bin), cfssl + cfssljson (golang-cfssl) -- the PKI tools whose
+#             client certificates tests/test_real_issuers.py and tests/e2e/test_real_issuers.py build
 # Idempotent and a fast no-op when everything is present (CI runs it every time).  Installing needs
 # root and apt-get (Debian/Ubuntu); otherwise it says what is missing and exits non-zero.
 set -euo pipefail
@@ -23,6 +25,12 @@ have nginx || missing+=(nginx)
 have chromium chromium-browser || missing+=(chromium)
 have ab || missing+=(apache2-utils)
 have faketime || missing+=(faketime)
+have openssl || missing+=(openssl)
+# easy-rsa's script is not on PATH: Debian installs it under /usr/share/easy-rsa.
+[[ -x /usr/share/easy-rsa/easyrsa ]] || missing+=(easy-rsa)
+have mkcert || missing+=(mkcert)
+have certtool || missing+=(gnutls-bin)
+{ have cfssl && have cfssljson; } || missing+=(golang-cfssl)
 
 if ((${#missing[@]} == 0)); then
   exit 0
@@ -69,6 +77,9 @@ for item in "${missing[@]}"; do
     nginx) have nginx ;;
     chromium) have chromium chromium-browser ;;
     apache2-utils) have ab ;;
+    easy-rsa) [[ -x /usr/share/easy-rsa/easyrsa ]] ;;
+    gnutls-bin) have certtool ;;
+    golang-cfssl) have cfssl && have cfssljson ;;
   esac || { echo "install-system-deps: $item still missing after apt-get install" >&2; exit 1; }
 done
 echo "install-system-deps: installed ${packages[*]}"
