@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ from certauth.client import requests_session
 from certauth.devpki import create_dev_pki
 from scripts.stack import REPO, find_nginx
 
-from ..pkitools import BUILDERS, RealIssuers, ToolPKI, tool_present
+from ..pkitools import BUILDERS, RealIssuers, ToolPKI, cfssl, tool_present
 from ..test_real_issuers import NEEDS_TRUST_BRANCH
 from .conftest import E2EStack, _run_stack, database_for
 
@@ -97,7 +98,10 @@ def issuer_stack(
     pki = create_dev_pki(base / "pki")
     # nginx verifies against ca-bundle.pem in `optional` mode: the dev root + intermediate, then the tools' CAs.
     bundle = pki.out_dir / "ca-bundle.pem"
-    bundle.write_bytes(bundle.read_bytes() + b"".join(pem for i in issuers.values() for pem in i.authority_pems()))
+    # The tools' files as they wrote them (certtool puts a text description before each PEM block), as `cat` would.
+    bundle.write_bytes(
+        b"\n".join([bundle.read_bytes(), *(p.read_bytes() for i in issuers.values() for p in i.authorities)])
+    )
     var = base / "var"
     var.mkdir()
     errors: dict[str, str] = {}
@@ -136,3 +140,23 @@ def test_the_tutorial_recipe_v1_client_is_refused_through_nginx(
     real_issuers["openssl-seed-v1"]
     status, body = whoami(issuer_stack, "openssl-seed-v1")
     assert (status, body["reason"]) == (401, "unsupported_certificate"), body
+
+
+def test_a_look_alike_tool_ca_is_refused(issuer_stack: IssuerStack, real_issuers: RealIssuers, tmp_path: Path) -> None:
+    """A second cfssl CA made with the same recipe (same subject as the trusted cfssl CA, another key), in
+    neither nginx's bundle nor the registry: in ``optional`` mode nginx's own verification fails (so the bundle
+    is what let the other tools' clients through nginx); in ``optional_no_ca`` certauth finds the trusted CA's
+    name but its signature does not verify."""
+    real_issuers["cfssl"]  # skips or fails when cfssl is missing
+    look_alike = cfssl(tmp_path)
+    session = requests_session(
+        cert=look_alike.client_cert, key=look_alike.client_key, ca=issuer_stack.e2e.pki.path("ca")
+    )
+    response = session.get(issuer_stack.e2e.url("/api/whoami/"), timeout=10)
+    assert response.status_code == 401, response.text[:500]
+    body = response.json()
+    if issuer_stack.e2e.stack.mode == "optional":
+        assert body["reason"] == "untrusted_issuer", body
+        assert body["detail"].startswith("The TLS proxy refused the certificate"), body
+    else:
+        assert body["reason"] == "chain_invalid", body
