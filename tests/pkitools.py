@@ -57,14 +57,6 @@ class ToolPKI:
     client_cert: Path
     client_key: Path
 
-    @property
-    def ca(self) -> Path:
-        return self.authorities[0]
-
-    @property
-    def intermediates(self) -> tuple[Path, ...]:
-        return self.authorities[1:]
-
     def client_pem(self) -> bytes:
         """The client certificate alone, PEM (what nginx forwards); a tool may write text before the PEM block."""
         return self.client().public_bytes(Encoding.PEM)
@@ -72,10 +64,12 @@ class ToolPKI:
     def client(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.client_cert.read_bytes())
 
+    def authorities_loaded(self) -> list[x509.Certificate]:
+        """The CA certificates, root first (a tool may write text before the PEM block: it is skipped)."""
+        return [x509.load_pem_x509_certificate(path.read_bytes()) for path in self.authorities]
+
     def authority_pems(self) -> list[bytes]:
-        return [
-            x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.PEM) for path in self.authorities
-        ]
+        return [certificate.public_bytes(Encoding.PEM) for certificate in self.authorities_loaded()]
 
     @property
     def identity(self) -> str:

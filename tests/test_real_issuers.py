@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.test import override_settings
@@ -83,6 +84,24 @@ def test_each_tools_client_authenticates(real_issuers: RealIssuers, case: str, m
     assert response.status_code == 200, response.content
     assert response.json()["identity"] == issued.identity
     assert not failures()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", ["cfssl-intermediate", "openssl-intermediate"])
+def test_a_tool_intermediate_forwarded_by_the_proxy(real_issuers: RealIssuers, case: str, mode: str) -> None:
+    """Only the tool's root is trusted; the intermediate comes in the proxy's chain header (CHAIN_HEADER):
+    refused without it, accepted with it."""
+    issued = real_issuers[case]
+    settings, verify = MODES[mode]
+    add_authority(f"{case} root", issued.authority_pems()[0])
+    register(issued)
+    chain = {"HTTP_X_SSL_CLIENT_CHAIN": quote(issued.authority_pems()[1].decode(), safe="")}
+    with override_settings(CERTAUTH={**settings, "CHAIN_HEADER": "X-SSL-Client-Chain"}):
+        alone = whoami(issued, verify)
+        forwarded = CertClient().get("/api/whoami/", escaped(issued.client_pem()), verify=verify, **chain)
+    assert alone.status_code == 401 and alone.json()["reason"] == str(Reason.UNTRUSTED_ISSUER), alone.content
+    assert forwarded.status_code == 200, forwarded.content
+    assert forwarded.json()["identity"] == issued.identity
 
 
 @pytest.mark.parametrize("mode", MODES)
