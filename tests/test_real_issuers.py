@@ -25,21 +25,12 @@ from certauth.reasons import Reason
 from certauth.services import get_or_create_identity, register_certificate
 
 from .conftest import CertClient, escaped, failures
-from .pkitools import ACCEPTED, RealIssuers, ToolPKI, require_tool
+from .pkitools import ACCEPTED, NEEDS_TRUST_BRANCH, RealIssuers, ToolPKI, require_tool
 
 pytestmark = pytest.mark.django_db
 
 #: What nginx puts in $ssl_client_verify in optional_no_ca mode for a certificate it could not verify.
 NGINX_UNVERIFIED = "FAILED:unable to get local issuer certificate"
-
-#: Cases refused (chain_invalid) without the trust branch's certauth/trust.py change (issue 12); strict xfail, so
-#: the lead drops these marks at merge and sees them pass.
-NEEDS_TRUST_BRANCH: dict[str, str] = {
-    "easy-rsa": "needs the trust branch: easy-rsa's CA has a non-critical basicConstraints",
-    "openssl": "needs the trust branch: `openssl req -x509` with the default config makes a CA without keyUsage",
-    "openssl-ed25519": "needs the trust branch: Ed25519 keys and signatures",
-    "openssl-ed448": "needs the trust branch: Ed448 keys and signatures",
-}
 
 MODES = {
     "proxy-verifies": ({"PROXY_VERIFIES_CERTIFICATE": True}, "SUCCESS"),

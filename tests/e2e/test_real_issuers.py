@@ -25,8 +25,7 @@ from certauth.client import requests_session
 from certauth.devpki import create_dev_pki
 from scripts.stack import REPO, find_nginx
 
-from ..pkitools import BUILDERS, RealIssuers, ToolPKI, cfssl, tool_present
-from ..test_real_issuers import NEEDS_TRUST_BRANCH
+from ..pkitools import BUILDERS, NEEDS_TRUST_BRANCH, RealIssuers, ToolPKI, cfssl, tool_present
 from .conftest import E2EStack, _run_stack, database_for
 
 pytestmark = pytest.mark.e2e
