@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -355,6 +356,14 @@ NEEDS_TRUST_BRANCH: dict[str, str] = {
     "openssl-ed25519": "needs the trust branch: Ed25519 keys and signatures",
     "openssl-ed448": "needs the trust branch: Ed448 keys and signatures",
 }
+
+
+def case_param(case: str) -> Any:
+    """``case`` as a pytest parameter, a strict xfail while it needs the trust branch."""
+    if case in NEEDS_TRUST_BRANCH:
+        return pytest.param(case, marks=pytest.mark.xfail(reason=NEEDS_TRUST_BRANCH[case], strict=True))
+    return pytest.param(case)
+
 
 #: The Debian package that brings each program (scripts/install-system-deps.sh installs them).
 PACKAGES = {

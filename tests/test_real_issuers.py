@@ -25,7 +25,7 @@ from certauth.reasons import Reason
 from certauth.services import get_or_create_identity, register_certificate
 
 from .conftest import CertClient, escaped, failures
-from .pkitools import ACCEPTED, NEEDS_TRUST_BRANCH, RealIssuers, ToolPKI, require_tool
+from .pkitools import ACCEPTED, RealIssuers, ToolPKI, case_param, require_tool
 
 pytestmark = pytest.mark.django_db
 
@@ -53,18 +53,8 @@ def whoami(issued: ToolPKI, verify: str) -> Any:
     return CertClient().get("/api/whoami/", escaped(issued.client_pem()), verify=verify)
 
 
-def case_params(cases: list[str]) -> list[Any]:
-    return [
-        pytest.param(
-            case, marks=[pytest.mark.xfail(reason=NEEDS_TRUST_BRANCH[case], strict=True)]
-            if case in NEEDS_TRUST_BRANCH else []
-        )
-        for case in cases
-    ]  # fmt: skip
-
-
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("case", case_params(ACCEPTED))
+@pytest.mark.parametrize("case", [case_param(case) for case in ACCEPTED])
 def test_each_tools_client_authenticates(real_issuers: RealIssuers, case: str, mode: str) -> None:
     issued = real_issuers[case]
     settings, verify = MODES[mode]

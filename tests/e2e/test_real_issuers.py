@@ -25,7 +25,7 @@ from certauth.client import requests_session
 from certauth.devpki import create_dev_pki
 from scripts.stack import REPO, find_nginx
 
-from ..pkitools import BUILDERS, NEEDS_TRUST_BRANCH, RealIssuers, ToolPKI, cfssl, tool_present
+from ..pkitools import ACCEPTED, BUILDERS, RealIssuers, ToolPKI, case_param, cfssl, tool_present
 from .conftest import E2EStack, _run_stack, database_for
 
 pytestmark = pytest.mark.e2e
@@ -120,12 +120,7 @@ def whoami(stack: IssuerStack, case: str) -> tuple[int, dict[str, str]]:
     return response.status_code, response.json()
 
 
-def _case(case: str) -> object:
-    marks = [pytest.mark.xfail(reason=NEEDS_TRUST_BRANCH[case], strict=True)] if case in NEEDS_TRUST_BRANCH else []
-    return pytest.param(case, marks=marks)
-
-
-@pytest.mark.parametrize("case", [_case(case) for case in BUILDERS if case != "openssl-seed-v1"])
+@pytest.mark.parametrize("case", [case_param(case) for case in ACCEPTED])
 def test_each_tools_client_through_nginx(issuer_stack: IssuerStack, real_issuers: RealIssuers, case: str) -> None:
     issued = real_issuers[case]  # skips or fails here when the tool is missing
     status, body = whoami(issuer_stack, case)
