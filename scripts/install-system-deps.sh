@@ -8,6 +8,8 @@
 #                no system apache2 is started or left enabled)
 #   faketime  -- make clockcheck: the suite with a clock that runs ten times too fast
 #   caddy     -- the Caddy end-to-end tests and make run PROXY=caddy (certauth.proxyconf.caddy)
+#   openssl, easy-rsa, mkcert, certtool (gnutls-bin), cfssl + cfssljson (golang-cfssl) -- the PKI tools whose
+#             client certificates tests/test_real_issuers.py and tests/e2e/test_real_issuers.py build
 # Idempotent and a fast no-op when everything is present (CI runs it every time).  Installing needs
 # root and apt-get (Debian/Ubuntu); otherwise it says what is missing and exits non-zero.
 set -euo pipefail
@@ -30,6 +32,12 @@ have ab || missing+=(apache2-utils)
 have apache2 httpd || missing+=(apache2)
 have faketime || missing+=(faketime)
 have caddy || missing+=(caddy)
+have openssl || missing+=(openssl)
+# easy-rsa's script is not on PATH: Debian installs it under /usr/share/easy-rsa.
+[[ -x /usr/share/easy-rsa/easyrsa ]] || missing+=(easy-rsa)
+have mkcert || missing+=(mkcert)
+have certtool || missing+=(gnutls-bin)
+{ have cfssl && have cfssljson; } || missing+=(golang-cfssl)
 
 if ((${#missing[@]} == 0)); then
   exit 0
@@ -79,6 +87,9 @@ for item in "${missing[@]}"; do
     apache2-utils) have ab ;;
     caddy) have caddy ;;
     apache2) have apache2 httpd ;;
+    easy-rsa) [[ -x /usr/share/easy-rsa/easyrsa ]] ;;
+    gnutls-bin) have certtool ;;
+    golang-cfssl) have cfssl && have cfssljson ;;
   esac || { echo "install-system-deps: $item still missing after apt-get install" >&2; exit 1; }
 done
 # Debian's caddy package enables a caddy.service (ports 80 and 443, admin API on 2019) that would start at the

@@ -204,3 +204,11 @@ def failures(**filters: Any) -> list[Any]:
     from certauth.models import AuthenticationFailure
 
     return list(AuthenticationFailure.objects.filter(**filters))
+
+
+@pytest.fixture(scope="session")
+def real_issuers(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The real PKI tools' CAs and clients (tests/pkitools.py), each built on first use, once per session."""
+    from .pkitools import RealIssuers
+
+    return RealIssuers(tmp_path_factory.mktemp("real-issuers"))

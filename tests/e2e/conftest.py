@@ -7,7 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,9 +113,17 @@ def uvicorn_stack(
         yield from _run_stack(mode, pki, var, database_url, server="uvicorn", **options)
 
 
-def _run_stack(mode: str, pki: DevPKI, var: Path, database_url: str, **options: Any) -> Iterator[E2EStack]:
+def _run_stack(
+    mode: str,
+    pki: DevPKI,
+    var: Path,
+    database_url: str,
+    prepare: Callable[[E2EStack], None] | None = None,
+    **options: Any,
+) -> Iterator[E2EStack]:
     """The stack, migrated, trusting the dev CAs, with demo-client registered; ``options`` go to ``Stack``
-    (``server="uvicorn"``, ``upstream``, ``server_args``)."""
+    (``server="uvicorn"``, ``upstream``, ``server_args``).  ``prepare(handle)`` runs just before nginx and the
+    server start (more ``manage.py`` steps: nothing a worker could have cached yet)."""
     stack = Stack(
         var,
         pki_dir=pki.out_dir,
@@ -135,5 +143,7 @@ def _run_stack(mode: str, pki: DevPKI, var: Path, database_url: str, **options: 
     handle.manage(
         "certauth", "register", "--identity", "demo-client", "--cert", str(pki.path("client")), "--scope", "orders:read"
     )
+    if prepare is not None:
+        prepare(handle)
     with stack:
         yield handle
