@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from ..certificates import describe, format_thumbprint, load_certificate, load_pkcs12_certificate, normalize_thumbprint
+from ..forms import policy_options, registration_trust_store
 from ..models import RegisteredCertificate
 from ..reasons import CertificateRefused
 from ..services import get_or_create_identity, register_certificate, register_thumbprint
+from ..trust import registration_problems
 from . import CommandError, Subcommand
 
 
@@ -51,6 +54,7 @@ class Register(Subcommand):
                     raise CommandError(f"Cannot read a password from {options['password_file']}.") from exc
             info = self._read_certificate(options["cert"], password)
             thumbprint = info.thumbprint_sha256
+            self._check_can_authenticate(info)
         else:
             if not options.get("not_after"):
                 raise CommandError("--thumbprint needs --not-after (when the certificate expires).")
@@ -86,6 +90,18 @@ class Register(Subcommand):
         self.stdout.write(f"  = {format_thumbprint(entry.thumbprint_sha256)}")
         self.stdout.write(f"  identity {identity.name}, valid until {entry.not_after.isoformat()}")
         return 0
+
+    def _check_can_authenticate(self, info: Any) -> None:
+        """The admin registration form's check, in its words (``certauth.trust.registration_problems``): what
+        could never authenticate is refused (exit 1); what only the current trust policy refuses (no enabled
+        authority issued it yet, self-signed not allowed) is registered with a warning, as the admin does:
+        set-up scripts register certificates before trusting their CA."""
+        problems = registration_problems(info, registration_trust_store(), timezone.now(), policy_options())
+        refused = [problem.text for problem in problems if problem.severity == "refuse"]
+        if refused:
+            raise CommandError(" ".join(refused))
+        for problem in problems:
+            self.stdout.write(f"warning: {problem.text}")
 
     def _read_certificate(self, path: Path, password: str | None) -> Any:
         try:
