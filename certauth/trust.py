@@ -1552,14 +1552,14 @@ def registration_problems(
             )
             return problems
     if store is not None and info.certificate is not None:
-        refused = store.trust_refusal(info.certificate, max(now, info.not_before))
-        if refused is not None:
+        distrusted = store.trust_refusal(info.certificate, max(now, info.not_before))
+        if distrusted is not None:
             problems.append(
                 Problem(
                     "warn",
-                    f"This certificate cannot authenticate under the current trust policy ({refused.reason}): "
-                    f"{refused.detail or refused.reason.message}",
-                    refused.reason,
+                    f"This certificate cannot authenticate under the current trust policy ({distrusted.reason}): "
+                    f"{distrusted.detail or distrusted.reason.message}",
+                    distrusted.reason,
                 )
             )
     return problems
