@@ -2,9 +2,54 @@
 type (chained / self-signed), and is it revoked by its issuer's CRL?  Pure Python on ``cryptography``: no
 Django imports.  ``certauth.authorities`` loads the enabled ``TrustedAuthority`` rows into a ``TrustStore``.
 
-Chains are validated by ``cryptography.x509.verification`` (the webpki profile), never by hand-written
-signature checks.  Its error text embeds the certificate's repr, so every error is mapped to a ``Reason``
-and a fixed, safe detail; the library's text goes to the server log only.
+Chains are validated by ``cryptography.x509.verification``, under a CA profile of certauth's own (below).
+Its error text embeds the certificate's repr, so it goes to the server log only: a refusal's detail comes
+from ``diagnose_chain``, which walks the candidate chain itself and names the first problem and the
+certificate at fault (bounded, escaped names), or else from a fixed text per error (``map_verification_error``).
+
+**The CA profile: an explicitly trusted private CA is judged on what matters for security.**  cryptography 51's
+``ExtensionPolicy.webpki_defaults_ca()`` is the CA/Browser Forum profile for public web PKIs: basicConstraints
+present *and critical*, keyUsage present with keyCertSign, AIA/AKI/SKI/EKU non-critical, an AKI (when present)
+with a keyIdentifier and without authorityCertIssuer/serial, nameConstraints with some subtree.  Real private
+PKIs fail it for details that carry no security: easy-rsa 3 marks basicConstraints non-critical and writes
+``authorityKeyIdentifier=keyid,issuer``; ``openssl req -x509`` with Debian's configuration writes no keyUsage.
+``_ca_policy`` starts from ``ExtensionPolicy.permit_all()`` and asks, for every CA of a chain, the anchor included:
+
+* basicConstraints present with CA:TRUE (``require_present``, ``Criticality.AGNOSTIC``); the library itself
+  also refuses a CA without basicConstraints and enforces pathLenConstraint (it needs the chain depth);
+* keyUsage may be absent (RFC 5280 4.2.1.3: no extension, no restriction), but when present it must assert
+  keyCertSign;
+* extendedKeyUsage may be absent; when present it must allow clientAuth (or anyExtendedKeyUsage): a CA limited
+  to server certificates does not vouch for clients;
+* every other extension may be present with any criticality, except that an extension the library does not
+  process and that is marked critical still refuses the certificate (the library checks that in every policy),
+  and nameConstraints are still applied (the library applies them outside the extension policy).
+
+Still checked by the library whatever the profile: every signature, name chaining, validity at the
+verification time, v3 for every certificate, key sizes (RSA >= 2048) and the webpki algorithm set (RSA,
+P-256/384/521; PKCS#1 v1.5 or PSS with SHA-256/384/512, ECDSA with SHA-256/384/512), the chain depth (8).
+Deliberately no longer required: basicConstraints criticality, keyUsage presence, AKI/SKI presence and AKI
+form, AIA criticality.  Why it is safe: the anchor is trusted because an operator registered it (an explicit
+act, checked by ``lint_authority``), not because a browser program audited it; what a forged or misused CA
+would need (to be a CA, to be allowed to sign certificates, to sit within its pathLenConstraint, to be valid
+now, to sign with a strong key) is all still required of the anchor and of every intermediate below it.
+
+The client certificate (``_ee_policy``): not a CA, no keyCertSign, clientAuth in its extendedKeyUsage when
+``VALIDATE_CERTIFICATE_USE`` (an absent EKU means any use), a subjectAltName only when required, no
+nameConstraints.  No AKI is required (``openssl x509 -req`` with a short ``-extfile`` writes none).
+
+**Ed25519 and Ed448 CAs.**  cryptography 51's verifier refuses them outright ("Forbidden public key algorithm":
+its permitted SPKI and signature algorithm sets are fixed, not configurable from Python), although certauth's
+strength rules accept Ed25519/Ed448 keys.  When the verifier refuses a chain *for its key or signature
+algorithm* and a candidate CA holds an EdDSA key, ``eddsa_chain`` walks the chain itself (``_walk_chain``,
+strict mode) and accepts it only if the chain it builds holds an Ed25519/Ed448 CA.  The walk uses the
+library's ``verify_directly_issued_by`` for every signature and applies every check above: issuer name and
+signature, CA:TRUE, keyCertSign when keyUsage is present, extendedKeyUsage, pathLenConstraint (counting every
+intermediate, stricter than RFC 5280's self-issued exception), validity of every certificate, RSA >= 2048
+and P-256/384/521 for any non-EdDSA CA key with SHA-256/384/512 signatures, the depth of 8, and the client
+certificate's profile; it refuses any unknown critical extension and, as it cannot apply them, any
+nameConstraints.  Disabled authorities, allowed types and revocation apply to its chain exactly as to the
+library's (the same code after the chain is built).
 
 Decisions the library leaves to us, made here:
 

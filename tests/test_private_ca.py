@@ -728,3 +728,22 @@ def test_chain_invalid_detail_in_body_audit_and_log(private_api: Any, caplog: An
     [row] = failures(reason="chain_invalid")
     assert row.detail == body["detail"]
     assert any("pathLenConstraint of 'Ed Root'" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.django_db
+def test_system_check_w016_names_an_authority_no_chain_can_use() -> None:
+    """An authority stored before ``lint_authority`` existed (or expired since) is reported by the database
+    check; a good one is not."""
+    from django.core.checks import run_checks
+
+    from certauth.authorities import add_authority
+    from certauth.models import TrustedAuthority
+
+    add_authority("good", _pem(openssl_default_ca()))
+    TrustedAuthority.objects.create(
+        name="nosign",
+        certificate_pem=_pem(make_ca("No Sign CA", key_usage=KU_NO_CERT_SIGN)).decode(),
+        thumbprint_sha256="0" * 64,
+    )
+    found = [m for m in run_checks(databases=["default"]) if m.id == "certauth.W016"]
+    assert len(found) == 1 and "'nosign'" in found[0].msg and "keyCertSign" in found[0].msg
