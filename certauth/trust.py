@@ -496,6 +496,11 @@ def map_verification_error(message: str) -> tuple[Reason, str]:
         return Reason.CHAIN_INVALID, "The certificate has no subjectAltName, which this policy requires."
     if "all candidates exhausted with no interior errors" in text:
         return Reason.UNTRUSTED_ISSUER, Reason.UNTRUSTED_ISSUER.message
+    if "name constraint" in text:
+        return (
+            Reason.CHAIN_INVALID,
+            "A CA in the chain has nameConstraints that exclude the client certificate's names.",
+        )
     if "maximum depth" in text:
         return Reason.CHAIN_INVALID, "The certificate chain is too long."
     return Reason.CHAIN_INVALID, Reason.CHAIN_INVALID.message
@@ -522,6 +527,9 @@ _WALKER_EXTENSIONS = frozenset(
 )
 #: At most this many intermediate CAs between a leaf and its anchor (the library's default depth).
 MAX_INTERMEDIATES = 8
+#: At most this many issuer candidates are checked in one walk: a forwarded chain is the client's text, and many
+#: same-named certificates signed by the same keys would otherwise make the depth-first walk exponential.
+WALK_BUDGET = 64
 _CLIENT_AUTH = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
 _ANY_EKU = x509.oid.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE
 
@@ -803,6 +811,7 @@ def _walk_chain(
     ``strict`` (the Ed25519/Ed448 fallback) also refuses a certificate with nameConstraints, which only the
     library applies."""
     walk = _Walk()
+    budget = [WALK_BUDGET]
     problem = _leaf_problem(leaf, at, policy, strict=strict)
     if problem is not None:
         walk.problems.append(problem)
@@ -830,6 +839,13 @@ def _walk_chain(
             walk.problems.append(ChainProblem(Reason.UNTRUSTED_ISSUER, detail))
             return None
         for parent, is_anchor in candidates:
+            budget[0] -= 1
+            if budget[0] < 0:
+                if budget[0] == -1:
+                    walk.problems.insert(
+                        0, ChainProblem(Reason.CHAIN_INVALID, "The forwarded chain holds too many candidate CAs.")
+                    )
+                return None
             below = len(path) - 1  # intermediate CAs under ``parent``
             role = "CA" if is_anchor else "intermediate"
             if not is_anchor and below >= MAX_INTERMEDIATES:

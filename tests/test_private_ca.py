@@ -747,3 +747,44 @@ def test_system_check_w016_names_an_authority_no_chain_can_use() -> None:
     )
     found = [m for m in run_checks(databases=["default"]) if m.id == "certauth.W016"]
     assert len(found) == 1 and "'nosign'" in found[0].msg and "keyCertSign" in found[0].msg
+
+
+def test_walk_is_bounded_on_a_hostile_forwarded_chain() -> None:
+    """Many same-named CA certificates for the same keys (the forwarded chain is the client's text): the
+    walk stops after ``WALK_BUDGET`` candidates instead of trying every path, and refuses."""
+    from certauth.trust import WALK_BUDGET
+
+    keys = [ed25519.Ed25519PrivateKey.generate() for _ in range(4)]
+    trusted = make_ca("Ed Root", ed25519.Ed25519PrivateKey.generate())
+    layers: list[list[Made]] = []
+    for depth, key in enumerate(keys):
+        signer = keys[depth - 1] if depth else ed25519.Ed25519PrivateKey.generate()  # the top layer: nobody's
+        issuer = Made(make_ca("Loop", signer).certificate, signer)
+        layers.append([make_ca("Loop", key, issuer=issuer) for _ in range(6)])
+    leaf = make_client(Made(layers[-1][0].certificate, keys[-1]), "x")
+    forwarded = tuple(c for layer in layers for c in layer)
+    assert len(forwarded) * 6 > WALK_BUDGET
+    problem = refused(trust(trusted), leaf, forwarded)
+    assert problem.reason is Reason.CHAIN_INVALID and "too many candidate CAs" in problem.detail
+
+
+def test_name_constraints_still_applied_and_said() -> None:
+    ca = make_ca("NC CA", extra=((x509.NameConstraints([x509.DNSName("example.com")], None), True),))
+
+    def with_san(name: str) -> Made:
+        key = ec_key()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name("nc-client"))
+            .issuer_name(ca.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now() - dt.timedelta(hours=1))
+            .not_valid_after(now() + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        )
+        return Made(_sign(builder, ca.key), key)
+
+    assert accepted(trust(ca), with_san("api.example.com"))
+    problem = refused(trust(ca), with_san("evil.org"))
+    assert problem.reason is Reason.CHAIN_INVALID and "nameConstraints" in problem.detail
