@@ -21,6 +21,15 @@ V3_RECIPE = (
     "openssl x509 -req -days 365 -sha256 -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt "
     '-extfile <(printf "basicConstraints=CA:FALSE\\nkeyUsage=critical,digitalSignature\\nextendedKeyUsage=clientAuth")'
 )
+NO_CLIENT_AUTH_DETAIL = (
+    "The certificate's extended key usage does not include clientAuth: re-issue it with "
+    "`extendedKeyUsage=clientAuth`."
+)
+CA_LEAF_DETAIL = (
+    "A CA certificate cannot authenticate a client: issue a client certificate from this CA "
+    "(basicConstraints CA:FALSE, extendedKeyUsage clientAuth) and use that; trust the CA itself under "
+    "Trusted authorities."
+)
 V1_DETAIL = (
     "Version 1 certificates are not accepted (they carry no extensions, so nothing limits them to client "
     f"authentication): re-issue it as version 3, e.g. `{V3_RECIPE}`."
@@ -75,18 +84,9 @@ def check_certificate(info: CertificateInfo, now: dt.datetime, options: PolicyOp
             )
     if options.validate_certificate_use:
         if not info.allows_client_auth:
-            raise CertificateRefused(
-                Reason.WRONG_USAGE,
-                "The certificate's extended key usage does not include clientAuth: re-issue it with "
-                "`extendedKeyUsage=clientAuth`.",
-            )
+            raise CertificateRefused(Reason.WRONG_USAGE, NO_CLIENT_AUTH_DETAIL)
         if info.is_ca:
-            raise CertificateRefused(
-                Reason.WRONG_USAGE,
-                "A CA certificate cannot authenticate a client: issue a client certificate from this CA "
-                "(basicConstraints CA:FALSE, extendedKeyUsage clientAuth) and use that; trust the CA itself "
-                "under Trusted authorities.",
-            )
+            raise CertificateRefused(Reason.WRONG_USAGE, CA_LEAF_DETAIL)
         if info.key_usage_allows_signing is False:
             raise CertificateRefused(
                 Reason.WRONG_USAGE, "The certificate's key usage does not allow digital signatures."

@@ -106,7 +106,7 @@ from cryptography.x509.verification import (
 from .certificates import CertificateInfo, load_certificates, pem_bodies, printable, spki_of, thumbprint_of
 from .lru import MISSING, BoundedCache
 from .ocsp import OcspChecker, OcspError
-from .policy import V1_DETAIL, PolicyOptions, check_certificate
+from .policy import CA_LEAF_DETAIL, NO_CLIENT_AUTH_DETAIL, V1_DETAIL, PolicyOptions, check_certificate
 from .reasons import CertificateRefused, Reason
 
 logger = logging.getLogger("certauth")
@@ -483,9 +483,9 @@ def map_verification_error(message: str) -> tuple[Reason, str]:
     """A reason code and a safe detail for the verifier's error text (which is never shown to clients)."""
     text = message.lower()
     if "eku" in text or "extended key usage" in text:
-        return Reason.WRONG_USAGE, "The certificate's extended key usage does not include clientAuth."
+        return Reason.WRONG_USAGE, NO_CLIENT_AUTH_DETAIL
     if "basicconstraints.ca must not be asserted" in text:
-        return Reason.WRONG_USAGE, "A CA certificate cannot be used as a client certificate."
+        return Reason.WRONG_USAGE, CA_LEAF_DETAIL
     if "too weak" in text or "signature algorithm" in text:
         return Reason.WEAK_CERTIFICATE, "The chain uses a key or signature algorithm that is too weak."
     if "not valid at validation time" in text:
@@ -761,7 +761,7 @@ def _leaf_problem(leaf: x509.Certificate, at: dt.datetime, policy: TrustPolicy, 
     if leaf.version != x509.Version.v3:
         return ChainProblem(Reason.UNSUPPORTED_CERTIFICATE, V1_DETAIL)
     if is_ca(leaf):
-        return ChainProblem(Reason.WRONG_USAGE, "A CA certificate cannot be used as a client certificate.")
+        return ChainProblem(Reason.WRONG_USAGE, CA_LEAF_DETAIL)
     ku = _extension(leaf, x509.KeyUsage)
     if ku is not None and ku.value.key_cert_sign:
         return ChainProblem(
@@ -769,7 +769,7 @@ def _leaf_problem(leaf: x509.Certificate, at: dt.datetime, policy: TrustPolicy, 
         )
     eku = _extension(leaf, x509.ExtendedKeyUsage)
     if policy.validate_certificate_use and eku is not None and _CLIENT_AUTH not in eku.value:
-        return ChainProblem(Reason.WRONG_USAGE, "The certificate's extended key usage does not include clientAuth.")
+        return ChainProblem(Reason.WRONG_USAGE, NO_CLIENT_AUTH_DETAIL)
     if policy.require_subject_alternative_name and _extension(leaf, x509.SubjectAlternativeName) is None:
         return ChainProblem(Reason.CHAIN_INVALID, "The certificate has no subjectAltName, which this policy requires.")
     if _extension(leaf, x509.NameConstraints) is not None:
@@ -1260,7 +1260,7 @@ class TrustStore:
         retry_at = now + dt.timedelta(seconds=FAILURE_CACHE_SECONDS)
         try:
             if is_ca(leaf):
-                raise CertificateRefused(Reason.WRONG_USAGE, "A CA certificate cannot be used as a client certificate.")
+                raise CertificateRefused(Reason.WRONG_USAGE, CA_LEAF_DETAIL)
             allowed = self.policy.allowed_types
             if is_self_signed(leaf):
                 if allowed == "chained":
