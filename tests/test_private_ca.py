@@ -652,7 +652,7 @@ def test_cli_register_and_admin_form_give_the_same_words(tmp_path: Any, admin_cl
     path.write_bytes(_pem(good))
     out = io.StringIO()
     call_command("certauth", "register", "--identity", "billing", "--cert", str(path), stdout=out)
-    assert "warning: This certificate cannot authenticate under the current trust policy (untrusted_issuer)" in (
+    assert "  warning: This certificate cannot authenticate under the current trust policy (untrusted_issuer)" in (
         out.getvalue()
     )
     other = make_client(openssl_default_ca(), "other")
