@@ -536,7 +536,7 @@ def lint(made: Made) -> list[Any]:
     return lint_authority(made.certificate, now())
 
 
-def test_lint() -> None:
+def test_lint_authority() -> None:
     assert texts(lint(make_ca("Good")), "refuse") == ""
     easy = lint(easy_rsa_ca())
     assert texts(easy, "refuse") == "" and "non-critical" in texts(easy, "warn")
