@@ -22,8 +22,7 @@ V3_RECIPE = (
     '-extfile <(printf "basicConstraints=CA:FALSE\\nkeyUsage=critical,digitalSignature\\nextendedKeyUsage=clientAuth")'
 )
 NO_CLIENT_AUTH_DETAIL = (
-    "The certificate's extended key usage does not include clientAuth: re-issue it with "
-    "`extendedKeyUsage=clientAuth`."
+    "The certificate's extended key usage does not include clientAuth: re-issue it with `extendedKeyUsage=clientAuth`."
 )
 CA_LEAF_DETAIL = (
     "A CA certificate cannot authenticate a client: issue a client certificate from this CA "
