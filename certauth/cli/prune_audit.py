@@ -42,7 +42,9 @@ class PruneAudit(Subcommand):
             help="Age such as 90d, 12h or 30m (default: CERTAUTH['AUDIT_RETENTION_DAYS'] days).",
         )
         parser.add_argument("--dry-run", action="store_true", help="Only count what would be deleted.")
-        parser.add_argument("--batch-size", type=int, default=5000, help="Rows deleted per statement (default: 5000).")
+        parser.add_argument(
+            "--batch-size", type=int, default=5000, help="Rows deleted per statement (default: 5000)."
+        )
 
     def handle(self, **options: Any) -> int:
         if options.get("older_than"):
