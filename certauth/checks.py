@@ -538,3 +538,46 @@ def check_asgi_server_proxy_headers(app_configs: Any = None, **kwargs: Any) -> l
             id="certauth.W015",
         )
     ]
+
+
+@register(Tags.database)
+def check_trusted_authorities(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """``certauth.W016``: an enabled trusted authority that ``certauth.trust.lint_authority`` refuses (stored
+    before that check existed, or expired since): no chain can be built through it, so every client under it is
+    refused.  Reads the database, so it runs with ``migrate`` and ``check --database default``."""
+    if not databases:
+        return []
+    from django.db import DatabaseError
+    from django.utils import timezone
+
+    from .models import TrustedAuthority
+    from .reasons import CertificateRefused
+    from .trust import lint_authority, load_authority_certificate
+
+    messages: list[Any] = []
+    now = timezone.now()
+    for alias in databases:
+        try:
+            rows = list(
+                TrustedAuthority.objects.using(alias).filter(is_enabled=True).values_list("name", "certificate_pem")
+            )
+        except DatabaseError:
+            continue  # not migrated yet: nothing stored to check
+        for name, pem in rows:
+            try:
+                refusals = [
+                    p.text
+                    for p in lint_authority(load_authority_certificate(pem.encode()), now)
+                    if p.severity == "refuse"
+                ]
+            except CertificateRefused as refused:
+                refusals = [refused.detail]
+            if refusals:
+                messages.append(
+                    Warning(
+                        f"The trusted authority {name!r} can anchor no chain: {' '.join(refusals)}",
+                        hint="Replace its certificate (admin: Trusted authorities), or disable it to say so.",
+                        id="certauth.W016",
+                    )
+                )
+    return messages

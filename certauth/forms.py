@@ -29,8 +29,9 @@ from .certificates import (
 )
 from .conf import settings
 from .models import RegisteredCertificate, RevocationReason
-from .policy import PolicyOptions, check_certificate
+from .policy import PolicyOptions
 from .reasons import CertificateRefused, Reason
+from .trust import TrustStore, registration_problems
 
 MAX_UPLOAD_BYTES = 256 * 1024  # a certificate or PKCS#12 bundle is a few KB
 CERTIFICATE_EXTENSIONS = (".pem", ".crt", ".cer", ".der")
@@ -103,6 +104,7 @@ class RegistrationForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.certificate_info: CertificateInfo | None = None
         self.canonical_thumbprint: str | None = None
+        self.registration_warnings: list[str] = []  # registration_problems' warnings, shown once saved
 
     # --- reading the one input given -------------------------------------------------------------
     def clean(self) -> dict[str, Any]:
@@ -184,23 +186,14 @@ class RegistrationForm(forms.ModelForm):
     def _check_can_authenticate(self, info: CertificateInfo, field: str) -> None:
         """Refuse a certificate that the policy would refuse on every request (expired, wrong usage, weak,
         unsupported): registering it could only lead to a puzzling 401.  A not-yet-valid certificate is
-        fine: registering a successor ahead of its start is how rotation is prepared."""
-        options = PolicyOptions(
-            validate_validity_period=settings.VALIDATE_VALIDITY_PERIOD,
-            validate_certificate_use=settings.VALIDATE_CERTIFICATE_USE,
-        )
-        try:
-            check_certificate(info, timezone.now(), options)
-        except CertificateRefused as refused:
-            if refused.reason is not Reason.CERTIFICATE_NOT_YET_VALID:
-                self.add_error(
-                    field,
-                    ValidationError(
-                        _("This certificate could never authenticate (%(reason)s): %(detail)s"),
-                        params={"reason": refused.reason, "detail": refused.detail},
-                        code=str(refused.reason),
-                    ),
-                )
+        fine: registering a successor ahead of its start is how rotation is prepared.  What the current trust
+        policy refuses (untrusted issuer, self-signed not allowed) is a warning, shown once saved.  The same
+        check, in the same words, as ``certauth register`` (``certauth.trust.registration_problems``)."""
+        for problem in registration_problems(info, registration_trust_store(), timezone.now(), policy_options()):
+            if problem.severity == "refuse":
+                self.add_error(field, ValidationError(problem.text, code=str(problem.reason or "invalid")))
+            else:
+                self.registration_warnings.append(problem.text)
 
     def _check_not_registered(self, thumbprint: str, field: str) -> None:
         existing = RegisteredCertificate.objects.filter(thumbprint_sha256=thumbprint).select_related("identity").first()
@@ -258,3 +251,21 @@ class RevocationForm(forms.Form):
                 "Already revoked: raising the reason to key compromise keeps the revocation date and refuses every "
                 "other certificate for the same key (from any authority, by any rule)."
             )
+
+
+def policy_options() -> PolicyOptions:
+    return PolicyOptions(
+        validate_validity_period=settings.VALIDATE_VALIDITY_PERIOD,
+        validate_certificate_use=settings.VALIDATE_CERTIFICATE_USE,
+    )
+
+
+def registration_trust_store() -> TrustStore | None:
+    """The current trust store for ``registration_problems``, or None when the registry cannot be read (the
+    trust warnings are then skipped; registering still works)."""
+    from .authorities import current_trust_store
+
+    try:
+        return current_trust_store()
+    except Exception:
+        return None

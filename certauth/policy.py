@@ -15,6 +15,25 @@ from .reasons import CertificateRefused, Reason
 MINIMUM_KEY_BITS = {"rsa": 2048, "dsa": 2048, "ec": 256, "ed25519": 256, "ed448": 448}
 WEAK_SIGNATURE_HASHES = frozenset({"md5", "sha1", "md2", "md4", "unknown"})
 
+#: How to make the seed's ``openssl x509 -req`` recipe write a v3 client certificate (without ``-extfile`` it
+#: writes version 1: no extensions, so nothing says it is a client certificate rather than a CA).
+V3_RECIPE = (
+    "openssl x509 -req -days 365 -sha256 -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt "
+    '-extfile <(printf "basicConstraints=CA:FALSE\\nkeyUsage=critical,digitalSignature\\nextendedKeyUsage=clientAuth")'
+)
+NO_CLIENT_AUTH_DETAIL = (
+    "The certificate's extended key usage does not include clientAuth: re-issue it with `extendedKeyUsage=clientAuth`."
+)
+CA_LEAF_DETAIL = (
+    "A CA certificate cannot authenticate a client: issue a client certificate from this CA "
+    "(basicConstraints CA:FALSE, extendedKeyUsage clientAuth) and use that; trust the CA itself under "
+    "Trusted authorities."
+)
+V1_DETAIL = (
+    "Version 1 certificates are not accepted (they carry no extensions, so nothing limits them to client "
+    f"authentication): re-issue it as version 3, e.g. `{V3_RECIPE}`."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyOptions:
@@ -33,7 +52,7 @@ def check_certificate(info: CertificateInfo, now: dt.datetime, options: PolicyOp
         # RFC 5280 4.1.2.2: a positive integer of at most 20 octets.
         raise CertificateRefused(Reason.MALFORMED_CERTIFICATE, "The certificate's serial number is not valid.")
     if info.version != 3:
-        raise CertificateRefused(Reason.UNSUPPORTED_CERTIFICATE, "Version 1 certificates are not accepted.")
+        raise CertificateRefused(Reason.UNSUPPORTED_CERTIFICATE, V1_DETAIL)
     if info.unsupported_critical_extensions:
         raise CertificateRefused(
             Reason.UNSUPPORTED_CERTIFICATE,
@@ -44,10 +63,15 @@ def check_certificate(info: CertificateInfo, now: dt.datetime, options: PolicyOp
         raise CertificateRefused(
             Reason.WEAK_CERTIFICATE,
             f"The certificate's {info.public_key_algorithm or 'unknown'} key of {info.public_key_bits} bits "
-            "is too weak.",
+            "is too weak: issue a new key of RSA 2048 bits or more (`openssl genrsa -out client.key 2048`), "
+            "EC P-256 or stronger, or Ed25519, and a certificate for it.",
         )
     if info.signature_hash in WEAK_SIGNATURE_HASHES:
-        raise CertificateRefused(Reason.WEAK_CERTIFICATE, f"The certificate is signed with {info.signature_hash}.")
+        raise CertificateRefused(
+            Reason.WEAK_CERTIFICATE,
+            f"The certificate is signed with {info.signature_hash}, which is broken: have it re-issued with SHA-256 "
+            "(`openssl x509 -req -sha256 …`).",
+        )
     if options.validate_validity_period:
         if now < info.not_before:
             raise CertificateRefused(
@@ -59,11 +83,9 @@ def check_certificate(info: CertificateInfo, now: dt.datetime, options: PolicyOp
             )
     if options.validate_certificate_use:
         if not info.allows_client_auth:
-            raise CertificateRefused(
-                Reason.WRONG_USAGE, "The certificate's extended key usage does not include clientAuth."
-            )
+            raise CertificateRefused(Reason.WRONG_USAGE, NO_CLIENT_AUTH_DETAIL)
         if info.is_ca:
-            raise CertificateRefused(Reason.WRONG_USAGE, "A CA certificate cannot authenticate a client.")
+            raise CertificateRefused(Reason.WRONG_USAGE, CA_LEAF_DETAIL)
         if info.key_usage_allows_signing is False:
             raise CertificateRefused(
                 Reason.WRONG_USAGE, "The certificate's key usage does not allow digital signatures."

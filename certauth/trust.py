@@ -2,9 +2,54 @@
 type (chained / self-signed), and is it revoked by its issuer's CRL?  Pure Python on ``cryptography``: no
 Django imports.  ``certauth.authorities`` loads the enabled ``TrustedAuthority`` rows into a ``TrustStore``.
 
-Chains are validated by ``cryptography.x509.verification`` (the webpki profile), never by hand-written
-signature checks.  Its error text embeds the certificate's repr, so every error is mapped to a ``Reason``
-and a fixed, safe detail; the library's text goes to the server log only.
+Chains are validated by ``cryptography.x509.verification``, under a CA profile of certauth's own (below).
+Its error text embeds the certificate's repr, so it goes to the server log only: a refusal's detail comes
+from ``diagnose_chain``, which walks the candidate chain itself and names the first problem and the
+certificate at fault (bounded, escaped names), or else from a fixed text per error (``map_verification_error``).
+
+**The CA profile: an explicitly trusted private CA is judged on what matters for security.**  cryptography 51's
+``ExtensionPolicy.webpki_defaults_ca()`` is the CA/Browser Forum profile for public web PKIs: basicConstraints
+present *and critical*, keyUsage present with keyCertSign, AIA/AKI/SKI/EKU non-critical, an AKI (when present)
+with a keyIdentifier and without authorityCertIssuer/serial, nameConstraints with some subtree.  Real private
+PKIs fail it for details that carry no security: easy-rsa 3 marks basicConstraints non-critical and writes
+``authorityKeyIdentifier=keyid,issuer``; ``openssl req -x509`` with Debian's configuration writes no keyUsage.
+``_ca_policy`` starts from ``ExtensionPolicy.permit_all()`` and asks, for every CA of a chain, the anchor included:
+
+* basicConstraints present with CA:TRUE (``require_present``, ``Criticality.AGNOSTIC``); the library itself
+  also refuses a CA without basicConstraints and enforces pathLenConstraint (it needs the chain depth);
+* keyUsage may be absent (RFC 5280 4.2.1.3: no extension, no restriction), but when present it must assert
+  keyCertSign;
+* extendedKeyUsage may be absent; when present it must allow clientAuth (or anyExtendedKeyUsage): a CA limited
+  to server certificates does not vouch for clients;
+* every other extension may be present with any criticality, except that an extension the library does not
+  process and that is marked critical still refuses the certificate (the library checks that in every policy),
+  and nameConstraints are still applied (the library applies them outside the extension policy).
+
+Still checked by the library whatever the profile: every signature, name chaining, validity at the
+verification time, v3 for every certificate, key sizes (RSA >= 2048) and the webpki algorithm set (RSA,
+P-256/384/521; PKCS#1 v1.5 or PSS with SHA-256/384/512, ECDSA with SHA-256/384/512), the chain depth (8).
+Deliberately no longer required: basicConstraints criticality, keyUsage presence, AKI/SKI presence and AKI
+form, AIA criticality.  Why it is safe: the anchor is trusted because an operator registered it (an explicit
+act, checked by ``lint_authority``), not because a browser program audited it; what a forged or misused CA
+would need (to be a CA, to be allowed to sign certificates, to sit within its pathLenConstraint, to be valid
+now, to sign with a strong key) is all still required of the anchor and of every intermediate below it.
+
+The client certificate (``_ee_policy``): not a CA, no keyCertSign, clientAuth in its extendedKeyUsage when
+``VALIDATE_CERTIFICATE_USE`` (an absent EKU means any use), a subjectAltName only when required, no
+nameConstraints.  No AKI is required (``openssl x509 -req`` with a short ``-extfile`` writes none).
+
+**Ed25519 and Ed448 CAs.**  cryptography 51's verifier refuses them outright ("Forbidden public key algorithm":
+its permitted SPKI and signature algorithm sets are fixed, not configurable from Python), although certauth's
+strength rules accept Ed25519/Ed448 keys.  When the verifier refuses a chain *for its key or signature
+algorithm* and a candidate CA holds an EdDSA key, ``eddsa_chain`` walks the chain itself (``_walk_chain``,
+strict mode) and accepts it only if the chain it builds holds an Ed25519/Ed448 CA.  The walk uses the
+library's ``verify_directly_issued_by`` for every signature and applies every check above: issuer name and
+signature, CA:TRUE, keyCertSign when keyUsage is present, extendedKeyUsage, pathLenConstraint (counting every
+intermediate, stricter than RFC 5280's self-issued exception), validity of every certificate, RSA >= 2048
+and P-256/384/521 for any non-EdDSA CA key with SHA-256/384/512 signatures, the depth of 8, and the client
+certificate's profile; it refuses any unknown critical extension and, as it cannot apply them, any
+nameConstraints.  Disabled authorities, allowed types and revocation apply to its chain exactly as to the
+library's (the same code after the chain is built).
 
 Decisions the library leaves to us, made here:
 
@@ -58,9 +103,10 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from .certificates import load_certificates, pem_bodies, spki_of, thumbprint_of
+from .certificates import CertificateInfo, load_certificates, pem_bodies, printable, spki_of, thumbprint_of
 from .lru import MISSING, BoundedCache
 from .ocsp import OcspChecker, OcspError
+from .policy import CA_LEAF_DETAIL, NO_CLIENT_AUTH_DETAIL, V1_DETAIL, PolicyOptions, check_certificate
 from .reasons import CertificateRefused, Reason
 
 logger = logging.getLogger("certauth")
@@ -437,9 +483,9 @@ def map_verification_error(message: str) -> tuple[Reason, str]:
     """A reason code and a safe detail for the verifier's error text (which is never shown to clients)."""
     text = message.lower()
     if "eku" in text or "extended key usage" in text:
-        return Reason.WRONG_USAGE, "The certificate's extended key usage does not include clientAuth."
+        return Reason.WRONG_USAGE, NO_CLIENT_AUTH_DETAIL
     if "basicconstraints.ca must not be asserted" in text:
-        return Reason.WRONG_USAGE, "A CA certificate cannot be used as a client certificate."
+        return Reason.WRONG_USAGE, CA_LEAF_DETAIL
     if "too weak" in text or "signature algorithm" in text:
         return Reason.WEAK_CERTIFICATE, "The chain uses a key or signature algorithm that is too weak."
     if "not valid at validation time" in text:
@@ -450,9 +496,539 @@ def map_verification_error(message: str) -> tuple[Reason, str]:
         return Reason.CHAIN_INVALID, "The certificate has no subjectAltName, which this policy requires."
     if "all candidates exhausted with no interior errors" in text:
         return Reason.UNTRUSTED_ISSUER, Reason.UNTRUSTED_ISSUER.message
+    if "name constraint" in text:
+        return (
+            Reason.CHAIN_INVALID,
+            "A CA in the chain has nameConstraints that exclude the client certificate's names.",
+        )
     if "maximum depth" in text:
         return Reason.CHAIN_INVALID, "The certificate chain is too long."
     return Reason.CHAIN_INVALID, Reason.CHAIN_INVALID.message
+
+
+# --------------------------------------------------------------------------------------------------
+# The profile an explicitly trusted CA is judged on, and the chain walker that names what is wrong
+# --------------------------------------------------------------------------------------------------
+
+#: Signature hashes accepted on a certificate the walker checks (the library's webpki set; EdDSA has none).
+_WALKER_HASHES = frozenset({"sha256", "sha384", "sha512"})
+#: EC curves accepted on a CA key (the library's webpki set).
+_WALKER_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+#: Extensions the walker processes; any other one marked critical refuses the certificate (RFC 5280 4.2).
+_WALKER_EXTENSIONS = frozenset(
+    {
+        x509.oid.ExtensionOID.BASIC_CONSTRAINTS,
+        x509.oid.ExtensionOID.KEY_USAGE,
+        x509.oid.ExtensionOID.EXTENDED_KEY_USAGE,
+        x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+    }
+)
+#: At most this many intermediate CAs between a leaf and its anchor (the library's default depth).
+MAX_INTERMEDIATES = 8
+#: At most this many issuer candidates are checked in one walk: a forwarded chain is the client's text, and many
+#: same-named certificates signed by the same keys would otherwise make the depth-first walk exponential.
+WALK_BUDGET = 64
+_CLIENT_AUTH = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+_ANY_EKU = x509.oid.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE
+
+
+def _ca_basic_constraints(_policy: object, certificate: x509.Certificate, value: x509.BasicConstraints) -> None:
+    """CA policy: basicConstraints CA:TRUE, critical or not (the library itself checks its presence and the
+    pathLenConstraint)."""
+    if not value.ca:
+        raise ValueError("basicConstraints CA:FALSE")
+
+
+def _ca_key_usage(_policy: object, certificate: x509.Certificate, value: x509.KeyUsage | None) -> None:
+    """CA policy: keyUsage may be absent (every use allowed, RFC 5280 4.2.1.3); when present it must allow
+    certificate signing."""
+    if value is not None and not value.key_cert_sign:
+        raise ValueError("keyUsage without keyCertSign")
+
+
+def _ca_extended_key_usage(_policy: object, certificate: x509.Certificate, value: x509.ExtendedKeyUsage | None) -> None:
+    """CA policy: a CA whose extendedKeyUsage is present must allow clientAuth (or any usage): a CA limited to
+    server certificates does not vouch for clients."""
+    if value is not None and _CLIENT_AUTH not in value and _ANY_EKU not in value:
+        raise ValueError("CA extendedKeyUsage without clientAuth")
+
+
+def _ee_basic_constraints(_policy: object, certificate: x509.Certificate, value: x509.BasicConstraints | None) -> None:
+    if value is not None and value.ca:
+        raise ValueError("basicConstraints CA:TRUE on a client certificate")
+
+
+def _ee_key_usage(_policy: object, certificate: x509.Certificate, value: x509.KeyUsage | None) -> None:
+    if value is not None and value.key_cert_sign:
+        raise ValueError("keyUsage keyCertSign on a client certificate")
+
+
+def _ee_client_auth(_policy: object, certificate: x509.Certificate, value: x509.ExtendedKeyUsage | None) -> None:
+    if value is not None and _CLIENT_AUTH not in value:
+        raise ValueError("extendedKeyUsage without clientAuth")
+
+
+def _ca_policy() -> ExtensionPolicy:
+    """The profile every CA of a chain is held to, the anchor included: see the module docstring."""
+    return (
+        ExtensionPolicy.permit_all()
+        .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _ca_basic_constraints)
+        .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage)
+        .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _ca_extended_key_usage)
+    )
+
+
+def _ee_policy(policy: TrustPolicy) -> ExtensionPolicy:
+    """The client certificate's profile: not a CA, no keyCertSign, clientAuth when its usage is validated, a
+    subjectAltName only when required.  AuthorityKeyIdentifier and the rest of the webpki subscriber profile
+    are not asked for (``openssl x509 -req`` with a short ``-extfile`` writes none)."""
+    ee = (
+        ExtensionPolicy.permit_all()
+        .may_be_present(x509.BasicConstraints, Criticality.AGNOSTIC, _ee_basic_constraints)
+        .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ee_key_usage)
+        .require_not_present(x509.NameConstraints)
+    )
+    if policy.validate_certificate_use:
+        ee = ee.may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _ee_client_auth)
+    if policy.require_subject_alternative_name:
+        ee = ee.require_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+    return ee
+
+
+@dataclass(frozen=True, slots=True)
+class ChainProblem:
+    """What is wrong with a chain, and at which certificate: ``detail`` is safe to show (names bounded and
+    escaped by ``_common_name``) and says how to fix it where there is a fix."""
+
+    reason: Reason
+    detail: str
+
+
+def _is_eddsa(certificate: x509.Certificate) -> bool:
+    try:
+        return isinstance(certificate.public_key(), ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
+    except Exception:
+        return False
+
+
+def _extension(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extension | None:
+    try:
+        return certificate.extensions.get_extension_for_class(kind)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _what(certificate: x509.Certificate, role: str) -> str:
+    """``the client certificate 'x'``, ``the intermediate 'y'``, ``the CA 'z'``: bounded, escaped names."""
+    return f"the {'client certificate' if role == 'leaf' else role} {_common_name(certificate)!r}"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _validity_problem(certificate: x509.Certificate, at: dt.datetime, what: str) -> ChainProblem | None:
+    if at < certificate.not_valid_before_utc:
+        return ChainProblem(
+            Reason.CHAIN_INVALID, f"{_cap(what)} is not valid before {certificate.not_valid_before_utc.isoformat()}."
+        )
+    if at > certificate.not_valid_after_utc:
+        return ChainProblem(
+            Reason.CHAIN_INVALID,
+            f"{_cap(what)} expired on {certificate.not_valid_after_utc.isoformat()}"
+            + ("." if "client" in what else ": every certificate under it is refused until it is renewed."),
+        )
+    return None
+
+
+def _critical_problem(certificate: x509.Certificate, what: str, *, strict: bool) -> ChainProblem | None:
+    for extension in certificate.extensions:
+        if strict and extension.oid == x509.oid.ExtensionOID.NAME_CONSTRAINTS:
+            return ChainProblem(
+                Reason.CHAIN_INVALID,
+                f"{_cap(what)} carries nameConstraints, which certauth applies only through "
+                "cryptography's verifier, and that verifier does not take Ed25519/Ed448 CA keys: re-issue the "
+                "CA with an EC (P-256) or RSA key, or without nameConstraints.",
+            )
+        if extension.critical and extension.oid not in _WALKER_EXTENSIONS:
+            return ChainProblem(
+                Reason.CHAIN_INVALID,
+                f"{_cap(what)} carries the critical extension {_extension_name(extension.oid)}, "
+                "which certauth does not process (RFC 5280 4.2).",
+            )
+    return None
+
+
+def _key_problem(certificate: x509.Certificate, what: str) -> ChainProblem | None:
+    """A CA key the verifier would refuse as too weak (or of a kind it never takes)."""
+    key = certificate.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            return ChainProblem(
+                Reason.WEAK_CERTIFICATE,
+                f"{_cap(what)} has an RSA key of {key.key_size} bits; at least 2048 are needed. "
+                "Re-create the CA with `openssl genrsa 4096` (or an EC P-256 key).",
+            )
+        return None
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _WALKER_CURVES:
+            return ChainProblem(
+                Reason.WEAK_CERTIFICATE,
+                f"{_cap(what)} has an EC key on the curve {key.curve.name}; only P-256, P-384 "
+                "and P-521 are accepted for CAs.",
+            )
+        return None
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return None
+    return ChainProblem(
+        Reason.WEAK_CERTIFICATE,
+        f"{_cap(what)} has a {type(key).__name__.removesuffix('PublicKey') or 'unknown'} key, which "
+        "certauth does not accept for CAs: use RSA (2048 bits or more), EC P-256/P-384/P-521, Ed25519 or Ed448.",
+    )
+
+
+def _signature_problem(child: x509.Certificate, parent: x509.Certificate, what: str) -> ChainProblem | None:
+    """The signature algorithm of ``child`` (EdDSA, or RSA/ECDSA over SHA-256/384/512) and the signature itself."""
+    if not _is_eddsa(parent):
+        hash_name = _signature_hash_name(child)
+        if hash_name not in _WALKER_HASHES:
+            return ChainProblem(
+                Reason.WEAK_CERTIFICATE,
+                f"{_cap(what)} is signed with {hash_name or 'an unknown algorithm'}; certauth "
+                "accepts SHA-256, SHA-384 or SHA-512 (or Ed25519/Ed448): re-issue it with `-sha256`.",
+            )
+    try:
+        child.verify_directly_issued_by(parent)
+    except Exception:
+        return ChainProblem(
+            Reason.CHAIN_INVALID,
+            f"The signature on {what} does not verify with the key of {_common_name(parent)!r}: it was signed "
+            "by another key (another CA of the same name, a re-keyed CA, or a forgery).",
+        )
+    return None
+
+
+def _signature_hash_name(certificate: x509.Certificate) -> str:
+    try:
+        algorithm = certificate.signature_hash_algorithm
+    except Exception:
+        return ""
+    return algorithm.name if algorithm is not None else ""
+
+
+def _ca_problem(ca: x509.Certificate, role: str, below: int, at: dt.datetime, *, strict: bool) -> ChainProblem | None:
+    """What keeps ``ca`` from issuing in this chain, where ``below`` intermediate CAs stand under it."""
+    what = _what(ca, role)
+    bc = _extension(ca, x509.BasicConstraints)
+    if bc is None:
+        return ChainProblem(
+            Reason.CHAIN_INVALID,
+            f"{_cap(what)} has no basicConstraints extension, so it is not a CA: re-issue it with "
+            "`basicConstraints=critical,CA:TRUE` (openssl: `-addext`).",
+        )
+    if not bc.value.ca:
+        return ChainProblem(
+            Reason.CHAIN_INVALID,
+            f"{_cap(what)} is not a CA (basicConstraints CA:FALSE): only a CA may issue certificates.",
+        )
+    ku = _extension(ca, x509.KeyUsage)
+    if ku is not None and not ku.value.key_cert_sign:
+        return ChainProblem(
+            Reason.CHAIN_INVALID,
+            f"{_cap(what)} has a keyUsage extension without keyCertSign, so it may not sign "
+            "certificates: re-issue it with `keyUsage=critical,keyCertSign,cRLSign` (or without keyUsage).",
+        )
+    eku = _extension(ca, x509.ExtendedKeyUsage)
+    if eku is not None and _CLIENT_AUTH not in eku.value and _ANY_EKU not in eku.value:
+        return ChainProblem(
+            Reason.WRONG_USAGE,
+            f"{_cap(what)} limits its extendedKeyUsage to other uses than clientAuth, so it does "
+            "not vouch for client certificates.",
+        )
+    if bc.value.path_length is not None and below > bc.value.path_length:
+        return ChainProblem(
+            Reason.CHAIN_INVALID,
+            f"The pathLenConstraint of {_common_name(ca)!r} ({bc.value.path_length}) forbids the {below} "
+            "intermediate CA(s) below it in this chain.",
+        )
+    return _validity_problem(ca, at, what) or _key_problem(ca, what) or _critical_problem(ca, what, strict=strict)
+
+
+def _leaf_problem(leaf: x509.Certificate, at: dt.datetime, policy: TrustPolicy, *, strict: bool) -> ChainProblem | None:
+    what = _what(leaf, "leaf")
+    if leaf.version != x509.Version.v3:
+        return ChainProblem(Reason.UNSUPPORTED_CERTIFICATE, V1_DETAIL)
+    if is_ca(leaf):
+        return ChainProblem(Reason.WRONG_USAGE, CA_LEAF_DETAIL)
+    ku = _extension(leaf, x509.KeyUsage)
+    if ku is not None and ku.value.key_cert_sign:
+        return ChainProblem(
+            Reason.WRONG_USAGE, "The client certificate's keyUsage allows keyCertSign, which is for CAs only."
+        )
+    eku = _extension(leaf, x509.ExtendedKeyUsage)
+    if policy.validate_certificate_use and eku is not None and _CLIENT_AUTH not in eku.value:
+        return ChainProblem(Reason.WRONG_USAGE, NO_CLIENT_AUTH_DETAIL)
+    if policy.require_subject_alternative_name and _extension(leaf, x509.SubjectAlternativeName) is None:
+        return ChainProblem(Reason.CHAIN_INVALID, "The certificate has no subjectAltName, which this policy requires.")
+    if _extension(leaf, x509.NameConstraints) is not None:
+        return ChainProblem(
+            Reason.CHAIN_INVALID, "The client certificate carries nameConstraints, which is for CAs only."
+        )
+    return _validity_problem(leaf, at, what) or _critical_problem(leaf, what, strict=False)
+
+
+@dataclass(slots=True)
+class _Walk:
+    chain: tuple[x509.Certificate, ...] | None = None
+    problems: list[ChainProblem] = field(default_factory=list)
+
+    def first_problem(self) -> ChainProblem | None:
+        """A problem found on a certificate that does chain by name and signature outranks "no issuer found"
+        on some other path: it is the likelier cause."""
+        for problem in self.problems:
+            if problem.reason is not Reason.UNTRUSTED_ISSUER:
+                return problem
+        return self.problems[0] if self.problems else None
+
+
+def _walk_chain(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    at: dt.datetime,
+    policy: TrustPolicy,
+    *,
+    strict: bool,
+) -> _Walk:
+    """Walk from ``leaf`` towards an anchor, depth first, through ``intermediates`` (at most
+    ``MAX_INTERMEDIATES``), checking every link: the issuer's name and signature (``verify_directly_issued_by``,
+    the library's primitive), the issuer being a CA with keyCertSign (when it has a keyUsage), its
+    pathLenConstraint, validity at ``at``, key strength, the signature algorithm, and unknown critical
+    extensions.  Returns the first complete chain (leaf..anchor), or none and every problem met on the way.
+
+    ``strict`` (the Ed25519/Ed448 fallback) also refuses a certificate with nameConstraints, which only the
+    library applies."""
+    walk = _Walk()
+    budget = [WALK_BUDGET]
+    problem = _leaf_problem(leaf, at, policy, strict=strict)
+    if problem is not None:
+        walk.problems.append(problem)
+        return walk
+
+    def extend(path: tuple[x509.Certificate, ...]) -> tuple[x509.Certificate, ...] | None:
+        child = path[-1]
+        child_role = "leaf" if len(path) == 1 else "intermediate"
+        candidates = [(c, True) for c in anchors if c.subject == child.issuer]
+        candidates += [
+            (c, False) for c in intermediates if c.subject == child.issuer and c not in path and c not in anchors
+        ]
+        if not candidates:
+            if len(path) == 1:
+                detail = (
+                    f"No trusted authority named {_issuer_name(child)!r} (the client certificate's issuer) is "
+                    "enabled, and the forwarded chain holds no certificate of that name: add that CA under "
+                    "Trusted authorities (`certauth authority add`), with its intermediates."
+                )
+            else:
+                detail = (
+                    f"The intermediate {_common_name(child)!r} was issued by {_issuer_name(child)!r}, which is "
+                    "not an enabled trusted authority: add that CA under Trusted authorities."
+                )
+            walk.problems.append(ChainProblem(Reason.UNTRUSTED_ISSUER, detail))
+            return None
+        for parent, is_anchor in candidates:
+            budget[0] -= 1
+            if budget[0] < 0:
+                if budget[0] == -1:
+                    walk.problems.insert(
+                        0, ChainProblem(Reason.CHAIN_INVALID, "The forwarded chain holds too many candidate CAs.")
+                    )
+                return None
+            below = len(path) - 1  # intermediate CAs under ``parent``
+            role = "CA" if is_anchor else "intermediate"
+            if not is_anchor and below >= MAX_INTERMEDIATES:
+                walk.problems.append(ChainProblem(Reason.CHAIN_INVALID, "The certificate chain is too long."))
+                continue
+            problem = _signature_problem(child, parent, _what(child, child_role)) or _ca_problem(
+                parent, role, below, at, strict=strict
+            )
+            if problem is not None:
+                walk.problems.append(problem)
+                continue
+            if is_anchor:
+                return (*path, parent)
+            found = extend((*path, parent))
+            if found is not None:
+                return found
+        return None
+
+    walk.chain = extend((leaf,))
+    return walk
+
+
+def _issuer_name(certificate: x509.Certificate) -> str:
+    try:
+        values = certificate.issuer.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+        value = values[0].value if values else certificate.issuer.rfc4514_string()
+    except Exception:
+        return "?"
+    return printable(value if isinstance(value, str) else value.decode("utf-8", "replace"))[:100]
+
+
+def diagnose_chain(
+    leaf: x509.Certificate,
+    forwarded: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    at: dt.datetime,
+    policy: TrustPolicy,
+) -> ChainProblem | None:
+    """Why would ``leaf`` not chain to one of ``anchors`` (through ``forwarded``) at ``at``?  The first
+    problem on the likeliest path, naming the certificate at fault, or None when the walk finds a chain (the
+    verifier refused for a reason the walk does not model).  Pure; never raises."""
+    try:
+        walk = _walk_chain(leaf, forwarded, anchors, at, policy, strict=False)
+    except Exception:
+        logger.info("certauth chain diagnosis raised", exc_info=True)
+        return None
+    return None if walk.chain is not None else walk.first_problem()
+
+
+def _library_refused_the_algorithm(message: str) -> bool:
+    """Did the verifier refuse a key or signature *algorithm* it never takes (Ed25519/Ed448 among them)?"""
+    text = message.lower()
+    return "forbidden public key algorithm" in text or "forbidden signature algorithm" in text
+
+
+def eddsa_chain(
+    leaf: x509.Certificate,
+    forwarded: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    at: dt.datetime,
+    policy: TrustPolicy,
+) -> tuple[x509.Certificate, ...] | None:
+    """The Ed25519/Ed448 fallback (see the module docstring): a chain the walker accepts in strict mode, and
+    only when one of its CAs holds an Ed25519 or Ed448 key, the one thing cryptography's verifier refuses."""
+    if not any(_is_eddsa(c) for c in (*forwarded, *anchors)):
+        return None
+    walk = _walk_chain(leaf, forwarded, anchors, at, policy, strict=True)
+    if walk.chain is None or not any(_is_eddsa(c) for c in walk.chain[1:]):
+        return None
+    return walk.chain
+
+
+# --------------------------------------------------------------------------------------------------
+# Checking a CA when it is added (CLI `authority add`, the admin's authority form)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about a certificate: ``refuse`` (no chain can ever build through it, or it cannot
+    authenticate) or ``warn`` (accepted, but worth knowing).  ``text`` says what and how to fix it."""
+
+    severity: Literal["refuse", "warn"]
+    text: str
+    reason: Reason | None = None  # the reason a request would be refused with, when there is one
+
+
+#: A CA expiring sooner than this is added with a warning.
+EXPIRY_WARNING = dt.timedelta(days=30)
+
+
+def lint_authority(certificate: x509.Certificate, now: dt.datetime) -> list[Problem]:
+    """What certauth's CA profile (``_ca_policy`` and the walker) will make of ``certificate`` as a trusted
+    authority.  Refuses what no chain can ever build through: not a CA, keyUsage without keyCertSign, an
+    extendedKeyUsage without clientAuth, expired, a key the verifier never accepts or too weak, an unknown
+    critical extension.  Warns on what is accepted but unusual.  Pure; never raises."""
+    name = _common_name(certificate)
+    problems: list[Problem] = []
+
+    def refuse(text: str) -> None:
+        problems.append(Problem("refuse", text))
+
+    def warn(text: str) -> None:
+        problems.append(Problem("warn", text))
+
+    try:
+        bc = _extension(certificate, x509.BasicConstraints)
+        if certificate.version != x509.Version.v3:
+            refuse(
+                f"{name!r} is a version 1 certificate: it has no basicConstraints, so it is not a CA. Re-create the "
+                "CA with `openssl req -x509` (which writes basicConstraints=critical,CA:TRUE)."
+            )
+        elif bc is None or not bc.value.ca:
+            refuse(
+                f"{name!r} is not a CA (basicConstraints CA:TRUE is missing): no chain can go through it. Re-create "
+                "it with `-addext basicConstraints=critical,CA:TRUE`, or register a client certificate on an "
+                "identity instead."
+            )
+        elif not bc.critical:
+            warn(
+                f"{name!r} marks basicConstraints non-critical (as easy-rsa does); RFC 5280 asks for critical. "
+                "Accepted: certauth checks CA:TRUE, not its criticality."
+            )
+        ku = _extension(certificate, x509.KeyUsage)
+        if ku is not None and not ku.value.key_cert_sign:
+            refuse(
+                f"{name!r} has a keyUsage extension without keyCertSign, so it may not sign certificates: re-issue "
+                "it with `keyUsage=critical,keyCertSign,cRLSign` (or without keyUsage)."
+            )
+        elif ku is None:
+            warn(f"{name!r} has no keyUsage extension (openssl's default CA profile). Accepted: every use is allowed.")
+        eku = _extension(certificate, x509.ExtendedKeyUsage)
+        if eku is not None and _CLIENT_AUTH not in eku.value and _ANY_EKU not in eku.value:
+            refuse(
+                f"{name!r} limits its extendedKeyUsage to other uses than clientAuth, so no client certificate "
+                "under it is accepted: re-issue it with clientAuth in extendedKeyUsage, or without the extension."
+            )
+        if now > certificate.not_valid_after_utc:
+            refuse(
+                f"{name!r} expired on {certificate.not_valid_after_utc.isoformat()}: renew the CA certificate "
+                "(same key: `openssl x509 -days …`) and add the new one."
+            )
+        elif certificate.not_valid_after_utc - now < EXPIRY_WARNING:
+            warn(f"{name!r} expires on {certificate.not_valid_after_utc.isoformat()}: renew it soon.")
+        if now < certificate.not_valid_before_utc:
+            start = certificate.not_valid_before_utc.isoformat()
+            warn(f"{name!r} is not valid before {start}: nothing chains to it until then.")
+        key = _key_problem(certificate, f"the CA {name!r}")
+        if key is not None:
+            refuse(key.detail)
+        critical = _critical_problem(certificate, f"the CA {name!r}", strict=False)
+        if critical is not None:
+            refuse(critical.detail)
+        if _is_eddsa(certificate):
+            if _extension(certificate, x509.NameConstraints) is not None:
+                refuse(
+                    f"{name!r} has an Ed25519/Ed448 key and nameConstraints: cryptography's verifier, which alone "
+                    "applies nameConstraints, does not take EdDSA CA keys, so no chain is accepted. Re-create the "
+                    "CA with an EC P-256 or RSA key, or without nameConstraints."
+                )
+            else:
+                warn(
+                    f"{name!r} has an Ed25519/Ed448 key, which cryptography's verifier does not take: certauth "
+                    "checks its chains itself (docs/SECURITY.md §39)."
+                )
+        hash_name = _signature_hash_name(certificate)
+        if not _is_eddsa(certificate) and certificate.issuer == certificate.subject and hash_name not in _WALKER_HASHES:
+            warn(
+                f"{name!r} signs itself with {hash_name or 'an unknown algorithm'}. Accepted: a trusted root's own "
+                "signature is not relied on, but the certificates it issues must use SHA-256 or better."
+            )
+        if certificate.issuer != certificate.subject:
+            warn(
+                f"{name!r} is an intermediate CA (issued by {_issuer_name(certificate)!r}): chains end at it, so "
+                "its certificates are trusted whether or not that issuer is registered."
+            )
+    except Exception:  # an unreadable extension: refused, never a 500
+        logger.info("certauth authority lint raised", exc_info=True)
+        refuse(f"{name!r} has an extension certauth cannot read.")
+    return problems
+
+
+_CA_POLICY = _ca_policy()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -664,17 +1240,18 @@ class TrustStore:
         intermediates = self._without_disabled(
             [*forwarded, *(a.certificate for a in self.authorities if a is not authority)]
         )
-        result: tuple[x509.Certificate, ...] | None
         try:
-            result = tuple(
-                self._verifier(Store([authority.certificate]), self._verification_time(leaf, now))
-                .verify(leaf, intermediates)
-                .chain
-            )
+            built = self._build(leaf, intermediates, [authority.certificate], Store([authority.certificate]), now)
         except Exception:
-            result = None
+            built = CertificateRefused(Reason.CHAIN_INVALID)
+        result = None if isinstance(built, CertificateRefused) else built
         self._issued_by.set(key, result)
         return result
+
+    def trust_refusal(self, leaf: x509.Certificate, now: dt.datetime) -> CertificateRefused | None:
+        """Why the allowed types and chain validation refuse ``leaf`` presented alone at ``now``, or None.
+        No revocation check and no cache: for registration (``registration_problems``), not requests."""
+        return self._verify(leaf, (), (thumbprint_of(leaf),), now).refused
 
     # --- internals ---------------------------------------------------------------------------------
     def _verify(
@@ -683,7 +1260,7 @@ class TrustStore:
         retry_at = now + dt.timedelta(seconds=FAILURE_CACHE_SECONDS)
         try:
             if is_ca(leaf):
-                raise CertificateRefused(Reason.WRONG_USAGE, "A CA certificate cannot be used as a client certificate.")
+                raise CertificateRefused(Reason.WRONG_USAGE, CA_LEAF_DETAIL)
             allowed = self.policy.allowed_types
             if is_self_signed(leaf):
                 if allowed == "chained":
@@ -695,33 +1272,61 @@ class TrustStore:
                 raise CertificateRefused(
                     Reason.UNTRUSTED_ISSUER, "No trusted authority is enabled, so no chained certificate is trusted."
                 )
-            try:
-                # A disabled authority's certificate is no candidate: no path is built through it.
-                result = self._verifier(self._store, self._verification_time(leaf, now)).verify(
-                    leaf, self._without_disabled(forwarded)
-                )
-            except VerificationError as exc:
-                reason, detail = map_verification_error(str(exc))
-                logger.info("certauth chain verification failed (%s): %r", reason, str(exc))  # repr: no forged lines
-                if reason is Reason.UNTRUSTED_ISSUER:
+            # A disabled authority's certificate is no candidate: no path is built through it.
+            built = self._build(leaf, self._without_disabled(forwarded), self._anchors, self._store, now)
+            if isinstance(built, CertificateRefused):
+                if built.reason is Reason.UNTRUSTED_ISSUER:
                     blocked = self._disabled_on_a_path(leaf, forwarded)
                     if blocked is not None:
-                        detail = _disabled_detail(blocked)
-                raise CertificateRefused(reason, detail) from None
-            above = self._check_not_disabled(tuple(result.chain))
+                        raise CertificateRefused(built.reason, _disabled_detail(blocked))
+                raise built
+            above = self._check_not_disabled(built)
         except CertificateRefused as refused:
             return _Verified("chained", refused=refused, valid_until=retry_at)
         except Exception:
             # Anything else from the library (odd encodings): refuse, never raise into the request.
             logger.info("certauth chain verification raised", exc_info=True)
             return _Verified("chained", refused=CertificateRefused(Reason.CHAIN_INVALID), valid_until=retry_at)
-        chain = tuple(result.chain)
+        chain = built
         checked = chain if self.policy.validate_validity_period else chain[1:]
         valid_until = min((c.not_valid_after_utc for c in checked), default=None)
         # Thumbprints already known (the leaf's, the forwarded ones', the anchors') are not hashed again.
         known = {**dict(zip((leaf, *forwarded), key, strict=False)), **self._anchor_thumbprints}
         thumbprints = tuple(known.get(c) or thumbprint_of(c) for c in chain)
         return _Verified("chained", chain, thumbprints, valid_until=valid_until or retry_at, above=above)
+
+    def _build(
+        self,
+        leaf: x509.Certificate,
+        intermediates: Sequence[x509.Certificate],
+        anchors: Sequence[x509.Certificate],
+        store: Store,
+        now: dt.datetime,
+    ) -> tuple[x509.Certificate, ...] | CertificateRefused:
+        """The chain leaf..anchor as cryptography's verifier builds it under certauth's CA profile, or, for a
+        chain it refuses only because a CA holds an Ed25519/Ed448 key, as the strict walker builds it
+        (``eddsa_chain``).  Otherwise the refusal, its detail from ``diagnose_chain`` (the verifier's own
+        text embeds reprs: it goes to the log only).  Raises nothing but what the library raises unexpectedly."""
+        at = self._verification_time(leaf, now)
+        try:
+            return tuple(self._verifier(store, at).verify(leaf, list(intermediates)).chain)
+        except VerificationError as exc:
+            message = str(exc)
+        if _library_refused_the_algorithm(message):
+            chain = eddsa_chain(leaf, intermediates, anchors, at, self.policy)
+            if chain is not None:
+                logger.info("certauth accepted an Ed25519/Ed448 chain the verifier does not take: %r", message)
+                return chain
+            strict = _walk_chain(leaf, intermediates, anchors, at, self.policy, strict=True)
+            problem = None if strict.chain is not None else strict.first_problem()
+        else:
+            problem = diagnose_chain(leaf, intermediates, anchors, at, self.policy)
+        reason, detail = map_verification_error(message)
+        if problem is not None:
+            reason, detail = problem.reason, problem.detail
+        # repr: the library's text cannot forge log lines; the diagnosis names the certificate at fault.
+        logger.info("certauth chain verification failed (%s): %s; verifier said %r", reason, detail, message)
+        return CertificateRefused(reason, detail)
 
     def _without_disabled(self, forwarded: Sequence[x509.Certificate]) -> list[x509.Certificate]:
         if not self._disabled_keys:
@@ -826,7 +1431,7 @@ class TrustStore:
             PolicyBuilder()
             .store(store)
             .time(at)
-            .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=self._ee_policy)
+            .extension_policies(ca_policy=_CA_POLICY, ee_policy=self._ee_policy)
             .build_client_verifier()
         )
 
@@ -966,22 +1571,56 @@ def _disabled_detail(authority: Authority) -> str:
     )
 
 
-def _ee_policy(policy: TrustPolicy) -> ExtensionPolicy:
-    ee = ExtensionPolicy.webpki_defaults_ee()
-    if not policy.require_subject_alternative_name:
-        # Client certificates from internal CAs often carry only a CN; identity comes from pinning or rules.
-        ee = ee.may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
-    if not policy.validate_certificate_use:
-        ee = ee.may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
-    return ee
-
-
 def _common_name(certificate: x509.Certificate) -> str:
     try:
         values = certificate.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
     except Exception:
         return "?"
     if not values:
-        return certificate.subject.rfc4514_string()[:100]
+        return printable(certificate.subject.rfc4514_string())[:100]
     value = values[0].value
-    return (value if isinstance(value, str) else value.decode("utf-8", "replace"))[:100]
+    # Bounded and escaped: the name reaches 401 bodies, audit rows and log lines.
+    return printable(value if isinstance(value, str) else value.decode("utf-8", "replace"))[:100]
+
+
+# --------------------------------------------------------------------------------------------------
+# Checking a client certificate when it is registered (CLI `register`, the admin's registration form)
+# --------------------------------------------------------------------------------------------------
+
+
+def registration_problems(
+    info: CertificateInfo, store: TrustStore | None, now: dt.datetime, options: PolicyOptions
+) -> list[Problem]:
+    """Can ``info`` ever authenticate?  ``refuse``: the certificate itself is refused on every request
+    (``policy.check_certificate``: version 1, a CA, no clientAuth, expired, weak, an unknown critical
+    extension), whatever is configured.  ``warn``: the current trust policy refuses it (a self-signed
+    certificate where only chained ones are allowed, or the reverse; no enabled authority issued it; its chain
+    is invalid): that can change (an authority added, a policy changed, an intermediate the proxy forwards), so
+    it is said, not refused.  A certificate not yet valid is fine (a successor registered ahead of its start):
+    the trust policy is asked as of its start.  One check for the admin form and the CLI, the same words.
+    Pure but for ``store`` (which it only reads: no revocation check, no network)."""
+    problems: list[Problem] = []
+    try:
+        check_certificate(info, now, options)
+    except CertificateRefused as refused:
+        if refused.reason is not Reason.CERTIFICATE_NOT_YET_VALID:
+            problems.append(
+                Problem(
+                    "refuse",
+                    f"This certificate could never authenticate ({refused.reason}): {refused.detail}",
+                    refused.reason,
+                )
+            )
+            return problems
+    if store is not None and info.certificate is not None:
+        distrusted = store.trust_refusal(info.certificate, max(now, info.not_before))
+        if distrusted is not None:
+            problems.append(
+                Problem(
+                    "warn",
+                    f"This certificate cannot authenticate under the current trust policy ({distrusted.reason}): "
+                    f"{distrusted.detail or distrusted.reason.message}",
+                    distrusted.reason,
+                )
+            )
+    return problems

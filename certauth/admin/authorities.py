@@ -15,6 +15,7 @@ from django.contrib.admin.models import LogEntry
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
@@ -33,7 +34,7 @@ from ..authorities import (
 from ..certificates import format_thumbprint, thumbprint_of
 from ..models import TrustedAuthority
 from ..reasons import CertificateRefused
-from ..trust import load_authority_certificate, parse_crl
+from ..trust import lint_authority, load_authority_certificate, parse_crl
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
@@ -88,6 +89,7 @@ class TrustedAuthorityForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.new_certificate: x509.Certificate | None = None
         self.crl_data: bytes | None = None  # an uploaded CRL that verified; stored by save_model (store_crl)
+        self.authority_warnings: list[str] = []  # lint_authority's warnings, shown once the authority is saved
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -107,9 +109,18 @@ class TrustedAuthorityForm(forms.ModelForm):
             except CertificateRefused as refused:
                 self.add_error(field, refused.detail)
                 return cleaned
-            duplicate = TrustedAuthority.objects.filter(
-                thumbprint_sha256=thumbprint_of(self.new_certificate)
-            ).exclude(pk=self.instance.pk)
+            # The same check as `certauth authority add` (certauth.trust.lint_authority).
+            problems = lint_authority(self.new_certificate, timezone.now())
+            for problem in problems:
+                if problem.severity == "refuse":
+                    self.add_error(field, problem.text)
+                else:
+                    self.authority_warnings.append(problem.text)
+            if self.errors:
+                return cleaned
+            duplicate = TrustedAuthority.objects.filter(thumbprint_sha256=thumbprint_of(self.new_certificate)).exclude(
+                pk=self.instance.pk
+            )
             if duplicate.exists():
                 self.add_error(field, _("This CA certificate is already registered as another authority."))
         elif self.instance.pk is None:
@@ -232,6 +243,8 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
         if change and getattr(form, "crl_data", None) is None:
             obj.refresh_from_db(fields=list(CRL_FIELDS))  # no CRL in this form: the one held now, not as first read
         grants.check_authority_change(obj, replaces_certificate=replaces, by=request.user)
+        for warning in getattr(form, "authority_warnings", ()):  # accepted, but worth knowing (lint_authority)
+            self.message_user(request, warning, messages.WARNING)
         form.certauth_revocation_sources = grants.describe_revocation_source_change(obj)  # construct_change_message
         if replaces:
             stored = TrustedAuthority.objects.filter(pk=obj.pk).values_list("thumbprint_sha256", flat=True).first()

@@ -507,7 +507,10 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
     def save_form(self, request: HttpRequest, form: Any, change: bool) -> Any:
         if change:
             return super().save_form(request, form, change)
-        return form.register(by=request.user)  # through certauth.services, already saved
+        entry = form.register(by=request.user)  # through certauth.services, already saved
+        for warning in getattr(form, "registration_warnings", ()):  # the trust policy refuses it today
+            self.message_user(request, warning, messages.WARNING)
+        return entry
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if change:

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from django.db import IntegrityError
+from django.utils import timezone
 
 from ..authorities import add_authority
 from ..certificates import format_thumbprint, thumbprint_of
 from ..models import TrustedAuthority
 from ..reasons import CertificateRefused
-from ..trust import load_authority_certificate
+from ..trust import lint_authority, load_authority_certificate
 from . import CommandError, Subcommand
 
 
@@ -55,14 +56,21 @@ class Authority(Subcommand):
     def _add(self, options: dict[str, Any]) -> int:
         data = _read(options["cert"])
         try:
-            thumbprint = thumbprint_of(load_authority_certificate(data))
+            certificate = load_authority_certificate(data)
         except CertificateRefused as refused:
             raise CommandError(f"{options['cert']}: {refused.detail}") from refused
+        thumbprint = thumbprint_of(certificate)
         existing = TrustedAuthority.objects.filter(thumbprint_sha256=thumbprint).first()
         if existing is not None:
             # Idempotent, so set-up scripts can run it on every start.
             self.stdout.write(f"already trusted: {existing.name} ({thumbprint})")
             return 0
+        # The same check as the admin's authority form (certauth.trust.lint_authority), once it is not already
+        # trusted (idempotent): refuse what no chain can ever build through, say what is merely unusual.
+        problems = lint_authority(certificate, timezone.now())
+        refused_texts = [problem.text for problem in problems if problem.severity == "refuse"]
+        if refused_texts:
+            raise CommandError(f"{options['cert']}: " + " ".join(refused_texts))
         crl = _read(options["crl"]) if options.get("crl") else None
         try:
             authority = add_authority(
@@ -83,6 +91,8 @@ class Authority(Subcommand):
         self.stdout.write(f"  = {format_thumbprint(authority.thumbprint_sha256)}")
         if authority.crl_last_update is not None:
             self.stdout.write(f"  CRL loaded, next update {authority.crl_next_update or 'never'}")
+        for problem in problems:  # accepted, but worth knowing; after the result (scripts read the first line)
+            self.stdout.write(f"  warning: {problem.text}")
         return 0
 
     def _list(self) -> int:

@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from ..certificates import describe, format_thumbprint, load_certificate, load_pkcs12_certificate, normalize_thumbprint
+from ..forms import policy_options, registration_trust_store
 from ..models import RegisteredCertificate
 from ..reasons import CertificateRefused
 from ..services import get_or_create_identity, register_certificate, register_thumbprint
+from ..trust import registration_problems
 from . import CommandError, Subcommand
 
 
@@ -66,6 +69,8 @@ class Register(Subcommand):
             get_or_create_identity(options["identity"], scopes=options["scope"])
             self.stdout.write(f"already registered: {thumbprint} ({existing.identity.name})")
             return 0
+        # Once it is not already registered (idempotent, as set-up scripts need).
+        warnings = self._check_can_authenticate(info) if info is not None else []
         try:
             identity, created = get_or_create_identity(options["identity"], scopes=options["scope"])
             if info is not None:
@@ -85,7 +90,20 @@ class Register(Subcommand):
         self.stdout.write(f"registered {entry.thumbprint_sha256}")
         self.stdout.write(f"  = {format_thumbprint(entry.thumbprint_sha256)}")
         self.stdout.write(f"  identity {identity.name}, valid until {entry.not_after.isoformat()}")
+        for warning in warnings:
+            self.stdout.write(f"  warning: {warning}")
         return 0
+
+    def _check_can_authenticate(self, info: Any) -> list[str]:
+        """The admin registration form's check, in its words (``certauth.trust.registration_problems``): what
+        could never authenticate is refused (exit 1); what only the current trust policy refuses (no enabled
+        authority issued it yet, self-signed not allowed) is registered, and the warning returned, as the admin
+        does: set-up scripts register certificates before trusting their CA."""
+        problems = registration_problems(info, registration_trust_store(), timezone.now(), policy_options())
+        refused = [problem.text for problem in problems if problem.severity == "refuse"]
+        if refused:
+            raise CommandError(" ".join(refused))
+        return [problem.text for problem in problems]
 
     def _read_certificate(self, path: Path, password: str | None) -> Any:
         try:
