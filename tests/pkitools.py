@@ -21,7 +21,6 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -348,23 +347,6 @@ BUILDERS: dict[str, tuple[str, Callable[[Path], ToolPKI]]] = {
     "openssl-seed-v1": ("openssl", openssl_seed_v1),
 }
 ACCEPTED = [case for case in BUILDERS if case != "openssl-seed-v1"]
-#: Cases refused (chain_invalid) without the trust branch's certauth/trust.py change (issue 12): their tests in
-#: tests/test_real_issuers.py and tests/e2e/test_real_issuers.py are strict xfails.  Empty this at the merge.
-NEEDS_TRUST_BRANCH: dict[str, str] = {
-    "easy-rsa": "needs the trust branch: easy-rsa's CA has a non-critical basicConstraints",
-    "openssl": "needs the trust branch: `openssl req -x509` with the default config makes a CA without keyUsage",
-    "openssl-ed25519": "needs the trust branch: Ed25519 keys and signatures",
-    "openssl-ed448": "needs the trust branch: Ed448 keys and signatures",
-}
-
-
-def case_param(case: str) -> Any:
-    """``case`` as a pytest parameter, a strict xfail while it needs the trust branch."""
-    if case in NEEDS_TRUST_BRANCH:
-        return pytest.param(case, marks=pytest.mark.xfail(reason=NEEDS_TRUST_BRANCH[case], strict=True))
-    return pytest.param(case)
-
-
 #: The Debian package that brings each program (scripts/install-system-deps.sh installs them).
 PACKAGES = {
     str(EASYRSA): "easy-rsa",

@@ -25,7 +25,7 @@ from certauth.reasons import Reason
 from certauth.services import get_or_create_identity, register_certificate
 
 from .conftest import CertClient, escaped, failures
-from .pkitools import ACCEPTED, RealIssuers, ToolPKI, case_param, require_tool
+from .pkitools import ACCEPTED, RealIssuers, ToolPKI, require_tool
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +54,7 @@ def whoami(issued: ToolPKI, verify: str) -> Any:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("case", [case_param(case) for case in ACCEPTED])
+@pytest.mark.parametrize("case", ACCEPTED)
 def test_each_tools_client_authenticates(real_issuers: RealIssuers, case: str, mode: str) -> None:
     issued = real_issuers[case]
     settings, verify = MODES[mode]
@@ -130,10 +130,9 @@ def test_the_tutorial_recipe_v1_client_is_refused(real_issuers: RealIssuers, mod
     assert failures(reason=str(Reason.UNSUPPORTED_CERTIFICATE))
 
 
-@pytest.mark.xfail(reason="needs the trust branch", strict=True)
 @pytest.mark.parametrize("mode", MODES)
 def test_the_v1_refusal_tells_how_to_reissue(real_issuers: RealIssuers, mode: str) -> None:
-    """The detail says how to fix it: reissue with ``-extfile`` (the trust branch writes that detail)."""
+    """The detail says how to fix it: reissue with ``-extfile``."""
     body = seed_v1_response(real_issuers, mode)
     assert "-extfile" in body["detail"], body
 
