@@ -249,3 +249,22 @@ def test_session_user_keeps_its_rights_and_gains_none(client, django_user_model)
     response = client.get("/admin/", REMOTE_ADDR="127.0.0.1", HTTP_X_SSL_CLIENT_CERT="(null)")
     assert response.status_code == 302
     assert not AuthenticationFailure.objects.exists()
+
+
+@pytest.mark.django_db
+def test_async_absent_is_answered_on_the_loop_and_failed_is_not(api) -> None:
+    """Under ASGI an absent value needs no thread (nothing to read or audit), like no header; a FAILED verdict
+    is a refusal, audited from a thread."""
+    from django.test import RequestFactory
+
+    from certauth import authenticator
+
+    def request(value: str, verify: str) -> Any:
+        meta = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_SSL_CLIENT_CERT": value, "HTTP_X_SSL_CLIENT_VERIFY": verify}
+        return RequestFactory().get("/", **meta)
+
+    authenticator.config()  # built once (it reads files): _decide_on_loop never builds it
+    for value in SENTINELS:
+        outcome = authenticator._decide_on_loop(request(value, "NONE"))
+        assert outcome is not None and outcome.reason is Reason.MISSING_CERTIFICATE, value
+    assert authenticator._decide_on_loop(request("(null)", "FAILED:certificate has expired")) is None

@@ -222,3 +222,22 @@ def test_the_dev_pki_bundle_is_what_the_registry_writes(tmp_path: Path) -> None:
     certauth("authority", "bundle", "--output", str(tmp_path / "registry.pem"))
     assert thumbprints(tmp_path / "registry.pem") == thumbprints(pki.ca_bundle)
     assert os.path.getsize(tmp_path / "registry.pem") > 0
+
+
+def test_admin_warns_when_an_added_authority_is_missing_from_the_bundle(admin_client, pki, tmp_path: Path) -> None:
+    add_authority("root", pki.root.cert_pem())
+    bundle = tmp_path / "proxy-ca.pem"
+    certauth("authority", "bundle", "--output", str(bundle))
+    data = {
+        "name": "partner",
+        "is_enabled": "on",
+        "notes": "",
+        "crl_url": "",
+        "ocsp_url": "",
+        "certificate_text": pki.other_ca.cert_pem().decode(),
+    }
+    with override_settings(CERTAUTH={"PROXY_CA_BUNDLE": str(bundle)}):
+        response = admin_client.post(reverse("admin:certauth_trustedauthority_add"), data, follow=True)
+    assert TrustedAuthority.objects.filter(name="partner", is_enabled=True).exists(), response.content[:2000]
+    texts = [str(m) for m in response.context["messages"]]
+    assert any("'partner'" in t and f"certauth authority bundle --output {bundle}" in t for t in texts), texts
