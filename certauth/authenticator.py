@@ -42,7 +42,7 @@ from django.utils import timezone
 from . import audit, signals
 from .certificates import CertificateInfo, describe, thumbprint_of
 from .conf import settings
-from .forwarding import parse_chain_header, parse_forwarded
+from .forwarding import is_absent, is_absent_verdict, parse_chain_header, parse_forwarded
 from .lru import MISSING, BoundedCache
 from .nginxconf import PROXY_SECRET_MIN_LENGTH, PROXY_SECRET_PLACEHOLDER
 from .policy import PolicyOptions, check_certificate
@@ -458,11 +458,28 @@ def _arrival(cfg: _Config, meta: dict[str, Any]) -> tuple[Outcome | None, str | 
     raw = meta.get(cfg.cert_key)
 
     early = None
-    if raw is None or (from_proxy and not raw.strip()):
-        early = Outcome(Reason.MISSING_CERTIFICATE, client_ip=client_ip, proxy_ip=proxy_ip)
+    if raw is None or (from_proxy and is_absent(raw)):
+        early = _no_certificate(cfg, meta, from_proxy, client_ip, proxy_ip)
     elif not from_proxy:
         early = Outcome(Reason.UNTRUSTED_PROXY, untrusted_detail, client_ip=client_ip, proxy_ip=proxy_ip)
     return early, client_ip, proxy_ip, raw or ""
+
+
+def _no_certificate(
+    cfg: _Config, meta: dict[str, Any], from_proxy: bool, client_ip: str | None, proxy_ip: str | None
+) -> Outcome:
+    """The answer when the proxy forwarded no certificate (no header, or a value that says none:
+    ``certauth.forwarding.is_absent``): ``missing_certificate``, never audited, so an anonymous visit (the admin
+    login) leaves no refusal behind.  But when the proxy verifies and its verdict is neither "none"
+    (``is_absent_verdict``) nor SUCCESS, it refused a certificate the client did send: that verdict's reason,
+    a refusal.  Either answer grants nothing: no identity is ever looked at here (docs/SECURITY.md §40)."""
+    if from_proxy and cfg.proxy_verifies:
+        verdict = meta.get(cfg.verify_key)
+        if verdict is not None and not is_absent_verdict(verdict):
+            reason = reason_for_proxy_verdict(verdict)
+            if reason is not None:
+                return Outcome(reason, proxy_detail(verdict), client_ip=client_ip, proxy_ip=proxy_ip)
+    return Outcome(Reason.MISSING_CERTIFICATE, client_ip=client_ip, proxy_ip=proxy_ip)
 
 
 def _decide_certificate(request: HttpRequest) -> Outcome:

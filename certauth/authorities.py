@@ -32,6 +32,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from . import proxybundle
 from .certificates import printable, thumbprint_of
 from .conf import settings
 from .fetch import FetchError, fetch
@@ -506,3 +507,26 @@ def seconds_until_next_refresh(now: dt.datetime | None = None) -> float:
         if next_update is not None:
             candidates.append(max((next_update - now).total_seconds(), CRL_RETRY_SECONDS))
     return max(0.0, min(candidates))
+
+
+# --- the proxy's CA bundle ------------------------------------------------------------------------------
+def enabled_bundle_authorities(using: str | None = None) -> list[proxybundle.Authority]:
+    """The enabled authorities as ``certauth.proxybundle`` compares them, by name (an unreadable stored
+    certificate is skipped, as ``load_authorities`` does).  Raises ``DatabaseError``."""
+    rows = TrustedAuthority.objects.using(using).filter(is_enabled=True).order_by("name")
+    authorities = []
+    for name, pem in rows.values_list("name", "certificate_pem"):
+        try:
+            certificate = load_authority_certificate(pem.encode("ascii", "replace"))
+        except CertificateRefused:
+            continue
+        authorities.append(proxybundle.Authority(name, certificate))
+    return authorities
+
+
+def proxy_bundle_report(using: str | None = None) -> proxybundle.BundleReport | None:
+    """The differences between ``PROXY_CA_BUNDLE`` and the enabled authorities; None when the setting is
+    unset (nothing to compare).  Raises ``DatabaseError``."""
+    if not settings.PROXY_CA_BUNDLE:
+        return None
+    return proxybundle.compare(settings.PROXY_CA_BUNDLE, enabled_bundle_authorities(using))

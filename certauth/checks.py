@@ -581,3 +581,36 @@ def check_trusted_authorities(app_configs: Any = None, databases: Any = None, **
                     )
                 )
     return messages
+
+
+@register(Tags.database)
+def check_proxy_ca_bundle(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """``certauth.W019``: ``PROXY_CA_BUNDLE`` is set and misses an enabled trusted authority (or cannot be
+    read), so the proxy refuses clients the admin says are trusted.  Reads the database, so, like W013, it
+    runs with ``migrate`` and ``check --database default`` (never at import or on every management command);
+    ``certauth doctor`` reports the other direction too (a CA the proxy trusts but certauth does not)."""
+    if not databases or not settings.PROXY_CA_BUNDLE:
+        return []
+    from django.db import DatabaseError
+
+    from .authorities import enabled_bundle_authorities
+    from .proxybundle import BundleReport, compare, describe_report
+
+    messages: list[Any] = []
+    for alias in databases:
+        try:
+            authorities = enabled_bundle_authorities(alias)
+        except DatabaseError:
+            continue  # not migrated yet: no authority to miss
+        report = compare(settings.PROXY_CA_BUNDLE, authorities)
+        lacking = BundleReport(report.path, missing=report.missing, unreadable=report.unreadable)
+        for line in describe_report(lacking):
+            messages.append(
+                Warning(
+                    f"CERTAUTH['PROXY_CA_BUNDLE']: {line}.",
+                    hint="`manage.py certauth doctor` lists every difference; docs/proxies.md, When the proxy's "
+                    "CA bundle and certauth's registry disagree.",
+                    id="certauth.W019",
+                )
+            )
+    return messages

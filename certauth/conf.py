@@ -43,6 +43,13 @@ DEFAULTS: dict[str, Any] = {
     # Header with the real client address, believed from trusted proxies only (for the audit).  A list
     # (X-Forwarded-For) is read from the right: the right-most address that is not a trusted proxy.
     "CLIENT_IP_HEADER": "X-Real-IP",
+    # The CA file the proxy verifies client certificates against (nginx ssl_client_certificate, HAProxy
+    # ca-file, Apache SSLCACertificateFile, Caddy trusted_ca_cert_file), as a path this process can read.
+    # Set, `certauth doctor`, the system check certauth.W019 and the admin compare it with the enabled trusted
+    # authorities: a CA trusted here but missing there is refused by the proxy (untrusted_issuer), a CA there
+    # but not enabled here still passes the TLS handshake.  `certauth authority bundle --output PATH` writes
+    # it from the registry.  None: not checked.
+    "PROXY_CA_BUNDLE": None,
     # --- policy -----------------------------------------------------------------------------------
     # chained | self_signed | all.  None: "chained" unless DEBUG is on, then "all".
     "ALLOWED_CERTIFICATE_TYPES": None,

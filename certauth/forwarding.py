@@ -345,6 +345,58 @@ def parse_aws_alb(value: str) -> ForwardedCertificate:
     return _split_leaf(load_certificates(data, strict=True))
 
 
+# --- "no certificate" ---------------------------------------------------------------------------------
+#: What proxies put in a certificate (or chain) header when the client sent none, besides nothing at all:
+#: Apache mod_headers writes ``(null)`` for an unset ``%{SSL_CLIENT_CERT}s`` (and ``SSL_CLIENT_CERT_CHAIN_0``
+#: of a certificate without a chain), log-style templates write ``-``, and a quoted empty value arrives as
+#: ``""`` when a configuration quotes twice.  None of them is base64, PEM, a structured field or XFCC.
+ABSENT_VALUES = frozenset({"(null)", "-", '""', "''"})
+#: A verdict header's "no certificate": nginx's and Apache's ``NONE``, besides the values above.
+ABSENT_VERDICTS = ABSENT_VALUES | {"NONE"}
+#: An unreplaced placeholder of a proxy certauth documents: the template reached certauth literally because
+#: the proxy has no value for it (Caddy leaves ``{http.request.tls.client.certificate_der_base64}`` as is
+#: without a client certificate) or does not know the name.  Caddy ``{a.b_c}``; Apache ``%{SSL_CLIENT_CERT}s``
+#: (mod_headers) and ``%{SSL_CLIENT_CERT}`` (ap_expr); HAProxy ``%[ssl_c_der,base64]``; nginx
+#: ``$ssl_client_escaped_cert`` / ``${ssl_client_escaped_cert}``; Envoy ``%DOWNSTREAM_PEER_CERT%``.  Each
+#: starts with ``{``, ``%{``, ``%[``, ``$`` or ``%`` + a name that is no URL escape (no hex digit pair), which no
+#: certificate encoding certauth reads can start with (tests/test_absent_values.py proves it by parsing).
+_PLACEHOLDER = re.compile(
+    r"""\A(?:
+        \{[A-Za-z_][A-Za-z0-9_.:\-]*\}
+      | %\{[A-Za-z_][A-Za-z0-9_.:\-]*\}[A-Za-z]?
+      | %\[[A-Za-z_][A-Za-z0-9_.,():\- ]*\]
+      | \$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})
+      | %(?![0-9A-Fa-f]{2})[A-Z_][A-Z0-9_]*(?:\([A-Za-z0-9_.:\-]*\))?%
+    )\Z""",
+    re.VERBOSE,
+)
+#: Longer values are never "absent" (the longest placeholder above is under 60 characters; a certificate is
+#: several hundred): the check costs a length comparison for every real certificate.
+ABSENT_MAX_LENGTH = 128
+
+
+def is_absent(value: str) -> bool:
+    """Does a forwarded certificate or chain header say "no certificate"?  Empty or blank, one of
+    ``ABSENT_VALUES``, or an unreplaced placeholder (``_PLACEHOLDER``).  Strict: a value that could be a
+    certificate in any dialect is never absent, and anything else that is not a certificate stays
+    ``malformed_certificate`` (``parse_forwarded``).  Pure, a few string operations: a real certificate costs a
+    strip and a length comparison; only values of at most ``ABSENT_MAX_LENGTH`` characters meet the set and the
+    regular expression (linear: no nested repetition)."""
+    text = value.strip()
+    if not text:
+        return True
+    if len(text) > ABSENT_MAX_LENGTH:
+        return False
+    return text in ABSENT_VALUES or _PLACEHOLDER.match(text) is not None
+
+
+def is_absent_verdict(value: str) -> bool:
+    """Does a verdict header say "no certificate"?  ``NONE`` (nginx, Apache) and everything ``is_absent``
+    recognises; ``SUCCESS`` and ``FAILED:...`` are verdicts."""
+    text = value.strip()
+    return text in ABSENT_VERDICTS or is_absent(text)
+
+
 #: The header each proxy forwards the certificate in, by ``FORWARDING_FORMAT`` (see docs/proxies.md).
 RECOMMENDED_HEADERS: dict[str, str] = {
     "nginx": "X-SSL-Client-Cert",
@@ -367,9 +419,12 @@ RECOMMENDED_HEADERS: dict[str, str] = {
 
 def parse_chain_header(value: str, format: str = "pem") -> tuple[x509.Certificate, ...]:
     """A separate chain header: RFC 9440 ``Client-Cert-Chain`` for ``rfc9440``, else PEM blocks
-    (URL-escaped or not).  Raises ``CertificateRefused(MALFORMED_CERTIFICATE)``."""
+    (URL-escaped or not); ``()`` for a value that says "no chain" (``is_absent``).  Raises
+    ``CertificateRefused(MALFORMED_CERTIFICATE)``."""
     if len(value) > MAX_FORWARDED_LENGTH:
         raise _malformed(f"The forwarded chain is longer than {MAX_FORWARDED_LENGTH} characters.")
+    if is_absent(value):
+        return ()  # Apache's "(null)" for a certificate without a chain, an unreplaced placeholder: no chain
     try:
         if format == "rfc9440":
             return parse_rfc9440_chain(value)
@@ -409,10 +464,14 @@ def parse_forwarded(
 
 
 __all__ = [
+    "ABSENT_VALUES",
+    "ABSENT_VERDICTS",
     "MAX_FORWARDED_LENGTH",
     "PARSERS",
     "RECOMMENDED_HEADERS",
     "ForwardedCertificate",
+    "is_absent",
+    "is_absent_verdict",
     "load_certificates",
     "parse_aws_alb",
     "parse_chain_header",

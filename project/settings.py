@@ -227,6 +227,9 @@ CERTAUTH = {
 if os.environ.get("CERTAUTH_PROXY_SECRET_FILE"):
     # The random value nginx sends in X-Certauth-Proxy-Secret (`make run` writes a new one each start).
     CERTAUTH["PROXY_SECRET_FILE"] = os.environ["CERTAUTH_PROXY_SECRET_FILE"]
+if os.environ.get("CERTAUTH_PROXY_CA_BUNDLE"):
+    # The CA file the proxy verifies against (scripts/stack.py sets it): `certauth doctor` and W019 compare it.
+    CERTAUTH["PROXY_CA_BUNDLE"] = os.environ["CERTAUTH_PROXY_CA_BUNDLE"]
 if os.environ.get("CERTAUTH_REVOCATION_MODE"):
     CERTAUTH["REVOCATION_MODE"] = os.environ["CERTAUTH_REVOCATION_MODE"]
     CERTAUTH["REVOCATION_FAIL_OPEN"] = env_bool("CERTAUTH_REVOCATION_FAIL_OPEN", False)

@@ -125,8 +125,11 @@ class Stack:
     ``server_args`` are appended to the server's command line (tests that try another flag).
 
     ``var_dir/run/`` receives nginx.conf, the pid file and ``logs/``.  ``pki_dir`` holds a dev PKI
-    (server.pem/.key, ca.pem, ca-bundle.pem).  ``env`` is added to this process's environment for
-    gunicorn (DATABASE_URL, CERTAUTH_VAR_DIR, ...).  ``port=0`` picks a free port.
+    (server.pem/.key, ca.pem, ca-bundle.pem); the proxy verifies client certificates against ``client_ca``
+    (default ``pki_dir/ca-bundle.pem``; ``make run`` passes the registry's bundle), which certauth also gets as
+    ``CERTAUTH_PROXY_CA_BUNDLE``, and ``reload_proxy()`` makes a running proxy read a rewritten one.  ``env``
+    is added to this process's environment for gunicorn (DATABASE_URL, CERTAUTH_VAR_DIR, ...).  ``port=0``
+    picks a free port.
     ``gunicorn_instances`` > 1 starts that many gunicorn masters on different loopback ports, all in
     nginx's one upstream (what several application hosts behind one proxy look like; they share the
     database named by DATABASE_URL).
@@ -159,12 +162,16 @@ class Stack:
         server: Literal["gunicorn", "uvicorn"] = "gunicorn",
         server_args: Sequence[str] = (),
         proxy: str = "nginx",
+        client_ca: Path | str | None = None,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             # Whoever reaches gunicorn or this nginx decides what certauth sees; keep both local.
             raise StackError(f"the dev/test stack listens on loopback only, not {host}")
         self.var_dir = Path(var_dir).absolute()
         self.pki_dir = Path(pki_dir).absolute() if pki_dir else self.var_dir / "pki"
+        # The CA file the proxy verifies client certificates against (not in optional_no_ca), and certauth's
+        # PROXY_CA_BUNDLE: `make run` gives the registry's (`certauth authority bundle`), tests the dev PKI's.
+        self.client_ca = Path(client_ca).absolute() if client_ca else self.pki_dir / "ca-bundle.pem"
         self.host = host
         self.port = port or free_port(host)
         if server not in ("gunicorn", "uvicorn"):
@@ -250,6 +257,9 @@ class Stack:
                 "CERTAUTH_PROXY_SECRET_FILE": str(self.proxy_secret_file),
             }
         )
+        if self.mode != "optional_no_ca":
+            # What the proxy verifies against: `certauth doctor` and certauth.W019 compare it with the registry.
+            env["CERTAUTH_PROXY_CA_BUNDLE"] = str(self.client_ca)
         if self.proxy != "nginx":
             # The proxy's forwarding dialect, as `certauth proxy-config --proxy NAME` prints it.
             settings = proxyconf.renderer(self.proxy).certauth_settings(self.proxy_options())
@@ -354,6 +364,33 @@ class Stack:
         self._restore_signal_handlers()
         atexit.unregister(self.stop)
 
+    def reload_proxy(self) -> None:
+        """Re-render the proxy's configuration and make the running proxy use it, e.g. after ``certauth
+        authority bundle --output`` rewrote ``client_ca``.  nginx: ``nginx -s reload`` with the same prefix and
+        configuration, then wait until every worker of the old configuration has exited (from then on every
+        new connection reaches a worker with the new CA file).  Other proxies: restarted."""
+        process = self._processes.get(self.proxy)
+        binary = find_proxy(self.proxy)
+        if process is None or process.poll() is not None or binary is None:
+            raise StackError(f"{self.proxy} is not running")
+        privatefiles.write_file(self.proxy_conf, self.render_proxy_conf().encode())
+        if self.proxy != "nginx":
+            _terminate_group(self._processes.pop(self.proxy))
+            self._spawn(self.proxy, self._proxy_command(binary), self.log_dir / f"{self.proxy}-stderr.log")
+            self._wait_until_healthy()
+            return
+        old_workers = _children(process.pid)
+        result = subprocess.run(
+            [*self._proxy_command(binary), "-s", "reload"], cwd=REPO, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise StackError(f"nginx -s reload failed: {result.stdout}{result.stderr}\n{self.logs()}")
+        deadline = time.monotonic() + self.startup_timeout
+        while (old_workers & _children(process.pid)) or not _children(process.pid):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise StackError(f"nginx did not take up its new configuration\n{self.logs()}")
+            time.sleep(0.05)
+
     def logs(self) -> str:
         """The tail of every log, for error messages."""
         gunicorn_logs = [f"{self._instance_name(i)}.log" for i in range(self.gunicorn_instances)]
@@ -395,7 +432,7 @@ class Stack:
             mode=self.mode,
             server_cert=server_cert,
             server_key=server_key,
-            client_ca=self.pki_dir / "ca-bundle.pem" if verifies else None,
+            client_ca=self.client_ca if verifies else None,
             crl=self.crl if verifies else None,
             listen=_host_port(self.host, self.port),
             server_name="localhost",
@@ -430,7 +467,7 @@ class Stack:
             server_name="localhost",
             server_cert=self.pki_dir / "server.pem",
             server_key=self.pki_dir / "server.key",
-            client_ca=self.pki_dir / "ca-bundle.pem" if verifies else None,
+            client_ca=self.client_ca if verifies else None,
             crl=self.crl if verifies else None,
             upstream=self._upstream_addresses(),
             standalone=True,
@@ -568,6 +605,23 @@ class Stack:
         for signum, previous in self._previous_handlers.items():
             signal.signal(signum, previous)
         self._previous_handlers.clear()
+
+
+def _children(pid: int) -> set[int]:
+    """The pids of ``pid``'s live child processes (Linux ``/proc``)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ")".
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1] == str(pid) and fields[0] != "Z":
+            children.add(int(entry.name))
+    return children
 
 
 def _wait_for_socket(path: Path, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -708,6 +762,9 @@ SECRET_FILES = ("certauth.sqlite3", "certauth.sqlite3-wal", "certauth.sqlite3-sh
 class Prepared:
     env: dict[str, str]
     pki_dir: Path
+    #: The registry's CA bundle (``certauth authority bundle``): what the proxy verifies client certificates
+    #: against, so it trusts exactly the enabled authorities.
+    client_ca: Path
     password: str
     origin: str
     created: str
@@ -746,13 +803,27 @@ def prepare(var_dir: Path) -> Prepared:
     )  # fmt: skip
     for line in [*trust_dev_authorities(env, pki_dir).splitlines(), *registered.stdout.strip().splitlines()]:
         print(f"   {line}", flush=True)
+    client_ca = write_proxy_bundle(env, var_dir)
     demo_warning = _demo_certificate_warning(env, pki_dir)
     password, origin = _admin_password(var_dir)
     created = _manage(
         {**env, "CERTAUTH_ADMIN_PASSWORD": password}, "shell", "--no-imports", "-c", _ADMIN_SCRIPT, capture=True
     ).stdout.strip()
     print(f"   admin user: {created}", flush=True)
-    return Prepared(env, pki_dir, password, origin, created, demo_warning)
+    return Prepared(env, pki_dir, client_ca, password, origin, created, demo_warning)
+
+
+#: Where `make run` keeps the registry's CA bundle for the proxy (public certificates; rewritten every start).
+PROXY_BUNDLE_NAME = "proxy-ca-bundle.pem"
+
+
+def write_proxy_bundle(env: Mapping[str, str], var_dir: Path) -> Path:
+    """``certauth authority bundle --output var/proxy-ca-bundle.pem``: the proxy of this run trusts exactly the
+    enabled authorities (the dev CAs, and whatever `authority add` or the admin trusted since).  Returns it."""
+    path = var_dir / PROXY_BUNDLE_NAME
+    written = _manage(env, "certauth", "authority", "bundle", "--output", str(path), capture=True)
+    print(f"   {written.stdout.strip().splitlines()[0]}", flush=True)
+    return path
 
 
 #: Held for the life of a `make run`: a second one in the same var/ would write a new proxy secret (the
@@ -811,6 +882,7 @@ def run(arguments: argparse.Namespace) -> int:
         static_root=var_dir / "static",
         server=arguments.server,
         proxy=arguments.proxy,
+        client_ca=prepared.client_ca,
     )
     server, proxy = arguments.server, arguments.proxy
     print(f"== starting {proxy} ({arguments.mode}) and {server} ({arguments.workers} workers)", flush=True)
@@ -842,6 +914,9 @@ certauth is running: {proxy} (client certificates: {arguments.mode}) on {stack.b
           browsers: trust {pki}/ca.pem (or accept the warning);
           {browser_certificate} (password dev-password)
   Logs    {_display(stack.log_dir)}/
+  CAs     {proxy} trusts the enabled authorities, {_display(prepared.client_ca)}; after trusting another one
+          (manage.py certauth authority add, or the admin) restart `make run` (or: manage.py certauth authority
+          bundle --output {_display(prepared.client_ca)}, then reload {proxy}); `manage.py certauth doctor` checks
 
 Try it:
   curl --cacert {pki}/ca.pem --cert {pki}/client.pem --key {pki}/client.key {url}/api/whoami/

@@ -161,6 +161,7 @@ def test_every_check_id_in_the_source_has_a_case() -> None:
     declared = set(re.findall(r'id="(certauth\.[EW]\d{3})"', CHECKS_SOURCE.read_text()))
     distribution = {"certauth.E013"}  # an installed distribution, not a setting: tests/test_distribution_clash.py
     distribution |= {"certauth.W016"}  # a stored trusted authority: tests/test_private_ca.py
+    distribution |= {"certauth.W019"}  # a file and the stored authorities: tests/test_proxy_bundle.py
     assert declared == {check_id for check_id, _ in CASES} | {check_id for check_id, _ in DATABASE_CASES} | distribution
 
 

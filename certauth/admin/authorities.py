@@ -12,7 +12,7 @@ from cryptography import x509
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
-from django.db import models
+from django.db import DatabaseError, models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -26,6 +26,7 @@ from ..authorities import (
     CRL_FIELDS,
     apply_crl,
     fill_authority,
+    proxy_bundle_report,
     refresh_crl,
     refusal_message,
     save_without_crl,
@@ -33,6 +34,7 @@ from ..authorities import (
 )
 from ..certificates import format_thumbprint, thumbprint_of
 from ..models import TrustedAuthority
+from ..proxybundle import describe_report
 from ..reasons import CertificateRefused
 from ..trust import lint_authority, load_authority_certificate, parse_crl
 
@@ -251,6 +253,7 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
             form.certauth_replaced_thumbprint = stored or ""  # read by construct_change_message
         if not change:
             super().save_model(request, obj, form, change)  # a new row: nobody else wrote a CRL onto it
+            self._warn_about_proxy_bundle(request)
             return
         # The CRL columns as this request read them may be stale (crl-refresh, another administrator): they are
         # never written back; an uploaded CRL is checked again against the row as stored now.
@@ -260,6 +263,20 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
                 store_crl(obj, form.crl_data)
             except CertificateRefused as refused:
                 self.message_user(request, refusal_message(obj, refused.detail), messages.ERROR)
+        self._warn_about_proxy_bundle(request)
+
+    def _warn_about_proxy_bundle(self, request: HttpRequest) -> None:
+        """After a change of what is trusted: when ``PROXY_CA_BUNDLE`` is set and no longer matches the enabled
+        authorities (one added or enabled is missing from it, one disabled is still in it), say so and how to
+        fix it: the proxy decides first, and would refuse (or accept) what the admin now says otherwise."""
+        try:
+            report = proxy_bundle_report()
+        except DatabaseError:
+            return
+        if report is None or report.ok:
+            return
+        for line in describe_report(report):
+            self.message_user(request, f"{line[:1].upper()}{line[1:]}.", messages.WARNING)
 
     def construct_change_message(self, request: HttpRequest, form: Any, formsets: Any, add: bool = False) -> Any:
         """A replaced CA certificate or a changed CRL / OCSP URL is a new trust: the history names the old and
@@ -301,6 +318,8 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
         self.message_user(
             request, ngettext("%d authority updated.", "%d authorities updated.", changed) % changed, messages.SUCCESS
         )
+        if changed:
+            self._warn_about_proxy_bundle(request)
 
     @admin.action(description=_("Fetch the CRL from its URL now"), permissions=["change"])
     def refresh_crl_now(self, request: HttpRequest, queryset: QuerySet[TrustedAuthority]) -> None:

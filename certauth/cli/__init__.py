@@ -20,6 +20,7 @@ SUBCOMMANDS = [
     "certauth.cli.prune_audit.PruneAudit",
     "certauth.cli.authority.Authority",
     "certauth.cli.crl_refresh.CrlRefresh",
+    "certauth.cli.doctor.Doctor",
 ]
 
 

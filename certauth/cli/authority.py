@@ -1,4 +1,5 @@
-"""``certauth authority add|list|enable|disable``: trusted authorities (CAs) from the command line."""
+"""``certauth authority add|list|enable|disable|bundle``: trusted authorities (CAs) from the command line;
+``bundle`` writes the proxy's CA file from the enabled ones (``certauth.proxybundle``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 from django.db import IntegrityError
 from django.utils import timezone
 
-from ..authorities import add_authority
+from .. import privatefiles
+from ..authorities import add_authority, enabled_bundle_authorities
 from ..certificates import format_thumbprint, thumbprint_of
 from ..models import TrustedAuthority
+from ..proxybundle import render_bundle
 from ..reasons import CertificateRefused
 from ..trust import lint_authority, load_authority_certificate
 from . import CommandError, Subcommand
@@ -44,6 +47,14 @@ class Authority(Subcommand):
         for action in ("enable", "disable"):
             toggle = actions.add_parser(action, help=f"{action.capitalize()} an authority (takes effect at once).")
             toggle.add_argument("--name", required=True)
+        bundle = actions.add_parser(
+            "bundle",
+            help="Print the PEM CA bundle of the enabled authorities, for the proxy's client CA file "
+            "(nginx ssl_client_certificate); re-run it and reload the proxy after adding or disabling one.",
+        )
+        bundle.add_argument(
+            "--output", type=Path, help="Write it to this file (atomically, mode 0644) instead of standard output."
+        )
 
     def handle(self, **options: Any) -> int:
         action = options["action"]
@@ -51,6 +62,8 @@ class Authority(Subcommand):
             return self._add(options)
         if action == "list":
             return self._list()
+        if action == "bundle":
+            return self._bundle(options.get("output"))
         return self._toggle(options["name"], enabled=action == "enable")
 
     def _add(self, options: dict[str, Any]) -> int:
@@ -110,4 +123,24 @@ class Authority(Subcommand):
             authority.is_enabled = enabled
             authority.save(update_fields=["is_enabled", "updated_at"])
         self.stdout.write(f"{name}: {'enabled' if enabled else 'disabled'}")
+        return 0
+
+    def _bundle(self, output: Path | None) -> int:
+        authorities = enabled_bundle_authorities()
+        if not authorities:
+            # An empty client CA file makes nginx refuse to start, and a proxy that trusts nothing is no fix.
+            raise CommandError("No enabled trusted authority: add one first (certauth authority add).")
+        data = render_bundle(a.certificate for a in authorities)
+        if output is None:
+            self.stdout.write(data.decode("ascii").rstrip("\n"))  # the wrapper ends the last line
+            return 0
+        try:
+            # Public CA certificates: readable by the proxy's user; replaced atomically, so a proxy reloading
+            # meanwhile reads the old file or the new one, never half of it.
+            privatefiles.write_file(output, data, mode=0o644)
+        except OSError as exc:
+            raise CommandError(f"Cannot write {output}: {exc.strerror or exc}") from exc
+        names = ", ".join(a.name for a in authorities)
+        self.stdout.write(f"wrote {len(authorities)} enabled authorities to {output}: {names}")
+        self.stdout.write("  reload the proxy (e.g. nginx -s reload) so it trusts exactly these")
         return 0
