@@ -477,11 +477,25 @@ SHAPES = [
     "leaf_not_yet_valid",
     "leaf_forged",
     "inter_forged",
+    "root_expired",
+    "root_not_yet_valid",
+    "root_no_cert_sign",
+    "root_server_eku",
+    "root_unknown_critical",
 ]
 
 
 def _shape(shape: str, key: Any) -> tuple[TrustStore, Made, tuple[Made, ...]]:
-    root = make_ca("Root", key(), path_length=0 if shape == "inter_path_len" else None)
+    day = dt.timedelta(days=1)
+    root_kwargs: dict[str, Any] = {
+        "root_expired": {"not_before": now() - 9 * day, "not_after": now() - day},
+        "root_not_yet_valid": {"not_before": now() + day, "not_after": now() + 9 * day},
+        "root_no_cert_sign": {"key_usage": KU_NO_CERT_SIGN},
+        "root_server_eku": {"extra": ((x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),)},
+        "root_unknown_critical": {"extra": ((UNKNOWN, True),)},
+    }.get(shape, {})
+    path_length = 0 if shape == "inter_path_len" else None
+    root = make_ca("Root", key(), path_length=path_length, **root_kwargs)
     kwargs: dict[str, Any] = {
         "inter_not_ca": {"ca": False},
         "inter_no_bc": {"ca": None, "key_usage": None},
@@ -492,7 +506,7 @@ def _shape(shape: str, key: Any) -> tuple[TrustStore, Made, tuple[Made, ...]]:
         "inter_forged": {"signer": key()},
     }.get(shape, {})
     sub = make_ca("Sub", key(), issuer=root, **kwargs)
-    hour, day = dt.timedelta(hours=1), dt.timedelta(days=1)
+    hour = dt.timedelta(hours=1)
     leaf = {
         "leaf_server_eku": lambda: make_client(sub, "c", eku=(ExtendedKeyUsageOID.SERVER_AUTH,)),
         "leaf_ca": lambda: fresh_leaf(sub, bc=x509.BasicConstraints(ca=True, path_length=None)),
