@@ -28,6 +28,9 @@ PKIs fail it for details that carry no security: easy-rsa 3 marks basicConstrain
 Still checked by the library whatever the profile: every signature, name chaining, validity at the
 verification time, v3 for every certificate, key sizes (RSA >= 2048) and the webpki algorithm set (RSA,
 P-256/384/521; PKCS#1 v1.5 or PSS with SHA-256/384/512, ECDSA with SHA-256/384/512), the chain depth (8).
+certauth adds what the library does not ask: an RSA public exponent of at most 32 bits on every forwarded
+certificate and CA (``forwarded_problem``, ``MAX_RSA_EXPONENT_BITS``: a huge one makes each signature check as
+costly as a private-key operation), checked before any signature is verified with it.
 Deliberately no longer required: basicConstraints criticality, keyUsage presence, AKI/SKI presence and AKI
 form, AIA criticality.  Why it is safe: the anchor is trusted because an operator registered it (an explicit
 act, checked by ``lint_authority``), not because a browser program audited it; what a forged or misused CA
@@ -662,7 +665,8 @@ def _critical_problem(certificate: x509.Certificate, what: str, *, strict: bool)
 
 
 def _key_problem(certificate: x509.Certificate, what: str) -> ChainProblem | None:
-    """A CA key the verifier would refuse as too weak (or of a kind it never takes)."""
+    """A CA key the verifier would refuse as too weak (or of a kind it never takes), or an RSA key with a public
+    exponent above ``MAX_RSA_EXPONENT_BITS`` (which the verifier takes, at great cost)."""
     key = certificate.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < 2048:
@@ -671,7 +675,7 @@ def _key_problem(certificate: x509.Certificate, what: str) -> ChainProblem | Non
                 f"{_cap(what)} has an RSA key of {key.key_size} bits; at least 2048 are needed. "
                 "Re-create the CA with `openssl genrsa 4096` (or an EC P-256 key).",
             )
-        return None
+        return _rsa_exponent_problem(key, what)
     if isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name not in _WALKER_CURVES:
             return ChainProblem(
@@ -687,6 +691,47 @@ def _key_problem(certificate: x509.Certificate, what: str) -> ChainProblem | Non
         f"{_cap(what)} has a {type(key).__name__.removesuffix('PublicKey') or 'unknown'} key, which "
         "certauth does not accept for CAs: use RSA (2048 bits or more), EC P-256/P-384/P-521, Ed25519 or Ed448.",
     )
+
+
+#: The largest RSA public exponent accepted on a CA key, in bits.  Every CA tool writes 65537 (17 bits); Go's
+#: crypto/x509 and ring (rustls) refuse exponents above 31 and 33 bits.  OpenSSL takes any exponent up to the
+#: modulus for keys of at most 3072 bits, and a 3072-bit exponent makes each signature check cost about 6 ms, as
+#: much as a private-key operation: dozens of such same-named certificates in a forwarded chain would cost every
+#: request a second of CPU in the verifier and the walk.
+MAX_RSA_EXPONENT_BITS = 32
+
+
+def _rsa_exponent_problem(key: rsa.RSAPublicKey, what: str) -> ChainProblem | None:
+    exponent = key.public_numbers().e
+    if exponent.bit_length() <= MAX_RSA_EXPONENT_BITS:
+        return None
+    return ChainProblem(
+        Reason.WEAK_CERTIFICATE,
+        f"{_cap(what)} has an RSA public exponent of {exponent.bit_length()} bits; certauth accepts at most "
+        f"{MAX_RSA_EXPONENT_BITS} bits (CA tools write 65537): re-create the key with `openssl genrsa`.",
+    )
+
+
+def forwarded_problem(forwarded: Sequence[x509.Certificate]) -> ChainProblem | None:
+    """A forwarded certificate no chain may use and that would be costly to try: an RSA key with a huge public
+    exponent (``MAX_RSA_EXPONENT_BITS``).  Checked before any signature is verified with it, by the verifier,
+    the walk or the disabled-authority search (docs/SECURITY.md §44).  Pure; never raises."""
+    for certificate in forwarded:
+        key = _public_key(certificate)
+        if isinstance(key, rsa.RSAPublicKey):
+            problem = _rsa_exponent_problem(key, f"the forwarded certificate {_common_name(certificate)!r}")
+            if problem is not None:
+                return problem
+    return None
+
+
+def _public_key(certificate: x509.Certificate) -> object:
+    """The certificate's public key, or None when it cannot be loaded (the verifier and the walk refuse such a
+    certificate without computing anything)."""
+    try:
+        return certificate.public_key()
+    except Exception:
+        return None
 
 
 def _signature_problem(child: x509.Certificate, parent: x509.Certificate, what: str) -> ChainProblem | None:
@@ -1241,6 +1286,9 @@ class TrustStore:
             [*forwarded, *(a.certificate for a in self.authorities if a is not authority)]
         )
         try:
+            hostile = forwarded_problem(forwarded)
+            if hostile is not None:
+                raise CertificateRefused(hostile.reason, hostile.detail)
             built = self._build(leaf, intermediates, [authority.certificate], Store([authority.certificate]), now)
         except Exception:
             built = CertificateRefused(Reason.CHAIN_INVALID)
@@ -1272,6 +1320,9 @@ class TrustStore:
                 raise CertificateRefused(
                     Reason.UNTRUSTED_ISSUER, "No trusted authority is enabled, so no chained certificate is trusted."
                 )
+            hostile = forwarded_problem(forwarded)
+            if hostile is not None:
+                raise CertificateRefused(hostile.reason, hostile.detail)
             # A disabled authority's certificate is no candidate: no path is built through it.
             built = self._build(leaf, self._without_disabled(forwarded), self._anchors, self._store, now)
             if isinstance(built, CertificateRefused):
@@ -1309,14 +1360,14 @@ class TrustStore:
         text embeds reprs: it goes to the log only).  Raises nothing but what the library raises unexpectedly."""
         at = self._verification_time(leaf, now)
         try:
-            return tuple(self._verifier(store, at).verify(leaf, list(intermediates)).chain)
+            return _cas_valid_now(tuple(self._verifier(store, at).verify(leaf, list(intermediates)).chain), at, now)
         except VerificationError as exc:
             message = str(exc)
         if _library_refused_the_algorithm(message):
             chain = eddsa_chain(leaf, intermediates, anchors, at, self.policy)
             if chain is not None:
                 logger.info("certauth accepted an Ed25519/Ed448 chain the verifier does not take: %r", message)
-                return chain
+                return _cas_valid_now(chain, at, now)
             strict = _walk_chain(leaf, intermediates, anchors, at, self.policy, strict=True)
             problem = None if strict.chain is not None else strict.first_problem()
         else:
@@ -1420,7 +1471,8 @@ class TrustStore:
     def _verification_time(self, leaf: x509.Certificate, now: dt.datetime) -> dt.datetime:
         if self.policy.validate_validity_period:
             return now
-        # ASP.NET's ValidateValidityPeriod=False: the leaf's own dates are not enforced, the chain's still are.
+        # ASP.NET's ValidateValidityPeriod=False: the leaf's own dates are not enforced, the chain's still are
+        # (built at this moment, then every CA checked at ``now`` as well: ``_cas_valid_now``).
         start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
         if now >= end:
             return max(start, end - dt.timedelta(seconds=1))
@@ -1527,6 +1579,26 @@ class TrustStore:
         if not self.policy.revocation_fail_open:
             return _RevocationAnswer(until, refused=CertificateRefused(Reason.OCSP_UNAVAILABLE, detail))
         return _RevocationAnswer(until, warning=detail)
+
+
+def _cas_valid_now(
+    chain: tuple[x509.Certificate, ...], at: dt.datetime, now: dt.datetime
+) -> tuple[x509.Certificate, ...] | CertificateRefused:
+    """``chain`` as built at ``at``, or the refusal of its first CA that is not valid at ``now``.
+
+    With ``VALIDATE_VALIDITY_PERIOD`` off the chain is built at a moment inside the *leaf's* validity
+    (``_verification_time``): a moment the leaf's issuer chose.  Every CA was valid then, but an anchor or
+    intermediate that has expired since (or is not valid yet) must still refuse: only the leaf's own dates are
+    relaxed (docs/trust.md), and a CA's key is retired, or no longer guarded, once it expires; anyone holding
+    it could otherwise issue backdated leaves.  A chain that needs a CA valid at both moments is the
+    conservative answer (docs/SECURITY.md §44)."""
+    if at == now:
+        return chain
+    for index, ca in enumerate(chain[1:], 1):
+        problem = _validity_problem(ca, now, _what(ca, "CA" if index == len(chain) - 1 else "intermediate"))
+        if problem is not None:
+            return CertificateRefused(problem.reason, problem.detail)
+    return chain
 
 
 def _issued(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
