@@ -712,10 +712,25 @@ def _rsa_exponent_problem(key: rsa.RSAPublicKey, what: str) -> ChainProblem | No
     )
 
 
+#: The most certificates a forwarded chain may hold (the leaf not counted).  A client's chain holds its
+#: intermediates, a few at most (certauth follows at most ``MAX_AUTHORITY_DEPTH`` authorities above an anchor),
+#: while every extra same-named candidate costs the verifier and the walk signature checks: about 74 P-521
+#: decoys fit in a 64 KiB header and cost 0.15 s per request before this bound.
+MAX_FORWARDED_CHAIN = 16
+
+
 def forwarded_problem(forwarded: Sequence[x509.Certificate]) -> ChainProblem | None:
-    """A forwarded certificate no chain may use and that would be costly to try: an RSA key with a huge public
-    exponent (``MAX_RSA_EXPONENT_BITS``).  Checked before any signature is verified with it, by the verifier,
-    the walk or the disabled-authority search (docs/SECURITY.md §44).  Pure; never raises."""
+    """A forwarded chain no verification may use and that would be costly to try: more than
+    ``MAX_FORWARDED_CHAIN`` certificates, or an RSA key with a huge public exponent (``MAX_RSA_EXPONENT_BITS``).
+    Checked before any signature is verified with it, by the verifier, the walk or the disabled-authority search
+    (docs/SECURITY.md §44).  Pure; never raises."""
+    if len(forwarded) > MAX_FORWARDED_CHAIN:
+        return ChainProblem(
+            Reason.CHAIN_INVALID,
+            f"The forwarded chain holds {len(forwarded)} certificates; certauth reads at most "
+            f"{MAX_FORWARDED_CHAIN}: send the client's intermediates only (register the root, and any intermediate "
+            "the proxy cannot forward, as trusted authorities).",
+        )
     for certificate in forwarded:
         key = _public_key(certificate)
         if isinstance(key, rsa.RSAPublicKey):

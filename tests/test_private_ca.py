@@ -752,7 +752,7 @@ def test_system_check_w016_names_an_authority_no_chain_can_use() -> None:
 def test_walk_is_bounded_on_a_hostile_forwarded_chain() -> None:
     """Many same-named CA certificates for the same keys (the forwarded chain is the client's text): the
     walk stops after ``WALK_BUDGET`` candidates instead of trying every path, and refuses."""
-    from certauth.trust import WALK_BUDGET
+    from certauth.trust import MAX_FORWARDED_CHAIN, WALK_BUDGET
 
     keys = [ed25519.Ed25519PrivateKey.generate() for _ in range(4)]
     trusted = make_ca("Ed Root", ed25519.Ed25519PrivateKey.generate())
@@ -760,10 +760,11 @@ def test_walk_is_bounded_on_a_hostile_forwarded_chain() -> None:
     for depth, key in enumerate(keys):
         signer = keys[depth - 1] if depth else ed25519.Ed25519PrivateKey.generate()  # the top layer: nobody's
         issuer = Made(make_ca("Loop", signer).certificate, signer)
-        layers.append([make_ca("Loop", key, issuer=issuer) for _ in range(6)])
+        layers.append([make_ca("Loop", key, issuer=issuer) for _ in range(4)])
     leaf = make_client(Made(layers[-1][0].certificate, keys[-1]), "x")
     forwarded = tuple(c for layer in layers for c in layer)
-    assert len(forwarded) * 6 > WALK_BUDGET
+    # Within the chain bound (trust.forwarded_problem), yet 4**4 paths of same-named candidates.
+    assert len(forwarded) <= MAX_FORWARDED_CHAIN and 4 ** len(keys) > WALK_BUDGET
     problem = refused(trust(trusted), leaf, forwarded)
     assert problem.reason is Reason.CHAIN_INVALID and "too many candidate CAs" in problem.detail
 
