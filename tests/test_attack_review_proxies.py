@@ -94,7 +94,9 @@ def test_haproxy_maps_no_error_code_to_success() -> None:
     assert all(text and "SUCCESS" not in text.upper() for text in haproxy.VERIFY_ERRORS.values())
     lines = [line.strip() for line in haproxy.render(_options("optional_no_ca")).splitlines()]
     success = [line for line in lines if "X-SSL-Client-Verify SUCCESS" in line]
-    assert success == ["http-request set-header X-SSL-Client-Verify SUCCESS if certauth_certificate !certauth_unverified"]
+    assert success == [
+        "http-request set-header X-SSL-Client-Verify SUCCESS if certauth_certificate !certauth_unverified"
+    ]
     # Every later verdict line applies to unverified certificates only (a later set-header wins).
     later = lines[lines.index(success[0]) + 1 :]
     assert all(
