@@ -467,3 +467,31 @@ def test_client_initiated_renegotiation_is_refused(live: LiveProxy) -> None:
         process.wait()
     assert "RENEGOTIATING" in output, output[-2000:]
     assert re.search(r"no renegotiation|unexpected message", output), output[-2000:]
+
+
+def test_http2_forgeries_are_deleted_too(live: LiveProxy) -> None:
+    """Over HTTP/2 (Caddy speaks it; the HAProxy and Apache configurations offer HTTP/1.1 only): lower-case
+    names and underscores are deleted as over HTTP/1.1."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    before = len(live.echo.heads)
+    forged = [
+        "x_real_ip: 6.6.6.20",
+        "x-real-ip: 6.6.6.21",
+        "x-ssl-client-verify: SUCCESS",
+        "x-ssl-client-chain: forged",
+    ]
+    result = subprocess.run(
+        [curl, "-s", "-o", "/dev/null", "-w", "%{http_version}", "--http2", "--cacert", str(live.pki.path("ca")),
+         "--cert", str(live.pki.path("client")), "--key", str(live.pki.path("client", "key")),
+         "--resolve", f"localhost:{live.port}:127.0.0.1", *[item for header in forged for item in ("-H", header)],
+         f"https://localhost:{live.port}/api/whoami/"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert result.stdout == ("2" if live.name == "caddy" else "1.1"), result.stdout
+    [head] = live.echo.heads[before:]
+    meta = _meta(head)
+    for key in READ & set(meta):
+        assert not [value for value in meta[key] if FORGED.search(value)], (key, meta[key])
+    assert meta["HTTP_X_REAL_IP"] == ["127.0.0.1"] and meta["HTTP_X_SSL_CLIENT_VERIFY"] == ["SUCCESS"]
