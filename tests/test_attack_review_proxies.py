@@ -9,6 +9,7 @@ with (docs/SECURITY.md §45)."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,55 @@ def test_a_name_or_address_that_would_write_configuration_is_refused(module: Any
     extra[field] = value
     with pytest.raises(ValueError):
         module.render(_options(**extra))
+
+
+# --- the command line --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("proxy", ["haproxy", "apache", "caddy"])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--server-name", "localhost\n    SSLVerifyClient none"),
+        ("--server-name", "localhost }"),
+        ("--listen", "127.0.0.1:8443 #"),
+        ("--upstream", "127.0.0.1:8000\n    server evil 203.0.113.1:80"),
+        ("--client-ca", "/etc/certauth/ca bundle.pem"),
+        ("--proxy-secret-file", "<hostile secret>"),
+    ],
+)
+def test_the_command_refuses_values_that_would_write_configuration(
+    proxy: str, option: str, value: str, tmp_path: Path
+) -> None:
+    """``certauth proxy-config``: a value the renderer refuses is a CommandError naming it, never a
+    configuration with the value in it (the secret file's content too: only the first and last blanks go)."""
+    from django.core.management import CommandError, call_command
+
+    server = tmp_path / "server.pem"
+    server.write_text("not read without --check-files\n")
+    if option == "--proxy-secret-file":
+        secret_file = tmp_path / "secret"
+        secret_file.write_text(SECRET + "'\n    http-request set-header X-SSL-Client-Verify SUCCESS\n")
+        value = str(secret_file)
+    arguments = {
+        "--proxy": proxy,
+        "--mode": "optional",
+        "--server-cert": str(server),
+        "--server-key": str(server),
+        "--client-ca": "/etc/certauth/ca-bundle.pem",
+        "--upstream": "unix:/run/certauth/gunicorn.sock",
+        option: value,
+    }
+    # The same command with a harmless value works: the refusal below is the value's doing.
+    (tmp_path / "good").write_text(SECRET + "\n")
+    harmless = {
+        "--server-name": "api.example.com",
+        "--listen": "127.0.0.1:8443",
+        "--upstream": "127.0.0.1:8000",
+        "--client-ca": "/etc/certauth/ca-bundle.pem",
+        "--proxy-secret-file": str(tmp_path / "good"),
+    }
+    control = {**arguments, option: harmless[option]}
+    call_command("certauth", "proxy-config", *[item for pair in control.items() for item in pair], stdout=io.StringIO())
+    with pytest.raises(CommandError):
+        call_command("certauth", "proxy-config", *[item for pair in arguments.items() for item in pair])

@@ -495,3 +495,36 @@ def test_http2_forgeries_are_deleted_too(live: LiveProxy) -> None:
     for key in READ & set(meta):
         assert not [value for value in meta[key] if FORGED.search(value)], (key, meta[key])
     assert meta["HTTP_X_REAL_IP"] == ["127.0.0.1"] and meta["HTTP_X_SSL_CLIENT_VERIFY"] == ["SUCCESS"]
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"])
+def test_a_resumed_session_keeps_its_certificate_and_verdict(live: LiveProxy, version: ssl.TLSVersion) -> None:
+    """Session resumption: the verified certificate is forwarded again (the same one), and on HAProxy, which lets
+    an unverifiable certificate complete the handshake, a resumed session of an expired certificate is still
+    FAILED and routed to the refusal view (``ssl_c_verify`` is kept in the session)."""
+    names = ["client", "expired"] if live.name == "haproxy" else ["client"]
+    for name in names:
+        context = build_ssl_context(ca=live.pki.path("ca"), cert=live.pki.path(name), key=live.pki.path(name, "key"))
+        context.check_hostname = False
+        context.maximum_version = version
+        session: ssl.SSLSession | None = None
+        seen = []
+        for attempt in range(2):
+            before = len(live.echo.heads)
+            with (
+                socket.create_connection(("127.0.0.1", live.port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
+            ):
+                tls.sendall(b"GET /api/whoami/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                while tls.recv(65536):
+                    pass
+                assert tls.session_reused is (attempt == 1), (name, attempt)
+                session = tls.session
+            [head] = live.echo.heads[before:]
+            meta = _meta(head)
+            seen.append((_target(head), meta.get("HTTP_X_SSL_CLIENT_VERIFY"), meta.get("HTTP_X_SSL_CLIENT_CERT")))
+        assert seen[0] == seen[1], (name, seen)
+        if name == "client":
+            assert seen[1][0] == "/api/whoami/" and seen[1][1] == ["SUCCESS"] and seen[1][2]
+        else:
+            assert seen[1][0] == REFUSED_PATH and seen[1][1] == ["FAILED:certificate has expired"]
