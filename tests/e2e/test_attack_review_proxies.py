@@ -231,6 +231,9 @@ SMUGGLING = {
     "the-chain-header": b"X-SSL-Client-Chain: " + FORGED_CERT.encode() + b"\r\nX_SSL_Client_Chain: forged\r\n",
     "foreign-dialects": b"Client-Cert: :Zm9yZ2Vk:\r\nX-Forwarded-Client-Cert: Cert=forged\r\n"
     b"X-ARR-ClientCert: Zm9yZ2Vk\r\n",
+    # Latin-1 "\xdf" upper-cases to "SS" (Django's META key is name.upper()): X-\xdfL-Client-Verify would be
+    # HTTP_X_SSL_CLIENT_VERIFY to an application server that let the byte through.
+    "sharp-s": b"X-\xdfL-Client-Verify: SUCCESS\r\nX-\xdfL-Client-Cert: forged\r\nX-Real-\xdfIP: 6.6.6.15\r\n",
     "forwarded-for": b"X-Forwarded-For: 6.6.6.10\r\nForwarded: for=6.6.6.11\r\nX-Forwarded-Host: forged\r\n",
 }
 
