@@ -72,10 +72,13 @@ ORIGINAL_METHOD_HEADER = "X-Certauth-Original-Method"
 
 #: Certificate headers of other proxies' dialects (docs/proxies.md).  This nginx never sets them, so it
 #: clears them: with CERTIFICATE_HEADER or CHAIN_HEADER pointed at one of them, a client could otherwise
-#: send its own certificate through.
+#: send its own certificate through.  ``X-SSL-Client-Chain`` is the chain header of certauth's own Apache
+#: configuration (``certauth.proxyconf.apache.CHAIN_HEADER``): an operator who moves to another proxy and
+#: keeps that ``CHAIN_HEADER`` must not get a chain the client wrote (docs/SECURITY.md §45).
 FOREIGN_CERTIFICATE_HEADERS: tuple[str, ...] = (
     "Client-Cert",
     "Client-Cert-Chain",
+    "X-SSL-Client-Chain",
     "X-Forwarded-Client-Cert",
     "X-Forwarded-Tls-Client-Cert",
     "X-Amzn-Mtls-Clientcert",

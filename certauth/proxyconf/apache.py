@@ -193,7 +193,10 @@ def _headers(options: ProxyOptions) -> str:
         CERTIFICATE_HEADER, CHAIN_HEADER, VERIFY_HEADER, CLIENT_IP_HEADER, "X-Forwarded-For", "X-Forwarded-Proto",
         secret_header,
     ]  # fmt: skip
-    cleared = [*own, ORIGINAL_URI_HEADER, ORIGINAL_METHOD_HEADER, *FOREIGN_CERTIFICATE_HEADERS, *PROXY_ADDED_HEADERS]
+    # Once each: CHAIN_HEADER is this configuration's own and, for the other proxies, a foreign one.
+    cleared = dict.fromkeys(
+        [*own, ORIGINAL_URI_HEADER, ORIGINAL_METHOD_HEADER, *FOREIGN_CERTIFICATE_HEADERS, *PROXY_ADDED_HEADERS]
+    )
     unset = [f"RequestHeader unset {spelling}" for name in cleared for spelling in spellings(name)]
     lines = [
         "# --- what Django receives ------------------------------------------------------------------",

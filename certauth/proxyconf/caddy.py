@@ -74,12 +74,13 @@ SET_HEADERS: tuple[str, ...] = (CLIENT_IP_HEADER, "X-Forwarded-For", "X-Forwarde
 
 # A Caddyfile token written unquoted: no spaces, quotes, braces (placeholders), comments or escapes.
 _UNSAFE = re.compile(r"[\s;{}'\"\\#`$]")
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+_HEADER_NAME = re.compile(r"\A[A-Za-z0-9-]+\Z")
 # A site address's host name (a wildcard label first at most), and an upstream's host:port.
 _SERVER_NAME = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
-_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
-# secrets.token_urlsafe and base64 alphabets: nothing Caddy would read as a placeholder or escape.
-_SECRET = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+_HOST_PORT = re.compile(r"\A(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}\Z")
+# secrets.token_urlsafe and base64 alphabets: nothing Caddy would read as a placeholder or escape.  \A...\Z,
+# not ^...$: "$" also matches before a final newline, which would end the Caddyfile line.
+_SECRET = re.compile(r"\A[A-Za-z0-9._~+/=-]+\Z")
 
 _MODE_COMMENTS = {
     "on": (
