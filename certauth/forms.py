@@ -128,8 +128,9 @@ class RegistrationForm(forms.ModelForm):
         # The service's words on this form's fields; the warnings are shown once saved.
         fields = {"certificate": given[0], "not_after": "thumbprint_not_after", "not_before": "thumbprint_not_before"}
         for where, errors in check.errors.items():
+            field = fields.get(where, where)
             for error in errors:
-                self.add_error(fields.get(where, where), error)
+                self.add_error(field if field in self.fields else None, error)
         self.canonical_thumbprint = check.thumbprint
         self.registration_warnings = check.warnings
         return cleaned

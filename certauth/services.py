@@ -302,8 +302,9 @@ def register(
         if info is not None:
             entry.fill_from(info)
         else:
-            entry.thumbprint_sha256 = check.thumbprint or ""
-            entry.not_after, entry.not_before = _aware(not_after), _aware(not_before)  # type: ignore[assignment]
+            expiry = _aware(not_after)
+            assert check.thumbprint and expiry is not None  # check_registration refuses a thumbprint without them
+            entry.thumbprint_sha256, entry.not_after, entry.not_before = check.thumbprint, expiry, _aware(not_before)
             entry.source = RegisteredCertificate.Source.THUMBPRINT
         entry.created_by = by if getattr(by, "pk", None) else None
         try:

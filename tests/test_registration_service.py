@@ -321,3 +321,23 @@ def test_last_use_reads_naturally_in_list_and_expiring(pki: FixturePKI, register
     for text in (certauth("list"), expiring.getvalue()):
         assert "last used 2026-01-02T03:04:05" in text and "never used" in text, text
         assert "last used never" not in text and "  used 2026" not in text, text
+
+
+# --- `make run` re-registers its demo client on every start ------------------------------------------------------
+def test_make_run_starts_again_after_the_demo_certificate_was_revoked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`certauth register` now refuses a revoked certificate (exit 1); `make run` registers its demo client on
+    every start, so after a rotation try-out that revoked it, it must still start and say why the demo 401s."""
+    from certauth.devpki import DevPKI
+    from scripts import stack
+
+    for name in ("DATABASE_URL", "SECRET_KEY", "CERTAUTH_ADMIN_PASSWORD", "CERTAUTH_PROXY_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    var_dir = tmp_path / "var"
+    first = stack.prepare(var_dir)
+    assert first.demo_warning == ""
+    thumbprint = DevPKI.load(first.pki_dir).thumbprint("client")
+    stack._manage(first.env, "certauth", "revoke", "--thumbprint", thumbprint, capture=True)
+    again = stack.prepare(var_dir)
+    assert "is revoked in the registry" in again.demo_warning
