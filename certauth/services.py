@@ -283,7 +283,10 @@ def register(
                 thumbprint_sha256=canonical, identity__name=name, revoked_at__isnull=True
             ).first()
             if existing is not None:
-                owner, _ = get_or_create_identity(name, scopes=scopes)
+                try:
+                    owner, _ = get_or_create_identity(name, scopes=scopes)
+                except ValidationError as exc:
+                    raise ValidationError({"scopes": exc.error_list}) from exc
                 return Registration(existing, owner, created=False, identity_created=False, warnings=[])
         check = check_registration(
             known or name,

@@ -172,9 +172,13 @@ def test_the_start_must_come_before_the_expiry() -> None:
 
 
 def test_bad_scopes_are_refused_before_anything_is_written(tmp_path: Path, pki: FixturePKI) -> None:
-    refusal = cli_refusal("--identity", "ghost", "--cert", str(pem_file(tmp_path, pki.client)), "--scope", "a b<c")
+    path = str(pem_file(tmp_path, pki.client))
+    refusal = cli_refusal("--identity", "ghost", "--cert", path, "--scope", "a b<c")
     assert refusal.startswith("--scope: Invalid scope b<c")
     assert nothing_created()
+    certauth("register", "--identity", "ghost", "--cert", path, "--scope", "a")
+    assert cli_refusal("--identity", "ghost", "--cert", path, "--scope", "b<c").startswith("--scope: Invalid scope")
+    assert CertificateIdentity.objects.get(name="ghost").scope_list == ["a"]
 
 
 # --- the service itself: one ValidationError, one transaction ---------------------------------------------------
