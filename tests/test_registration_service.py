@@ -217,6 +217,23 @@ def test_a_failed_write_rolls_the_new_identity_back(pki: FixturePKI, trusted_roo
     assert not RegisteredCertificate.objects.exists()
 
 
+def test_the_form_checks_again_when_it_saves(pki: FixturePKI, trusted_root: Any) -> None:
+    """The admin form's save is the service, with its checks, in the transaction that writes: a registration
+    that got in after the form was checked is refused with the same words, nothing saved twice."""
+    from certauth.forms import RegistrationForm
+
+    identity = CertificateIdentity.objects.create(name="billing")
+    form = RegistrationForm(data=add_data(identity, pem_text=pki.client.cert_pem().decode()))
+    assert form.is_valid(), form.errors
+    services.register("other", pki.client.certificate)  # another operator, meanwhile
+    with pytest.raises(ValidationError) as refused:
+        form.register()
+    assert refused.value.messages == [
+        f"This certificate ({format_thumbprint(pki.client.thumbprint)}) is already registered for identity 'other'."
+    ]
+    assert list(RegisteredCertificate.objects.values_list("identity__name", flat=True)) == ["other"]
+
+
 def test_add_successor_goes_through_the_same_checks(pki: FixturePKI, register: Any) -> None:
     old = register(pki.client, identity="billing")
     with pytest.raises(ValidationError, match=r"could never authenticate \(certificate_expired\)"):
