@@ -15,23 +15,17 @@ from django import forms
 from django.contrib.admin import widgets as admin_widgets
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import services
-from .certificates import (
-    CertificateInfo,
-    describe,
-    format_thumbprint,
-    load_certificate,
-    load_pkcs12_certificate,
-    normalize_thumbprint,
-)
-from .conf import settings
+from .certificates import CertificateInfo, describe, load_certificate, load_pkcs12_certificate
 from .models import RegisteredCertificate, RevocationReason
-from .policy import PolicyOptions
 from .reasons import CertificateRefused, Reason
-from .trust import TrustStore, registration_problems
+
+# Re-exported: they moved to certauth.services with the registration checks.
+from .services import duplicate_message as duplicate_message
+from .services import policy_options as policy_options
+from .services import registration_trust_store as registration_trust_store
 
 MAX_UPLOAD_BYTES = 256 * 1024  # a certificate or PKCS#12 bundle is a few KB
 CERTIFICATE_EXTENSIONS = (".pem", ".crt", ".cer", ".der")
@@ -42,18 +36,6 @@ SENSITIVE_FIELDS = ("pem_text", "pkcs12_password")
 
 def _unreadable(detail: str) -> CertificateRefused:
     return CertificateRefused(Reason.MALFORMED_CERTIFICATE, detail)
-
-
-def duplicate_message(existing: RegisteredCertificate) -> str:
-    """Why a thumbprint cannot be registered again, and what to do instead."""
-    thumbprint = format_thumbprint(existing.thumbprint_sha256)
-    if existing.revoked_at is not None:
-        return (
-            f"This certificate ({thumbprint}) is already registered for identity {existing.identity.name!r} and was "
-            f"revoked on {existing.revoked_at:%Y-%m-%d}. Revocation is one-way: to reinstate it, delete the revoked "
-            "entry first, then register it again."
-        )
-    return f"This certificate ({thumbprint}) is already registered for identity {existing.identity.name!r}."
 
 
 class RegistrationForm(forms.ModelForm):
@@ -135,19 +117,22 @@ class RegistrationForm(forms.ModelForm):
         except CertificateRefused as exc:
             self.add_error(given[0], exc.detail)
             return cleaned
-        if self.certificate_info is not None:
-            self._check_can_authenticate(self.certificate_info, given[0])
-        if thumbprint:
-            self._clean_thumbprint(thumbprint, cleaned)
-        canonical = self.certificate_info.thumbprint_sha256 if self.certificate_info else self.canonical_thumbprint
-        if canonical:
-            self._check_not_registered(canonical, given[0])
-        if self.certificate_info is not None:
-            try:  # the same certificate in another encoding, or a key revoked as compromised
-                services.check_same_certificate(self.certificate_info)
-            except ValidationError as exc:
-                self.add_error(given[0], exc)
-        self._check_predecessor(cleaned)
+        check = services.check_registration(
+            cleaned.get("identity"),
+            self.certificate_info,
+            thumbprint=thumbprint or None,
+            not_after=cleaned.get("thumbprint_not_after"),
+            not_before=cleaned.get("thumbprint_not_before"),
+            predecessor=cleaned.get("predecessor"),
+        )
+        # The service's words on this form's fields; the warnings are shown once saved.
+        fields = {"certificate": given[0], "not_after": "thumbprint_not_after", "not_before": "thumbprint_not_before"}
+        for where, errors in check.errors.items():
+            field = fields.get(where, where)
+            for error in errors:
+                self.add_error(field if field in self.fields else None, error)
+        self.canonical_thumbprint = check.thumbprint
+        self.registration_warnings = check.warnings
         return cleaned
 
     def _read_upload(self, upload: UploadedFile, password: str) -> CertificateInfo:
@@ -171,62 +156,24 @@ class RegistrationForm(forms.ModelForm):
         certificate, _extra = load_pkcs12_certificate(data, password)
         return describe(certificate)
 
-    def _clean_thumbprint(self, thumbprint: str, cleaned: dict[str, Any]) -> None:
-        try:
-            self.canonical_thumbprint = normalize_thumbprint(thumbprint)
-        except ValueError as exc:
-            self.add_error("thumbprint", str(exc))
-            return
-        not_before, not_after = cleaned.get("thumbprint_not_before"), cleaned.get("thumbprint_not_after")
-        if not_after is None:
-            self.add_error("thumbprint_not_after", _("A typed thumbprint needs the certificate's expiry date."))
-        elif not_before is not None and not_before >= not_after:
-            self.add_error("thumbprint_not_after", _("The expiry date must be after the start date."))
-
-    def _check_can_authenticate(self, info: CertificateInfo, field: str) -> None:
-        """Refuse a certificate that the policy would refuse on every request (expired, wrong usage, weak,
-        unsupported): registering it could only lead to a puzzling 401.  A not-yet-valid certificate is
-        fine: registering a successor ahead of its start is how rotation is prepared.  What the current trust
-        policy refuses (untrusted issuer, self-signed not allowed) is a warning, shown once saved.  The same
-        check, in the same words, as ``certauth register`` (``certauth.trust.registration_problems``)."""
-        for problem in registration_problems(info, registration_trust_store(), timezone.now(), policy_options()):
-            if problem.severity == "refuse":
-                self.add_error(field, ValidationError(problem.text, code=str(problem.reason or "invalid")))
-            else:
-                self.registration_warnings.append(problem.text)
-
-    def _check_not_registered(self, thumbprint: str, field: str) -> None:
-        existing = RegisteredCertificate.objects.filter(thumbprint_sha256=thumbprint).select_related("identity").first()
-        if existing is not None:
-            self.add_error(field, ValidationError(duplicate_message(existing), code="duplicate"))
-
-    def _check_predecessor(self, cleaned: dict[str, Any]) -> None:
-        predecessor: RegisteredCertificate | None = cleaned.get("predecessor")
-        identity = cleaned.get("identity")
-        if predecessor is not None and identity is not None and predecessor.identity_id != identity.pk:
-            self.add_error("predecessor", _("A successor belongs to the same identity as the entry it replaces."))
-
     # --- saving -----------------------------------------------------------------------------------
     def register(self, *, by: Any = None) -> RegisteredCertificate:
-        """Save through ``certauth.services`` (call only after ``is_valid()``)."""
-        identity = self.cleaned_data["identity"]
-        label = self.cleaned_data.get("label") or ""
-        predecessor = self.cleaned_data.get("predecessor")
-        if self.certificate_info is not None:
-            return services.register_certificate(
-                identity, self.certificate_info, label=label, predecessor=predecessor, by=by
-            )
-        if self.canonical_thumbprint is None:
+        """Save through ``services.register`` (call only after ``is_valid()``): the checks of ``clean()`` again,
+        in the transaction that writes."""
+        if self.certificate_info is None and self.canonical_thumbprint is None:
             raise ValueError("register() needs a form that passed is_valid().")
-        return services.register_thumbprint(
-            identity,
-            self.canonical_thumbprint,
-            not_after=self.cleaned_data["thumbprint_not_after"],
+        registration = services.register(
+            self.cleaned_data["identity"],
+            self.certificate_info,
+            thumbprint=None if self.certificate_info else self.canonical_thumbprint,
+            not_after=self.cleaned_data.get("thumbprint_not_after"),
             not_before=self.cleaned_data.get("thumbprint_not_before"),
-            label=label,
-            predecessor=predecessor,
+            label=self.cleaned_data.get("label") or "",
+            predecessor=self.cleaned_data.get("predecessor"),
             by=by,
         )
+        self.registration_warnings = registration.warnings
+        return registration.entry
 
 
 class RevocationForm(forms.Form):
@@ -251,21 +198,3 @@ class RevocationForm(forms.Form):
                 "Already revoked: raising the reason to key compromise keeps the revocation date and refuses every "
                 "other certificate for the same key (from any authority, by any rule)."
             )
-
-
-def policy_options() -> PolicyOptions:
-    return PolicyOptions(
-        validate_validity_period=settings.VALIDATE_VALIDITY_PERIOD,
-        validate_certificate_use=settings.VALIDATE_CERTIFICATE_USE,
-    )
-
-
-def registration_trust_store() -> TrustStore | None:
-    """The current trust store for ``registration_problems``, or None when the registry cannot be read (the
-    trust warnings are then skipped; registering still works)."""
-    from .authorities import current_trust_store
-
-    try:
-        return current_trust_store()
-    except Exception:
-        return None

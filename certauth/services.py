@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from .certificates import CertificateInfo, describe, format_thumbprint, normalize_thumbprint
+from .conf import settings
 from .models import CertificateIdentity, RegisteredCertificate, RevocationReason, parse_scopes
+from .policy import PolicyOptions
 from .reasons import Reason
 from .registry import registry_changed
+from .trust import TrustStore, registration_problems
 
 logger = logging.getLogger("certauth")
 
@@ -86,6 +90,238 @@ def check_same_certificate(info: CertificateInfo) -> None:
         )
 
 
+# --- registration: one path for the admin form, the CLI, the audit's "register this" and code -------------
+#: Where a refusal belongs: ``certificate`` (what it is: could never authenticate, already registered, the
+#: same as another entry), ``thumbprint`` (its spelling), ``not_after``/``not_before`` (a typed thumbprint's
+#: dates), ``predecessor``, ``identity`` (its name), ``scopes``.  The admin form puts each on its field, the CLI
+#: names its option.
+FIELDS = ("identity", "scopes", "certificate", "thumbprint", "not_after", "not_before", "predecessor")
+
+
+def policy_options() -> PolicyOptions:
+    return PolicyOptions(
+        validate_validity_period=settings.VALIDATE_VALIDITY_PERIOD,
+        validate_certificate_use=settings.VALIDATE_CERTIFICATE_USE,
+    )
+
+
+def registration_trust_store() -> TrustStore | None:
+    """The current trust store for ``registration_problems``, or None when the registry cannot be read (the
+    trust warnings are then skipped; registering still works)."""
+    from .authorities import current_trust_store
+
+    try:
+        return current_trust_store()
+    except Exception:
+        return None
+
+
+def duplicate_message(existing: RegisteredCertificate) -> str:
+    """Why a thumbprint cannot be registered again, and what to do instead."""
+    thumbprint = format_thumbprint(existing.thumbprint_sha256)
+    if existing.revoked_at is not None:
+        return (
+            f"This certificate ({thumbprint}) is already registered for identity {existing.identity.name!r} and was "
+            f"revoked on {existing.revoked_at:%Y-%m-%d}. Revocation is one-way: to reinstate it, delete the revoked "
+            "entry first (in the admin, as a superuser), then register it again."
+        )
+    return f"This certificate ({thumbprint}) is already registered for identity {existing.identity.name!r}."
+
+
+def thumbprint_problem(thumbprint: str) -> str | None:
+    """Why a typed thumbprint is not one (the words ``register`` uses), or None."""
+    try:
+        normalize_thumbprint(thumbprint)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass
+class RegistrationCheck:
+    """What ``check_registration`` found: refusals by field (see ``FIELDS``), in the order found, and
+    warnings (it will be registered, but still refused for now, and why)."""
+
+    errors: dict[str, list[ValidationError]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    thumbprint: str | None = None  # canonical, when one could be read
+
+    def refuse(self, where: str, message: str, code: str) -> None:
+        self.errors.setdefault(where, []).append(ValidationError(message, code=code))
+
+    def error(self) -> ValidationError:
+        return ValidationError({where: self.errors[where] for where in FIELDS if where in self.errors})
+
+
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    return moment.replace(tzinfo=dt.UTC) if moment is not None and timezone.is_naive(moment) else moment
+
+
+def check_registration(
+    identity: CertificateIdentity | str | None,
+    certificate: x509.Certificate | CertificateInfo | None = None,
+    *,
+    thumbprint: str | None = None,
+    not_after: dt.datetime | None = None,
+    not_before: dt.datetime | None = None,
+    predecessor: RegisteredCertificate | None = None,
+    scopes: list[str] | None = None,
+    now: dt.datetime | None = None,
+) -> RegistrationCheck:
+    """Every check of a registration, without writing: what ``register`` refuses and warns about.  Give
+    ``certificate`` or ``thumbprint`` (with ``not_after``).  ``identity`` may be a name not created yet, or None
+    when the caller could not read one (its checks are then skipped)."""
+    now = now or timezone.now()
+    check = RegistrationCheck()
+    name = identity.name if isinstance(identity, CertificateIdentity) else identity
+    if isinstance(identity, str) and not 0 < len(identity.strip()) <= 150:
+        check.refuse("identity", "An identity name has 1 to 150 characters, e.g. billing-service.", "invalid")
+    try:
+        parse_scopes(" ".join(scopes or []))
+    except ValidationError as exc:
+        check.errors.setdefault("scopes", []).extend(exc.error_list)
+    if (certificate is None) == (not thumbprint):
+        message = "Give the certificate one way: the certificate itself or its thumbprint, not both."
+        check.refuse("certificate", message if certificate else "Give the certificate or its thumbprint.", "required")
+        return check
+    options = policy_options()
+    info = certificate if isinstance(certificate, CertificateInfo) or certificate is None else describe(certificate)
+    if info is not None:
+        check.thumbprint = info.thumbprint_sha256
+        for problem in registration_problems(info, registration_trust_store(), now, options):
+            if problem.severity == "refuse":
+                check.refuse("certificate", problem.text, str(problem.reason or "invalid"))
+            else:
+                check.warnings.append(problem.text)
+    else:
+        spelling = thumbprint_problem(thumbprint or "")
+        if spelling is not None:
+            check.refuse("thumbprint", spelling, "invalid_thumbprint")
+        else:
+            check.thumbprint = normalize_thumbprint(thumbprint or "")
+        not_after, not_before = _aware(not_after), _aware(not_before)
+        if not_after is None:
+            check.refuse("not_after", "A typed thumbprint needs the certificate's expiry date.", "required")
+        elif options.validate_validity_period and not_after <= now:
+            check.refuse(
+                "not_after",
+                f"This certificate could never authenticate ({Reason.CERTIFICATE_EXPIRED}): the expiry date "
+                f"{not_after.isoformat(timespec='seconds')} is in the past. Give the certificate's notAfter (`openssl "
+                "x509 -noout -enddate -in client.crt`), or register its renewal.",
+                str(Reason.CERTIFICATE_EXPIRED),
+            )
+        elif not_before is not None and not_before >= not_after:
+            check.refuse("not_after", "The expiry date must be after the start date.", "invalid")
+    if check.thumbprint:
+        existing = (
+            RegisteredCertificate.objects.filter(thumbprint_sha256=check.thumbprint).select_related("identity").first()
+        )
+        if existing is not None:
+            check.refuse("certificate", duplicate_message(existing), "duplicate")
+        elif info is not None:
+            try:  # the same certificate in another encoding, or a key revoked as compromised
+                check_same_certificate(info)
+            except ValidationError as exc:
+                check.errors.setdefault("certificate", []).extend(exc.error_list)
+    if predecessor is not None and name is not None and predecessor.identity.name != name:
+        check.refuse("predecessor", "A successor belongs to the same identity as the entry it replaces.", "invalid")
+    if isinstance(identity, CertificateIdentity) and not identity.is_active:
+        check.warnings.append(
+            f"The identity {identity.name!r} is disabled: requests with this certificate will still be refused "
+            f"({Reason.IDENTITY_DISABLED}) until the identity is enabled again."
+        )
+    return check
+
+
+@dataclass
+class Registration:
+    """What ``register`` did.  ``created`` is False only when ``existing_ok`` found the certificate already
+    registered, live, for this identity (``entry`` is then that entry, and nothing but scopes changed)."""
+
+    entry: RegisteredCertificate
+    identity: CertificateIdentity
+    created: bool
+    identity_created: bool
+    warnings: list[str]
+
+
+def register(
+    identity: CertificateIdentity | str,
+    certificate: x509.Certificate | CertificateInfo | None = None,
+    *,
+    thumbprint: str | None = None,
+    not_after: dt.datetime | None = None,
+    not_before: dt.datetime | None = None,
+    scopes: list[str] | None = None,
+    label: str = "",
+    predecessor: RegisteredCertificate | None = None,
+    by: Any = None,
+    now: dt.datetime | None = None,
+    existing_ok: bool = False,
+) -> Registration:
+    """Register a certificate (or a typed thumbprint with its dates) for an identity, given as an object or a
+    name (created when missing, with ``scopes`` added).  The one registration path of the admin form, the CLI
+    and code: every check of ``check_registration``, then the writes, in one transaction.  Raises one
+    ``ValidationError`` (by field, see ``FIELDS``) with every refusal, and then nothing is created, not even
+    the identity.  There is no override: what could never authenticate, a duplicate, a revoked certificate
+    are refused alike everywhere.  ``existing_ok`` (set-up scripts that run on every start): a certificate
+    already registered, live, for this very identity is no error; nothing is created then."""
+    now = now or timezone.now()
+    name = identity.name if isinstance(identity, CertificateIdentity) else identity
+    info = describe(certificate) if isinstance(certificate, x509.Certificate) else certificate
+    with transaction.atomic():
+        known = (
+            identity
+            if isinstance(identity, CertificateIdentity)
+            else CertificateIdentity.objects.filter(name=name).first()
+        )
+        if existing_ok:
+            canonical = info.thumbprint_sha256 if info else None
+            if info is None and thumbprint and thumbprint_problem(thumbprint) is None:
+                canonical = normalize_thumbprint(thumbprint)
+            existing = RegisteredCertificate.objects.filter(
+                thumbprint_sha256=canonical, identity__name=name, revoked_at__isnull=True
+            ).first()
+            if existing is not None:
+                try:
+                    owner, _ = get_or_create_identity(name, scopes=scopes)
+                except ValidationError as exc:
+                    raise ValidationError({"scopes": exc.error_list}) from exc
+                return Registration(existing, owner, created=False, identity_created=False, warnings=[])
+        check = check_registration(
+            known or name,
+            info,
+            thumbprint=thumbprint,
+            not_after=not_after,
+            not_before=not_before,
+            predecessor=predecessor,
+            scopes=scopes,
+            now=now,
+        )
+        if check.errors:
+            raise check.error()
+        owner, identity_created = get_or_create_identity(name, scopes=scopes)
+        entry = RegisteredCertificate(identity=owner, label=label, predecessor=predecessor)
+        if info is not None:
+            entry.fill_from(info)
+        else:
+            expiry = _aware(not_after)
+            assert check.thumbprint and expiry is not None  # check_registration refuses a thumbprint without them
+            entry.thumbprint_sha256, entry.not_after, entry.not_before = check.thumbprint, expiry, _aware(not_before)
+            entry.source = RegisteredCertificate.Source.THUMBPRINT
+        entry.created_by = by if getattr(by, "pk", None) else None
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent registration of the same bytes lost the race
+                entry.save()
+        except IntegrityError as exc:
+            existing = RegisteredCertificate.objects.filter(thumbprint_sha256=entry.thumbprint_sha256).first()
+            if existing is None:
+                raise
+            duplicate = ValidationError(duplicate_message(existing), code="duplicate")
+            raise ValidationError({"certificate": [duplicate]}) from exc
+        return Registration(entry, owner, created=True, identity_created=identity_created, warnings=check.warnings)
+
+
 @transaction.atomic
 def register_certificate(
     identity: CertificateIdentity,
@@ -95,8 +331,9 @@ def register_certificate(
     predecessor: RegisteredCertificate | None = None,
     by: Any = None,
 ) -> RegisteredCertificate:
-    """Register a certificate for an identity.  Raises ``ValidationError`` for a duplicate thumbprint, and for
-    the same certificate in another encoding or a compromised key (``check_same_certificate``)."""
+    """Record a certificate for an identity as given: the integrity checks only (a duplicate thumbprint, the same
+    certificate in another encoding, a compromised key: ``ValidationError``).  For fixtures and data imports;
+    operators' registrations go through ``register``, which also refuses what could never authenticate."""
     info = certificate if isinstance(certificate, CertificateInfo) else describe(certificate)
     _check_not_registered(info.thumbprint_sha256)
     check_same_certificate(info)
@@ -118,7 +355,8 @@ def register_thumbprint(
     predecessor: RegisteredCertificate | None = None,
     by: Any = None,
 ) -> RegisteredCertificate:
-    """Register a typed thumbprint (any spelling) when the certificate itself is not at hand."""
+    """Record a typed thumbprint (any spelling) as given, refusing a duplicate only.  For fixtures and data
+    imports; operators' registrations go through ``register`` (which also refuses an expiry in the past)."""
     try:
         canonical = normalize_thumbprint(thumbprint)
     except ValueError as exc:
@@ -156,20 +394,18 @@ def add_successor(
 ) -> RegisteredCertificate:
     """Register the next certificate of ``entry``'s identity with ``entry`` as its predecessor.  Both
     authenticate during the overlap; retire the old one (``retire``) once its ``last_used_at`` stops
-    moving.  ``certificate`` may be a typed thumbprint, which then needs ``not_after``."""
-    if isinstance(certificate, str):
-        if not_after is None:
-            raise ValidationError("A typed thumbprint needs its expiry date (not_after).", code="required")
-        return register_thumbprint(
-            entry.identity,
-            certificate,
-            not_after=not_after,
-            not_before=not_before,
-            label=label,
-            predecessor=entry,
-            by=by,
-        )
-    return register_certificate(entry.identity, certificate, label=label, predecessor=entry, by=by)
+    moving.  ``certificate`` may be a typed thumbprint, which then needs ``not_after``.  Through ``register``:
+    the same checks, the same ``ValidationError``."""
+    return register(
+        entry.identity,
+        None if isinstance(certificate, str) else certificate,
+        thumbprint=certificate if isinstance(certificate, str) else None,
+        not_after=not_after,
+        not_before=not_before,
+        label=label,
+        predecessor=entry,
+        by=by,
+    ).entry
 
 
 def retire(entry: RegisteredCertificate, *, by: Any = None) -> bool:

@@ -1333,7 +1333,9 @@ class TrustStore:
                 raise CertificateRefused(Reason.CHAINED_NOT_ALLOWED)
             if self._store is None:
                 raise CertificateRefused(
-                    Reason.UNTRUSTED_ISSUER, "No trusted authority is enabled, so no chained certificate is trusted."
+                    Reason.UNTRUSTED_ISSUER,
+                    "No trusted authority is enabled, so no chained certificate is trusted: add the CA that "
+                    "issues your clients' certificates under Trusted authorities (`certauth authority add`).",
                 )
             hostile = forwarded_problem(forwarded)
             if hostile is not None:
@@ -1702,12 +1704,24 @@ def registration_problems(
     if store is not None and info.certificate is not None:
         distrusted = store.trust_refusal(info.certificate, max(now, info.not_before))
         if distrusted is not None:
+            hint = REGISTRATION_HINTS.get(distrusted.reason, "")
             problems.append(
                 Problem(
                     "warn",
-                    f"This certificate cannot authenticate under the current trust policy ({distrusted.reason}): "
-                    f"{distrusted.detail or distrusted.reason.message}",
+                    "Registering it is allowed, but requests with this certificate will still be refused under the "
+                    f"current trust policy ({distrusted.reason}): {distrusted.detail or distrusted.reason.message}"
+                    + (f" {hint}" if hint else ""),
                     distrusted.reason,
                 )
             )
     return problems
+
+
+#: How to make a certificate that the trust policy refuses today authenticate, where the refusal's detail does
+#: not say (an untrusted issuer's detail names the CA and the fix already).
+REGISTRATION_HINTS = {
+    Reason.SELF_SIGNED_NOT_ALLOWED: "CERTAUTH['ALLOWED_CERTIFICATE_TYPES'] is 'chained' (the default outside DEBUG): "
+    "have it issued by a trusted CA, or allow 'self_signed' or 'all'.",
+    Reason.CHAINED_NOT_ALLOWED: "CERTAUTH['ALLOWED_CERTIFICATE_TYPES'] is 'self_signed': register a self-signed "
+    "certificate, or allow 'chained' or 'all'.",
+}

@@ -728,22 +728,31 @@ def _admin_password(var_dir: Path) -> tuple[str, str]:
     return password, f"generated, kept in {path}"
 
 
-def _demo_certificate_warning(env: Mapping[str, str], pki_dir: Path) -> str:
-    """A note when the demo client's entry no longer authenticates (e.g. retired in a rotation try-out)."""
+def _demo_entry_status(env: Mapping[str, str], pki_dir: Path) -> str | None:
+    """The registry's status of the dev PKI's demo client certificate ("valid", "revoked", …), None when it is
+    not registered."""
     import json
 
     from certauth.devpki import DevPKI
 
-    listing = _manage(env, "certauth", "list", "--identity", "demo-client", "--format", "json", capture=True)
+    listing = _manage(env, "certauth", "list", "--format", "json", capture=True)
     thumbprint = DevPKI.load(pki_dir).thumbprint("client")
     for identity in json.loads(listing.stdout or "[]"):
         for entry in identity["certificates"]:
-            if entry["thumbprint"] == thumbprint and entry["status"] not in {"valid", "expiring"}:
-                return (
-                    f"\n\nNote: the demo certificate {pki_dir.name}/client.pem is {entry['status']} in the registry "
-                    "(you retired or revoked it), so the first curl above answers 401. Use the certificate you "
-                    "registered as its successor, or start afresh with `make clean && make run`."
-                )
+            if entry["thumbprint"] == thumbprint:
+                return str(entry["status"])
+    return None
+
+
+def _demo_certificate_warning(env: Mapping[str, str], pki_dir: Path) -> str:
+    """A note when the demo client's entry no longer authenticates (e.g. retired in a rotation try-out)."""
+    status = _demo_entry_status(env, pki_dir)
+    if status is not None and status not in {"valid", "expiring"}:
+        return (
+            f"\n\nNote: the demo certificate {pki_dir.name}/client.pem is {status} in the registry "
+            "(you retired or revoked it), so the first curl above answers 401. Use the certificate you "
+            "registered as its successor, or start afresh with `make clean && make run`."
+        )
     return ""
 
 
@@ -796,12 +805,14 @@ def prepare(var_dir: Path) -> Prepared:
     _manage(env, "collectstatic", "--noinput", "--verbosity", "0")
     # Reuses an existing PKI (renews it when the server or demo certificate is about to expire).
     _manage(env, "certauth", "devpki", "--out", str(pki_dir), capture=True)
-    registered = _manage(
-        env, "certauth", "register", "--identity", "demo-client", "--cert", str(pki_dir / "client.pem"),
-        "--scope", "orders:read", "--scope", "orders:write", "--label", "make run demo client",
-        capture=True,
-    )  # fmt: skip
-    for line in [*trust_dev_authorities(env, pki_dir).splitlines(), *registered.stdout.strip().splitlines()]:
+    registered = ["demo-client: its certificate is revoked (see the note below), left as it is"]
+    if _demo_entry_status(env, pki_dir) != "revoked":  # `certauth register` refuses a revoked one (exit 1)
+        registered = _manage(
+            env, "certauth", "register", "--identity", "demo-client", "--cert", str(pki_dir / "client.pem"),
+            "--scope", "orders:read", "--scope", "orders:write", "--label", "make run demo client",
+            capture=True,
+        ).stdout.strip().splitlines()  # fmt: skip
+    for line in [*trust_dev_authorities(env, pki_dir).splitlines(), *registered]:
         print(f"   {line}", flush=True)
     client_ca = write_proxy_bundle(env, var_dir)
     demo_warning = _demo_certificate_warning(env, pki_dir)

@@ -69,7 +69,7 @@ def test_register_der_and_pkcs12_keep_only_the_public_certificate(files, pki, ki
 def test_register_again_is_idempotent_but_never_moves_a_certificate(files) -> None:
     certauth("register", "--identity", "billing", "--cert", str(files["pem"]))
     assert "already registered" in certauth("register", "--identity", "billing", "--cert", str(files["pem"]))
-    with pytest.raises(CommandError, match="Already registered for identity 'billing'"):
+    with pytest.raises(CommandError, match="is already registered for identity 'billing'"):
         certauth("register", "--identity", "someone-else", "--cert", str(files["pem"]))
     assert RegisteredCertificate.objects.count() == 1
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from .. import audit
+from .. import audit, services
 from ..certificates import format_thumbprint
 from ..models import AuthenticationFailure, RegisteredCertificate
 from ..reasons import Reason
@@ -172,7 +172,12 @@ class AuthenticationFailureAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
             return None
-        if RegisteredCertificate.objects.filter(thumbprint_sha256=captured[0].thumbprint_sha256).exists():
-            self.message_user(request, _("This certificate is already registered."), messages.WARNING)
+        existing = (
+            RegisteredCertificate.objects.filter(thumbprint_sha256=captured[0].thumbprint_sha256)
+            .select_related("identity")
+            .first()
+        )
+        if existing is not None:  # the registration form's words (certauth.services), revoked or not
+            self.message_user(request, services.duplicate_message(existing), messages.WARNING)
             return None
         return HttpResponseRedirect(registration_url(captured[0]))

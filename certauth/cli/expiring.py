@@ -57,10 +57,10 @@ def as_text(items: list[dict[str, Any]], days: int) -> str:
     lines = [f"{len(items)} certificate(s) expire within {days} days:"]
     for item in items:
         successor = "successor registered" if item["has_successor"] else "NO SUCCESSOR"
-        used = item["last_used_at"][:19] if item["last_used_at"] else "never used"
+        used = f"last used {item['last_used_at'][:19]}" if item["last_used_at"] else "never used"
         lines.append(
             f"  {item['not_after'][:10]}  in {item['days_left']:>3} d  {item['identity']}  "
-            f"{format_thumbprint(item['thumbprint'])}  {item['subject_cn'] or '-'}  last used {used}  {successor}"
+            f"{format_thumbprint(item['thumbprint'])}  {item['subject_cn'] or '-'}  {used}  {successor}"
         )
     return "\n".join(lines)
 

@@ -8,7 +8,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from ..models import CertificateIdentity, RegisteredCertificate
-from . import Subcommand
+from . import CommandError, Subcommand
 
 
 class List(Subcommand):
@@ -26,6 +26,11 @@ class List(Subcommand):
         )
         if options.get("identity"):
             identities = identities.filter(name=options["identity"])
+            if not identities:
+                raise CommandError(
+                    f"No identity named {options['identity']!r}; `certauth list` shows every identity (names are "
+                    "exact, case included)."
+                )
         data: list[dict[str, Any]] = [
             {
                 "identity": identity.name,
@@ -56,7 +61,7 @@ class List(Subcommand):
             state = "active" if item["active"] else "DISABLED"
             self.stdout.write(f"{item['identity']}  [{state}]  scopes: {' '.join(item['scopes']) or '-'}")
             for cert in item["certificates"]:
-                used = f"used {cert['last_used_at'][:19]}" if cert["last_used_at"] else "never used"
+                used = f"last used {cert['last_used_at'][:19]}" if cert["last_used_at"] else "never used"
                 until = cert["not_after"][:19]
                 status = cert["status"]
                 self.stdout.write(f"  {cert['thumbprint']}  {status:<13} until {until}  {used}  {cert['subject']}")

@@ -6,23 +6,34 @@ from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.utils import timezone
 
-from ..certificates import describe, format_thumbprint, load_certificate, load_pkcs12_certificate, normalize_thumbprint
-from ..forms import policy_options, registration_trust_store
-from ..models import RegisteredCertificate
+from .. import services
+from ..certificates import describe, format_thumbprint, load_certificate, load_pkcs12_certificate
 from ..reasons import CertificateRefused
-from ..services import get_or_create_identity, register_certificate, register_thumbprint
-from ..trust import registration_problems
 from . import CommandError, Subcommand
 
 
-def parse_datetime(text: str) -> dt.datetime:
+def parse_datetime(text: str, option: str = "") -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError as exc:
-        raise CommandError(f"Not an ISO date/time: {text!r} (e.g. 2027-01-31 or 2027-01-31T12:00:00Z).") from exc
+        where = f"{option}: " if option else ""
+        raise CommandError(f"{where}Not an ISO date/time: {text!r} (e.g. 2027-01-31 or 2027-01-31T12:00:00Z).") from exc
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+#: The option each of ``services.FIELDS`` stands for here (none: the certificate itself, in the admin's words).
+OPTIONS = {"identity": "--identity", "scopes": "--scope", "thumbprint": "--thumbprint", "not_after": "--not-after",
+           "not_before": "--not-before"}  # fmt: skip
+
+
+def refusal_text(error: ValidationError) -> str:
+    """``services.register``'s refusals, one a line, each as the admin form words it."""
+    lines = []
+    for where, errors in (error.message_dict if hasattr(error, "error_dict") else {"": error.messages}).items():
+        prefix = f"{OPTIONS[where]}: " if where in OPTIONS else ""
+        lines += [prefix + message for message in errors]
+    return "\n".join(lines)
 
 
 class Register(Subcommand):
@@ -45,65 +56,55 @@ class Register(Subcommand):
         parser.add_argument("--label", default="", help="A note for operators, e.g. 'issued 2026-11 by vault'.")
 
     def handle(self, **options: Any) -> int:
+        """Through ``services.register``, as the admin form: the same checks and words, one transaction (a
+        refusal creates nothing, not even the identity), no override (the admin has none).  Running it again
+        for the same identity is a no-op (set-up scripts run it on every start); scopes are still added."""
+        info, thumbprint = None, options.get("thumbprint")
         if options["cert"] is not None:
-            password = options.get("password")
-            if options.get("password_file") is not None:
-                try:
-                    password = options["password_file"].read_text().splitlines()[0] if options["password_file"] else ""
-                except (OSError, IndexError) as exc:
-                    raise CommandError(f"Cannot read a password from {options['password_file']}.") from exc
-            info = self._read_certificate(options["cert"], password)
-            thumbprint = info.thumbprint_sha256
-        else:
-            if not options.get("not_after"):
-                raise CommandError("--thumbprint needs --not-after (when the certificate expires).")
+            info = self._read_certificate(options["cert"], self._password(options))
+        dates: dict[str, dt.datetime | None] = {}
+        unreadable = []
+        for option, key in (("--not-after", "not_after"), ("--not-before", "not_before")):
             try:
-                thumbprint = normalize_thumbprint(options["thumbprint"])
-            except ValueError as exc:
-                raise CommandError(str(exc)) from exc
-            info = None
-        existing = RegisteredCertificate.objects.filter(thumbprint_sha256=thumbprint).select_related("identity").first()
-        if existing is not None:
-            if existing.identity.name != options["identity"]:
-                raise CommandError(f"Already registered for identity {existing.identity.name!r}.")
-            get_or_create_identity(options["identity"], scopes=options["scope"])
-            self.stdout.write(f"already registered: {thumbprint} ({existing.identity.name})")
-            return 0
-        # Once it is not already registered (idempotent, as set-up scripts need).
-        warnings = self._check_can_authenticate(info) if info is not None else []
+                dates[key] = parse_datetime(options[key], option) if options.get(key) else None
+            except CommandError as exc:
+                unreadable.append(str(exc))
+        if unreadable:  # the thumbprint's own problem first, as the admin form orders them
+            spelling = services.thumbprint_problem(thumbprint) if thumbprint else None
+            raise CommandError("\n".join(([f"--thumbprint: {spelling}"] if spelling else []) + unreadable))
         try:
-            identity, created = get_or_create_identity(options["identity"], scopes=options["scope"])
-            if info is not None:
-                entry = register_certificate(identity, info, label=options["label"])
-            else:
-                entry = register_thumbprint(
-                    identity,
-                    thumbprint,
-                    not_after=parse_datetime(options["not_after"]),
-                    not_before=parse_datetime(options["not_before"]) if options.get("not_before") else None,
-                    label=options["label"],
-                )
+            registration = services.register(
+                options["identity"],
+                info,
+                thumbprint=None if info else thumbprint,
+                not_after=dates["not_after"],
+                not_before=dates["not_before"],
+                scopes=options["scope"],
+                label=options["label"],
+                existing_ok=True,
+            )
         except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages)) from exc
-        if created:
+            raise CommandError(refusal_text(exc)) from exc
+        entry, identity = registration.entry, registration.identity
+        if not registration.created:
+            self.stdout.write(f"already registered: {entry.thumbprint_sha256} ({identity.name}), nothing changed")
+            return 0
+        if registration.identity_created:
             self.stdout.write(f"created identity {identity.name} (scopes: {identity.scopes or '-'})")
         self.stdout.write(f"registered {entry.thumbprint_sha256}")
         self.stdout.write(f"  = {format_thumbprint(entry.thumbprint_sha256)}")
         self.stdout.write(f"  identity {identity.name}, valid until {entry.not_after.isoformat()}")
-        for warning in warnings:
+        for warning in registration.warnings:
             self.stdout.write(f"  warning: {warning}")
         return 0
 
-    def _check_can_authenticate(self, info: Any) -> list[str]:
-        """The admin registration form's check, in its words (``certauth.trust.registration_problems``): what
-        could never authenticate is refused (exit 1); what only the current trust policy refuses (no enabled
-        authority issued it yet, self-signed not allowed) is registered, and the warning returned, as the admin
-        does: set-up scripts register certificates before trusting their CA."""
-        problems = registration_problems(info, registration_trust_store(), timezone.now(), policy_options())
-        refused = [problem.text for problem in problems if problem.severity == "refuse"]
-        if refused:
-            raise CommandError(" ".join(refused))
-        return [problem.text for problem in problems]
+    def _password(self, options: dict[str, Any]) -> str | None:
+        if options.get("password_file") is None:
+            return options.get("password")
+        try:
+            return str(options["password_file"].read_text().splitlines()[0])
+        except (OSError, IndexError) as exc:
+            raise CommandError(f"Cannot read a password from {options['password_file']}.") from exc
 
     def _read_certificate(self, path: Path, password: str | None) -> Any:
         try:
