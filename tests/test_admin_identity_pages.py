@@ -171,12 +171,14 @@ def test_the_first_certificate_needs_the_register_permission(client: Any, pki: F
     assert not RegisteredCertificate.objects.exists()  # the forged inline is ignored
 
 
-def test_the_pasted_first_certificate_is_hidden_from_error_reports(admin_client: Any, rf: Any) -> None:
-    from certauth.admin.registry import FIRST_CERTIFICATE_SENSITIVE_FIELDS
+def test_the_pasted_first_certificate_is_hidden_from_error_reports(admin_client: Any, pki: FixturePKI) -> None:
+    from django.views.debug import SafeExceptionReporterFilter
 
-    assert set(FIRST_CERTIFICATE_SENSITIVE_FIELDS) == {"certificates-0-pem_text", "certificates-0-pkcs12_password"}
-    page = admin_client.get(reverse(ADD_IDENTITY))
-    assert b'name="certificates-0-pkcs12_password"' in page.content  # the names the decorator hides are the posted ones
+    data = identity_data("billing", pem_text=pki.expired.cert_pem().decode(), pkcs12_password="secret")
+    response = admin_client.post(reverse(ADD_IDENTITY), data)
+    shown = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
+    assert shown["certificates-0-pem_text"] == shown["certificates-0-pkcs12_password"] == "********************"
+    assert shown["name"] == "billing"
 
 
 # --- the rotation timeline ---------------------------------------------------------------------------
@@ -286,6 +288,7 @@ def test_the_successor_page_names_the_predecessor_and_its_identity(
     assert "<h1>Add a successor to &lt;b&gt;2026&lt;/b&gt; key of billing</h1>" in html
     predecessor = re.search(r'<span class="certauth-predecessor">(.*?)</span>\s*</div>', html, re.DOTALL)
     assert predecessor and "&lt;b&gt;2026&lt;/b&gt; key" in predecessor.group(1) and "billing" in predecessor.group(1)
+    assert 'last used <span class="certauth-never">never</span>' in predecessor.group(1)
     assert 'type="hidden" name="predecessor"' in html and "vForeignKeyRawIdAdminField" not in html
     # Saving registers the successor of that entry; a refused certificate keeps the heading.
     add_url = page.redirect_chain[-1][0]

@@ -170,7 +170,7 @@ def successor_heading(predecessor: RegisteredCertificate) -> str:
 def predecessor_html(entry: RegisteredCertificate) -> SafeString:
     """The predecessor on the "add successor" form: name, thumbprint, identity, status and last use."""
     return format_html(
-        "<strong>{}</strong> {} {} {} · {} {}",
+        "<strong>{}</strong> {} {} {} · {} {} {}",
         entry_name(entry),
         thumbprint_html(entry.thumbprint_sha256),
         _("of"),
@@ -410,10 +410,9 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = list(super().get_fieldsets(request, obj))
-        if obj is not None:
-            fieldsets.insert(
-                1, (_("Rotation timeline"), {"fields": ["timeline"], "classes": ["certauth-timeline-set"]})
-            )
+        if obj is None:  # nothing to show yet: the first certificate follows the scopes more closely without it
+            return [fieldset for fieldset in fieldsets if fieldset[0] != _("History")]
+        fieldsets.insert(1, (_("Rotation timeline"), {"fields": ["timeline"], "classes": ["certauth-timeline-set"]}))
         return fieldsets
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
