@@ -103,7 +103,7 @@ def render(bars: Sequence[Bar], *, now: dt.datetime, title: str, more: int = 0) 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="certauth-timeline" role="img" '
         f'aria-labelledby="certauth-timeline-title certauth-timeline-desc" viewBox="0 0 {WIDTH} {height}" '
-        f'width="100%" style="max-width:{WIDTH}px" font-family="sans-serif" font-size="12">',
+        f'width="100%" font-family="sans-serif" font-size="12">',
         f'<title id="certauth-timeline-title">{text(title)}</title>',
         f'<desc id="certauth-timeline-desc">{text(summary)}</desc>',
         '<defs><marker id="certauth-timeline-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
@@ -116,7 +116,8 @@ def render(bars: Sequence[Bar], *, now: dt.datetime, title: str, more: int = 0) 
         out.append(
             f'<line class="certauth-timeline-grid" x1="{at}" y1="{TOP - 10}" x2="{at}" y2="{height - BOTTOM}" '
             'stroke="#e3e3e3"/>'
-            f'<text x="{at}" y="{TOP - 16}" text-anchor="middle" fill="#666">{_dates(moment)}</text>'
+            f'<text class="certauth-timeline-axis" x="{at}" y="{TOP - 16}" text-anchor="middle" fill="#666">'
+            f"{_dates(moment)}</text>"
         )
     for index, bar in enumerate(bars):
         out.append(_row(bar, index, x, left))
@@ -126,8 +127,8 @@ def render(bars: Sequence[Bar], *, now: dt.datetime, title: str, more: int = 0) 
             continue
         at = x(bar.not_before) if bar.not_before is not None else left + 4
         y_from, y_to = _middle(rows[bar.replaces]), _middle(index)
-        y_from += 9 if y_to > y_from else -9
-        y_to -= 9 if y_to > y_from else -9
+        direction = 1 if y_to > y_from else -1  # a predecessor registered after its successor points up
+        y_from, y_to = y_from + 9 * direction, y_to - 9 * direction
         out.append(
             f'<path class="certauth-timeline-successor" data-from="{text(bar.replaces)}" data-to="{text(bar.key)}" '
             f'd="M{at},{y_from} L{at},{y_to}" stroke="#555" stroke-width="1.5" fill="none" '
@@ -159,12 +160,18 @@ def _row(bar: Bar, index: int, x: Callable[[dt.datetime], float], left: int) -> 
         f'<g class="certauth-timeline-entry certauth-timeline-entry--{text(bar.status)}" data-entry="{text(bar.key)}">',
         f"<title>{text(describe(bar))}</title>",
     ]
-    name = f'<text x="8" y="{middle - 3}" font-weight="bold" fill="#222">{text(shorten(bar.name))}</text>'
+    name = (
+        f'<text class="certauth-timeline-name" x="8" y="{middle - 3}" font-weight="bold" fill="#222">'
+        f"{text(shorten(bar.name))}</text>"
+    )
     if bar.href:
         name = f'<a href="{text(bar.href)}">{name}</a>'
     parts.append(name)
     second = bar.status_text + (f" · replaces {shorten(bar.replaces_name, 18)}" if bar.replaces_name else "")
-    parts.append(f'<text x="8" y="{middle + 12}" fill="#555" font-size="11">{text(second)}</text>')
+    parts.append(
+        f'<text class="certauth-timeline-detail" x="8" y="{middle + 12}" fill="#555" font-size="11">'
+        f"{text(second)}</text>"
+    )
     dashed = ' stroke-dasharray="4 3"' if bar.not_before is None or bar.revoked_at is not None else ""
     parts.append(
         f'<rect class="certauth-timeline-bar" x="{start}" y="{top + 8}" width="{max(end - start, 2)}" '

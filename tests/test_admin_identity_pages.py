@@ -121,6 +121,7 @@ def test_the_first_certificate_may_be_uploaded(admin_client: Any, pki: FixturePK
 
 
 def test_the_first_certificate_is_optional(admin_client: Any, trusted_root: Any) -> None:
+    assert b'name="certificates-0-pem_text"' in admin_client.get(reverse(ADD_IDENTITY)).content
     response = admin_client.post(reverse(ADD_IDENTITY), identity_data("rule-only"))
     assert response.status_code == 302
     assert not CertificateIdentity.objects.get(name="rule-only").certificates.exists()

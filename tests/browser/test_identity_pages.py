@@ -124,11 +124,14 @@ def test_identity_pages(
     assert "2026 key of billing was last used 3" in warning and "minutes ago" in warning
     page.screenshot(path=str(screenshots / "retire-warning.png"), full_page=True)
 
-    # The timeline needs no JavaScript.
-    context = browser.new_context(base_url=live_server.url, viewport=VIEWPORT, java_script_enabled=False)
+    # The timeline needs no JavaScript (and follows the admin's dark theme).
+    context = browser.new_context(
+        base_url=live_server.url, viewport=VIEWPORT, java_script_enabled=False, color_scheme="dark"
+    )
     context.add_cookies(page.context.cookies())
     plain = context.new_page()
     plain.goto(f"/admin/certauth/certificateidentity/{identity.pk}/change/")
     assert plain.locator("svg.certauth-timeline rect.certauth-timeline-bar").count() == 2
     assert plain.locator("svg.certauth-timeline").bounding_box()["height"] > 50  # type: ignore[index]
+    plain.locator("svg.certauth-timeline").screenshot(path=str(screenshots / "identity-timeline-dark.png"))
     context.close()
