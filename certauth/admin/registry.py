@@ -181,6 +181,24 @@ def predecessor_html(entry: RegisteredCertificate) -> SafeString:
     )
 
 
+def timeline_bar(entry: RegisteredCertificate, now: dt.datetime) -> timeline.Bar:
+    status = entry.status(now)
+    return timeline.Bar(
+        key=str(entry.pk),
+        name=entry_name(entry),
+        status=status,
+        status_text=str(STATUS_LABELS[status]),
+        not_before=entry.not_before,
+        not_after=entry.not_after,
+        last_used_at=entry.last_used_at,
+        last_used_text=last_used_text(entry.last_used_at, now),
+        revoked_at=entry.revoked_at,
+        replaces=str(entry.predecessor_id) if entry.predecessor_id else None,
+        replaces_name=entry_name(entry.predecessor) if entry.predecessor else "",
+        href=entry_change_url(entry),
+    )
+
+
 def timeline_html(identity: CertificateIdentity, now: dt.datetime | None = None) -> SafeString:
     """The identity's rotation timeline (``certauth.timeline``): validity, today, last use, successors."""
     now = now or timezone.now()
@@ -191,23 +209,7 @@ def timeline_html(identity: CertificateIdentity, now: dt.datetime | None = None)
     )
     more = newest[0].total - len(newest) if newest else 0  # type: ignore[attr-defined]
     entries = newest[::-1]  # oldest at the top: a rotation reads downwards
-    bars = [
-        timeline.Bar(
-            key=str(entry.pk),
-            name=entry_name(entry),
-            status=entry.status(now),
-            status_text=str(STATUS_LABELS[entry.status(now)]),
-            not_before=entry.not_before,
-            not_after=entry.not_after,
-            last_used_at=entry.last_used_at,
-            last_used_text=last_used_text(entry.last_used_at, now),
-            revoked_at=entry.revoked_at,
-            replaces=str(entry.predecessor_id) if entry.predecessor_id else None,
-            replaces_name=entry_name(entry.predecessor) if entry.predecessor else "",
-            href=entry_change_url(entry),
-        )
-        for entry in entries
-    ]
+    bars = [timeline_bar(entry, now) for entry in entries]
     title = _("Certificates of %(identity)s: validity, today, last use and successors") % {"identity": identity.name}
     svg = timeline.render(bars, now=now, title=str(title), more=more)
     if not svg:
