@@ -63,6 +63,7 @@ class Bar:
     replaces: str | None = None  # the key of the predecessor
     replaces_name: str = ""
     href: str | None = None
+    subject: str = ""  # the certificate's subject CN, when known
 
 
 def _dates(value: dt.datetime) -> str:
@@ -72,7 +73,8 @@ def _dates(value: dt.datetime) -> str:
 def describe(bar: Bar) -> str:
     """One sentence per certificate: the timeline's meaning without the picture (the SVG's <desc>)."""
     start = _dates(bar.not_before) if bar.not_before else "an unknown date"
-    parts = [f"{bar.name}: {bar.status_text}, valid from {start} to {_dates(bar.not_after)}", bar.last_used_text]
+    named = f"{bar.name} (CN {bar.subject})" if bar.subject and bar.subject != bar.name else bar.name
+    parts = [f"{named}: {bar.status_text}, valid from {start} to {_dates(bar.not_after)}", bar.last_used_text]
     if bar.revoked_at is not None:
         parts.append(f"revoked on {_dates(bar.revoked_at)}")
     if bar.replaces_name:

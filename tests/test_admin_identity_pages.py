@@ -200,7 +200,7 @@ def test_the_identity_page_draws_the_rotation_timeline(
     assert svg.tag == f"{SVG}svg" and svg.get("role") == "img"
     assert svg.find(f"{SVG}title") is not None and "billing" in (svg.find(f"{SVG}title").text or "")
     description = svg.find(f"{SVG}desc").text or ""
-    assert "next: Valid" in description and "replaces" in description
+    assert "next (CN billing-service-next): Valid" in description and "replaces" in description
     bars = with_class(svg, "certauth-timeline-bar")
     assert len(bars) == 2  # one per entry
     entries = [element.get("data-entry") for element in with_class(svg, "certauth-timeline-entry")]
@@ -225,6 +225,17 @@ def test_the_timeline_escapes_what_a_certificate_or_label_holds(
     texts = " ".join("".join(element.itertext()) for element in svg.iter(f"{SVG}text"))
     assert '<script>alert(1)</script> "x" & \\u202eevil\\u0085'[:29] in texts  # shown as text, shortened
     assert '<script>alert(1)</script> "x" & \\u202eevil\\u0085' in (svg.find(f"{SVG}desc").text or "")
+
+
+def test_the_timeline_escapes_a_hostile_subject(admin_client: Any, pki: FixturePKI, register: Any) -> None:
+    hostile = pki.issue('<svg onload="alert(1)">\u202eevil\u0085')
+    entry = register(hostile, identity="billing")
+    svg = svg_of(admin_client.get(identity_url(entry.identity)))
+    (row,) = with_class(svg, "certauth-timeline-entry")
+    assert [child.tag for child in row.iter() if child.tag.endswith("svg")] == []  # no element from the subject
+    title = row.find(f"{SVG}title").text or ""  # type: ignore[union-attr]
+    assert '(CN <svg onload="alert(1)">\\u202eevil\\u0085)' in title
+    assert "\u202e" not in title and "\u0085" not in title
 
 
 def test_an_identity_without_certificates_says_so(admin_client: Any, trusted_root: Any) -> None:

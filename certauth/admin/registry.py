@@ -196,6 +196,7 @@ def timeline_bar(entry: RegisteredCertificate, now: dt.datetime) -> timeline.Bar
         replaces=str(entry.predecessor_id) if entry.predecessor_id else None,
         replaces_name=entry_name(entry.predecessor) if entry.predecessor else "",
         href=entry_change_url(entry),
+        subject=entry.subject_cn,
     )
 
 
