@@ -271,7 +271,7 @@ class ScopesWidget(forms.Widget):
 
     template_name = "admin/certauth/widgets/scopes.html"
     #: Checkboxes shown at most; rarer scopes are typed (and shown in the text box when the identity has them).
-    KNOWN_LIMIT = 24
+    KNOWN_LIMIT = 12
 
     def __init__(self, known: list[str] | None = None, attrs: dict[str, Any] | None = None) -> None:
         super().__init__({"class": "certauth-scopes-other", **(attrs or {})})

@@ -95,7 +95,7 @@ class CertificateIdentityQuerySet(models.QuerySet["CertificateIdentity"]):
             Exists(RegisteredCertificate.objects.filter(identity=OuterRef("pk"), last_used_at__isnull=False))
         )
 
-    def known_scopes(self, limit: int = 24, sample: int = 1000) -> list[str]:
+    def known_scopes(self, limit: int = 12, sample: int = 1000) -> list[str]:
         """The scopes granted in the registry, those in the most distinct scope lists first, then by name.  Reads
         at most ``sample`` distinct lists, so the admin's scope widget costs the same with 100,000 identities."""
         counts: Counter[str] = Counter()

@@ -421,6 +421,7 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "scopes":
             kwargs["widget"] = ScopesWidget(known=CertificateIdentity.objects.known_scopes())
+            kwargs["help_text"] = _("Tick scopes already granted in the registry, or type others (space-separated).")
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @method_decorator(sensitive_post_parameters(*FIRST_CERTIFICATE_SENSITIVE_FIELDS))

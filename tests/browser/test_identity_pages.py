@@ -60,6 +60,11 @@ def test_identity_pages(
 ) -> None:
     page = laptop
     CertificateIdentity.objects.create(name="reports", scopes="orders:read reports:read")
+    # A registry with more scopes than the widget shows as boxes: the widget still fits two lines.
+    many = [
+        f"{area}:{verb}" for area in ("invoices", "payments", "customers", "shipments") for verb in ("read", "write")
+    ]
+    CertificateIdentity.objects.create(name="back-office", scopes=" ".join([*many, "orders:read", "audit/export-all"]))
     # A rotation as it happens: the old certificate ends in 20 days, the new one started two days ago.
     day = dt.timedelta(days=1)
     current = pki.issue("billing-2026", not_before=frozen - 345 * day, not_after=frozen + 20 * day)
@@ -72,6 +77,7 @@ def test_identity_pages(
     page.fill("#id_scopes", "orders:write")
     scopes_box = page.locator(".field-scopes .certauth-scopes").bounding_box()
     assert scopes_box is not None and scopes_box["height"] < 70  # one or two lines, not a textarea
+    assert page.locator("input[name=scopes_known]").count() == 11  # every known scope, up to 12
     page.fill("#id_certificates-0-pem_text", current.cert_pem().decode())
     page.fill("#id_certificates-0-label", "2026 key")
     page.screenshot(path=str(screenshots / "identity-add-with-certificate.png"), full_page=True)
