@@ -8,6 +8,7 @@ key is decrypted by ``cryptography`` and dropped at once: it is never stored, re
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePath
 from typing import Any
 
@@ -15,6 +16,7 @@ from django import forms
 from django.contrib.admin import widgets as admin_widgets
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from . import services
@@ -198,3 +200,66 @@ class RevocationForm(forms.Form):
                 "Already revoked: raising the reason to key compromise keeps the revocation date and refuses every "
                 "other certificate for the same key (from any authority, by any rule)."
             )
+
+
+class FirstCertificateForm(RegistrationForm):
+    """The first certificate of an identity added in the same page ("Add certificate identity"): the
+    registration form and its validation, unchanged, with the identity being created as its identity.  Left
+    empty, nothing is registered (the identity may be matched by a rule, or get its certificate later)."""
+
+    class Meta(RegistrationForm.Meta):
+        fields = ["label"]
+
+
+class ScopesWidget(forms.Widget):
+    """Scopes as one or two lines: a checkbox per scope already used in the registry, and a text box for the
+    others.  The form field still receives one space-separated string (``CertificateIdentity.scopes``), so
+    the model's validation (``parse_scopes``) and the grant checks are unchanged."""
+
+    template_name = "admin/certauth/widgets/scopes.html"
+    #: Checkboxes shown at most; rarer scopes are typed (and shown in the text box when the identity has them).
+    KNOWN_LIMIT = 12
+
+    def __init__(self, known: list[str] | None = None, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__({"class": "certauth-scopes-other", **(attrs or {})})
+        self.known = list(known or [])[: self.KNOWN_LIMIT]
+
+    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        context = super().get_context(name, value, attrs)
+        chosen = [part for part in re.split(r"[\s,]+", str(value or "")) if part]
+        choices = list(dict.fromkeys(self.known))
+        context["widget"]["choices"] = [
+            {"value": scope, "checked": scope in chosen, "id": f"{context['widget']['attrs'].get('id', name)}_{index}"}
+            for index, scope in enumerate(choices)
+        ]
+        context["widget"]["other"] = " ".join(scope for scope in chosen if scope not in choices)
+        return context
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> str | None:
+        typed = data.get(name)
+        ticked = data.getlist(f"{name}_known") if hasattr(data, "getlist") else data.get(f"{name}_known") or []
+        if typed is None and not ticked:
+            return None
+        return " ".join([*ticked, typed or ""]).strip()
+
+    def value_omitted_from_data(self, data: Any, files: Any, name: str) -> bool:
+        return name not in data and f"{name}_known" not in data
+
+
+class PredecessorInput(forms.HiddenInput):
+    """The predecessor on the "add a successor" page: kept as a hidden value and shown by name (label or
+    thumbprint, identity, status, last use), never as a record number to be checked by hand."""
+
+    is_hidden = False  # the row stays visible: it shows the predecessor
+
+    def __init__(self, description: Any, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs)
+        self.description = description  # safe HTML, built by the admin from the entry
+
+    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> Any:
+        return format_html(
+            '{}<span class="certauth-predecessor">{}</span>',
+            super().render(name, value, attrs, renderer),
+            self.description,
+        )
+

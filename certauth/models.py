@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -93,6 +94,14 @@ class CertificateIdentityQuerySet(models.QuerySet["CertificateIdentity"]):
         return self.exclude(
             Exists(RegisteredCertificate.objects.filter(identity=OuterRef("pk"), last_used_at__isnull=False))
         )
+
+    def known_scopes(self, limit: int = 12, sample: int = 1000) -> list[str]:
+        """The scopes granted in the registry, those in the most distinct scope lists first, then by name.  Reads
+        at most ``sample`` distinct lists, so the admin's scope widget costs the same with 100,000 identities."""
+        counts: Counter[str] = Counter()
+        for text in self.exclude(scopes="").order_by().values_list("scopes", flat=True).distinct()[:sample]:
+            counts.update(scope for scope in re.split(r"[\s,]+", text) if scope and SCOPE_RE.match(scope))
+        return [scope for scope, _count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]]
 
     def search(self, term: str) -> CertificateIdentityQuerySet:
         """Name (contains), or any entry matching ``RegisteredCertificateQuerySet.search``."""

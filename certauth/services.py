@@ -444,3 +444,19 @@ def disable_identities(identities: QuerySet[CertificateIdentity], *, by: Any = N
     if changed:
         registry_changed()
     return changed
+
+
+# --- before retiring ---------------------------------------------------------------------------------
+#: A last use this recent makes retiring a certificate worth a warning: a client may still present it.
+RECENT_USE_WINDOW = dt.timedelta(days=1)
+
+
+def recent_use(entry: RegisteredCertificate, now: dt.datetime | None = None) -> dt.timedelta | None:
+    """How long ago ``entry`` was last used, when that is recent: within ``RECENT_USE_WINDOW``, or within two
+    ``LAST_USED_RESOLUTION_SECONDS`` when that is longer (``last_used_at`` is written at most once per
+    resolution, so it lags the real last use by up to one).  None when never used or not recently."""
+    if entry.last_used_at is None:
+        return None
+    resolution = dt.timedelta(seconds=settings.LAST_USED_RESOLUTION_SECONDS)
+    age = max((now or timezone.now()) - entry.last_used_at, dt.timedelta(0))
+    return age if age <= max(RECENT_USE_WINDOW, 2 * resolution) else None

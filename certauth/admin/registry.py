@@ -19,7 +19,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.models import LogEntry
 from django.core.exceptions import PermissionDenied
-from django.db.models import Case, Prefetch, QuerySet, Value, When
+from django.db.models import Case, Count, Prefetch, QuerySet, Value, When, Window
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -34,10 +34,17 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import grants, services
+from .. import grants, services, timeline
 from ..certificates import format_thumbprint
 from ..conf import settings
-from ..forms import SENSITIVE_FIELDS, RegistrationForm, RevocationForm
+from ..forms import (
+    SENSITIVE_FIELDS,
+    FirstCertificateForm,
+    PredecessorInput,
+    RegistrationForm,
+    RevocationForm,
+    ScopesWidget,
+)
 from ..models import AuthenticationFailure, CertificateIdentity, RegisteredCertificate, RevocationReason
 
 STATUS_LABELS = {
@@ -47,7 +54,7 @@ STATUS_LABELS = {
     "not_yet_valid": _("Not yet valid"),
     "revoked": _("Revoked"),
 }
-CSS = {"all": ["certauth/admin.css"]}
+CSS = {"all": ["certauth/admin.css", "certauth/identity.css"]}
 # What an identity grants: its rule and its scopes.  Editing them needs the grant permission (certauth.grants).
 GRANT_FIELDS = ("match_authority", "match_field", "match_pattern", "scopes")
 # How many entries the revocation confirmation page lists before summarising the rest.
@@ -55,6 +62,8 @@ CONFIRMATION_LIST_LIMIT = 100
 #: ``?from_failure=<pk>`` copies an audit row into the add form: only for users who may read the audit.
 VIEW_AUDIT_PERMISSION = "certauth.view_authenticationfailure"
 LINE_BREAK = mark_safe("<br>")
+#: The identity page's timeline draws this many certificates at most (the newest); the inline lists them all.
+TIMELINE_LIMIT = 20
 #: Query-string primary keys longer than this are refused unread (no table of ours gets near 10**18 rows).
 PRIMARY_KEY_MAX_DIGITS = 18
 _ASCII_DIGITS = frozenset("0123456789")
@@ -115,6 +124,98 @@ def validity_html(entry: RegisteredCertificate) -> SafeString:
 
 def entry_change_url(entry: RegisteredCertificate) -> str:
     return reverse("admin:certauth_registeredcertificate_change", args=[entry.pk])
+
+
+def entry_name(entry: RegisteredCertificate) -> str:
+    """How an entry is called in headings and warnings: its label, else its shortened thumbprint."""
+    return entry.label or f"{format_thumbprint(entry.thumbprint_sha256[:16])}…"
+
+
+def last_used_text(moment: dt.datetime | None, now: dt.datetime) -> str:
+    """ "last used 3 minutes ago", "last used less than a minute ago" or "never used"."""
+    if moment is None:
+        return str(_("never used"))
+    if now - moment < dt.timedelta(minutes=1):
+        return str(_("last used less than a minute ago"))
+    return str(_("last used %(when)s ago") % {"when": timesince(moment, now)})
+
+
+def recent_use_warning(entry: RegisteredCertificate, now: dt.datetime) -> str:
+    """Why retiring ``entry`` may cut a client off, when it was used recently (``services.recent_use``); else ""."""
+    if services.recent_use(entry, now) is None:
+        return ""
+    return str(
+        _(
+            "%(entry)s of %(identity)s was %(last_used)s: a client may still present it, and retiring refuses it "
+            "from the next request. Last use is recorded at most once every %(seconds)d seconds, so it may have "
+            "been used since. Check that its successor's last use is recent first."
+        )
+        % {
+            "entry": entry_name(entry),
+            "identity": entry.identity.name,
+            "last_used": last_used_text(entry.last_used_at, now),
+            "seconds": settings.LAST_USED_RESOLUTION_SECONDS,
+        }
+    )
+
+
+def successor_heading(predecessor: RegisteredCertificate) -> str:
+    """The "add successor" page's title (plain text: the template escapes it)."""
+    return str(
+        _("Add a successor to %(entry)s of %(identity)s")
+        % {"entry": entry_name(predecessor), "identity": predecessor.identity.name}
+    )
+
+
+def predecessor_html(entry: RegisteredCertificate) -> SafeString:
+    """The predecessor on the "add successor" form: name, thumbprint, identity, status and last use."""
+    return format_html(
+        "<strong>{}</strong> {} {} {} · {} {} {}",
+        entry_name(entry),
+        thumbprint_html(entry.thumbprint_sha256),
+        _("of"),
+        entry.identity.name,
+        status_html(entry),
+        _("last used"),
+        when_html(entry.last_used_at),
+    )
+
+
+def timeline_bar(entry: RegisteredCertificate, now: dt.datetime) -> timeline.Bar:
+    status = entry.status(now)
+    return timeline.Bar(
+        key=str(entry.pk),
+        name=entry_name(entry),
+        status=status,
+        status_text=str(STATUS_LABELS[status]),
+        not_before=entry.not_before,
+        not_after=entry.not_after,
+        last_used_at=entry.last_used_at,
+        last_used_text=last_used_text(entry.last_used_at, now),
+        revoked_at=entry.revoked_at,
+        replaces=str(entry.predecessor_id) if entry.predecessor_id else None,
+        replaces_name=entry_name(entry.predecessor) if entry.predecessor else "",
+        href=entry_change_url(entry),
+        subject=entry.subject_cn,
+    )
+
+
+def timeline_html(identity: CertificateIdentity, now: dt.datetime | None = None) -> SafeString:
+    """The identity's rotation timeline (``certauth.timeline``): validity, today, last use, successors."""
+    now = now or timezone.now()
+    newest = list(
+        identity.certificates.select_related("predecessor")
+        .annotate(total=Window(Count("pk")))  # how many in all, in the same query
+        .order_by("-created_at", "-pk")[:TIMELINE_LIMIT]
+    )
+    more = newest[0].total - len(newest) if newest else 0  # type: ignore[attr-defined]
+    entries = newest[::-1]  # oldest at the top: a rotation reads downwards
+    bars = [timeline_bar(entry, now) for entry in entries]
+    title = _("Certificates of %(identity)s: validity, today, last use and successors") % {"identity": identity.name}
+    svg = timeline.render(bars, now=now, title=str(title), more=more)
+    if not svg:
+        return format_html('<p class="certauth-never">{}</p>', _("No certificate registered yet."))
+    return mark_safe(f'<figure class="certauth-timeline-figure">{svg}</figure>')  # noqa: S308 (timeline.text escapes every value)
 
 
 def can_revoke(request: HttpRequest) -> bool:
@@ -242,6 +343,36 @@ class RegisteredCertificateInline(admin.TabularInline):
         )
 
 
+class FirstCertificateInline(admin.StackedInline):
+    """On "Add certificate identity": the identity's first certificate in the same page, through the
+    registration form (``FirstCertificateForm``), so it is checked exactly as "Register a certificate" checks
+    it, and a refused certificate leaves the whole page unsaved.  Needs the "add registered certificate"
+    permission (without it the page adds the identity alone)."""
+
+    model = RegisteredCertificate
+    form = FirstCertificateForm
+    fk_name = "identity"
+    extra = 1
+    max_num = 1
+    can_delete = False
+    fields = ["pem_text", "certificate_file", "pkcs12_password", "label"]
+    verbose_name = _("first certificate (optional)")
+    verbose_name_plural = _("first certificate (optional)")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+#: The first certificate's pasted text and bundle password, as the identity page posts them.
+FIRST_CERTIFICATE_SENSITIVE_FIELDS = tuple(f"certificates-0-{name}" for name in SENSITIVE_FIELDS)
+
+
 @admin.register(CertificateIdentity)
 class CertificateIdentityAdmin(admin.ModelAdmin):
     list_display = ["name", "is_active", "live_entries", "soonest_expiry", "last_used", "scopes"]
@@ -251,10 +382,9 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
     search_help_text = _("Name, certificate thumbprint in any spelling (AB:CD:… or abcd…), subject CN or serial.")
     show_full_result_count = False
     list_per_page = 50
-    inlines = [RegisteredCertificateInline]
     raw_id_fields = ["user"]
     actions = ["disable_selected"]
-    readonly_fields = ["disabled_at", "disabled_by", "created_at", "updated_at"]
+    readonly_fields = ["timeline", "disabled_at", "disabled_by", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "description", "is_active", "scopes", "user"]}),
         (
@@ -277,6 +407,45 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[CertificateIdentity]:
         return super().get_queryset(request).with_registry_summary()  # type: ignore[attr-defined]
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list[type[admin.options.InlineModelAdmin]]:
+        return [RegisteredCertificateInline] if obj is not None else [FirstCertificateInline]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is None:  # nothing to show yet: the first certificate follows the scopes more closely without it
+            return [fieldset for fieldset in fieldsets if fieldset[0] != _("History")]
+        fieldsets.insert(1, (_("Rotation timeline"), {"fields": ["timeline"], "classes": ["certauth-timeline-set"]}))
+        return fieldsets
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "scopes":
+            kwargs["widget"] = ScopesWidget(known=CertificateIdentity.objects.known_scopes())
+            kwargs["help_text"] = _("Tick scopes already granted in the registry, or type others (space-separated).")
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @method_decorator(sensitive_post_parameters(*FIRST_CERTIFICATE_SENSITIVE_FIELDS))
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> Any:
+        return super().add_view(request, form_url, extra_context)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not RegisteredCertificate or change:
+            return super().save_formset(request, form, formset, change)
+        # The first certificate, validated with the rest of the page: registered through the same service.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []  # read by the history
+        for entry_form in formset.forms:
+            if not entry_form.has_changed():
+                continue
+            entry = entry_form.register(by=request.user)
+            formset.new_objects.append(entry)
+            self.log_addition(request, entry, [{"added": {}}])
+            for warning in entry_form.registration_warnings:  # the trust policy refuses it today
+                self.message_user(request, warning, messages.WARNING)
+        return None
+
+    @admin.display(description=_("certificates over time"))
+    def timeline(self, identity: CertificateIdentity) -> SafeString:
+        return timeline_html(identity)
 
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> tuple[Any, bool]:
         if request.path.endswith("/autocomplete/"):
@@ -458,7 +627,21 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is None:
             kwargs["form"] = RegistrationForm
+            predecessor = self._chosen_predecessor(request)
+            if predecessor is not None:  # "Add successor": the predecessor by name, not a record number to check
+                kwargs["widgets"] = {
+                    **kwargs.get("widgets", {}),
+                    "predecessor": PredecessorInput(predecessor_html(predecessor)),
+                }
         return super().get_form(request, obj, change=change, **kwargs)
+
+    def _chosen_predecessor(self, request: HttpRequest) -> RegisteredCertificate | None:
+        """The entry the add form registers a successor of (``?predecessor=``, or the posted value), if any."""
+        source = request.POST if request.method == "POST" else request.GET
+        pk = parse_primary_key(source.get("predecessor"))
+        if pk is None:
+            return None
+        return RegisteredCertificate.objects.select_related("identity").filter(pk=pk).first()
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
@@ -502,6 +685,9 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
 
     @method_decorator(sensitive_post_parameters(*SENSITIVE_FIELDS))
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> Any:
+        predecessor = self._chosen_predecessor(request)
+        if predecessor is not None:
+            extra_context = {"title": successor_heading(predecessor), **(extra_context or {})}
         return super().add_view(request, form_url, extra_context)
 
     def save_form(self, request: HttpRequest, form: Any, change: bool) -> Any:
@@ -732,9 +918,11 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
                 Prefetch("successors", queryset=RegisteredCertificate.objects.order_by("-created_at"))
             )[:CONFIRMATION_LIST_LIMIT]
         )
+        now = timezone.now()
         rows = [
             {
                 "entry": entry,
+                "recent_use": recent_use_warning(entry, now) if retire else "",
                 "thumbprint": thumbprint_html(entry.thumbprint_sha256),
                 "status": status_html(entry),
                 "last_used": when_html(entry.last_used_at),
@@ -758,6 +946,7 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
             "media": self.media + form.media,
             "form": form,
             "rows": rows,
+            "recent_use": [row["recent_use"] for row in rows if row["recent_use"]],
             "total": total,
             "raisable": raisable,
             "more": max(total - len(rows), 0),
