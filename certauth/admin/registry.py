@@ -109,8 +109,27 @@ def when_html(moment: dt.datetime | None, never: str = "never") -> SafeString:
 
 
 def validity_html(entry: RegisteredCertificate) -> SafeString:
+    """Two lines at most: each date (and the arrow with the first) never breaks."""
     start = f"{entry.not_before:%Y-%m-%d}" if entry.not_before else "?"
-    return format_html("{} → {}", start, f"{entry.not_after:%Y-%m-%d}")
+    return format_html(
+        '<span class="certauth-nowrap">{} →</span> <span class="certauth-nowrap">{}</span>',
+        start,
+        f"{entry.not_after:%Y-%m-%d}",
+    )
+
+
+def list_status_html(entry: RegisteredCertificate) -> SafeString:
+    """The status badge for lists; a revoked entry's also says when (on the badge's line) and why (below)."""
+    if entry.revoked_at is None:
+        return status_html(entry)
+    return format_html(
+        '<span class="certauth-nowrap">{} <time datetime="{}">{}</time></span>'
+        '<span class="certauth-revocation-note">{}</span>',
+        status_html(entry),
+        entry.revoked_at.isoformat(),
+        f"{entry.revoked_at:%Y-%m-%d}",
+        entry.get_revocation_reason_display(),
+    )
 
 
 def entry_change_url(entry: RegisteredCertificate) -> str:
@@ -351,7 +370,7 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
                 '<span class="certauth-status certauth-status--expiring" title="{}">{} ({})</span>',
                 _("Expiring soon"),
                 f"{moment:%Y-%m-%d}",
-                _("in %(when)s") % {"when": timesince(timezone.now(), moment)},
+                _("in %(when)s") % {"when": timesince(timezone.now(), moment, depth=1)},
             )
         return f"{moment:%Y-%m-%d}"
 
@@ -552,7 +571,7 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("status"))
     def status(self, entry: RegisteredCertificate) -> SafeString:
-        return status_html(entry)
+        return list_status_html(entry)
 
     @admin.display(description=_("validity"), ordering="not_after")
     def validity(self, entry: RegisteredCertificate) -> SafeString:
