@@ -167,9 +167,22 @@ def test_chart_escapes_what_the_database_holds(admin_client) -> None:
     html = admin_client.get(FAILURES).content.decode()
     svg = re.search(r'<svg class="certauth-chart".*?</svg>', html, re.S)
     assert svg is not None
-    assert "<script>" not in svg.group(0)
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;" in svg.group(0)
+    assert "<script>" not in svg.group(0) and "\u202e" not in svg.group(0)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;\\u202e" in svg.group(0)
     assert "reason=%3Cscript%3Ealert%281%29%3C%2Fscript%3E%22%E2%80%AE" in svg.group(0)
+
+
+def test_list_shows_hostile_certificate_and_request_text_escaped_and_visible(admin_client, api, pki) -> None:
+    hostile = pki.issue("<img src=x onerror=alert(1)>\u202egnp.exe\x85")
+    api.get("/api/whoami/", hostile, client_ip="2001:db8::7")
+    AuthenticationFailure.objects.update(path="/api/<b>x</b>\u2066/\x9b")  # as a request line may hold
+    html = admin_client.get(FAILURES).content.decode()
+    rows = html[html.index('id="result_list"') :]
+    assert "<img" not in rows and "<b>" not in rows
+    for invisible in ("\u202e", "\x85", "\u2066", "\x9b"):
+        assert invisible not in rows
+    assert "&lt;img src=x onerror=alert(1)&gt;\\u202egnp.<wbr>exe\\u0085" in rows
+    assert "\\u2066/<wbr>\\u009b" in rows
 
 
 def test_chart_without_refusals_says_so(admin_client) -> None:

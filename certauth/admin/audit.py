@@ -116,7 +116,7 @@ def reason_chart_svg(windows: list[tuple[str, str, list[dict[str, Any]]]]) -> Sa
                 '<text x="{}" y="{}" text-anchor="end" class="certauth-chart-reason">{}</text>',
                 CHART_LABEL_WIDTH - 8,
                 top + CHART_BAR_HEIGHT,
-                reason,
+                visible(reason),
             )
         )
         for position, (label, seen, _items) in enumerate(windows):
@@ -130,10 +130,10 @@ def reason_chart_svg(windows: list[tuple[str, str, list[dict[str, Any]]]]) -> Sa
                     '<rect x="{}" y="{}" width="{}" height="{}" class="certauth-bar--{}"></rect>'
                     '<text x="{}" y="{}" class="certauth-chart-count">{}</text></a>',
                     urlencode({"reason": reason, "seen": seen}),
-                    reason,
+                    visible(reason),
                     seen,
                     value,
-                    reason,
+                    visible(reason),
                     value,
                     label,
                     CHART_LABEL_WIDTH,
@@ -159,6 +159,7 @@ def reason_chart_svg(windows: list[tuple[str, str, list[dict[str, Any]]]]) -> Sa
 
 
 LINE_BREAK = mark_safe("<br>")
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
 def clipped(text: str, length: int = CLIPPED_LENGTH) -> str:
@@ -166,10 +167,16 @@ def clipped(text: str, length: int = CLIPPED_LENGTH) -> str:
     return text if len(text) <= length else f"{text[: length - 1]}…"
 
 
+def visible(text: str) -> str:
+    """``text`` with its control, C1 and bidirectional formatting characters spelled out (``\\u202e``): a
+    subject or a path is the client's text, and must not reorder or hide what the list shows around it."""
+    return _INVISIBLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def breakable_html(text: str, separators: str) -> SafeString:
-    """``text`` escaped, with a line-break opportunity after each of ``separators`` (``_`` in reason codes,
-    ``:`` in IPv6 addresses, ``/`` in paths): long values wrap where they are read, not mid-word."""
-    pieces = re.split(f"(?<=[{re.escape(separators)}])", text)
+    """``text`` made visible and escaped, with a line-break opportunity after each of ``separators`` (``_`` in
+    reason codes, ``:`` in IPv6 addresses, ``/`` in paths): long values wrap where they are read, not mid-word."""
+    pieces = re.split(f"(?<=[{re.escape(separators)}])", visible(text))
     return format_html_join(mark_safe("<wbr>"), "{}", ((piece,) for piece in pieces if piece))
 
 
@@ -241,7 +248,9 @@ class AuthenticationFailureAdmin(admin.ModelAdmin):
     @admin.display(description=_("subject CN · thumbprint · identity"), ordering="subject_cn")
     def certificate(self, obj: AuthenticationFailure) -> SafeString | str:
         lines = [
-            format_html('<span title="{}">{}</span>', obj.subject, breakable_html(clipped(obj.subject_cn), ".-@"))
+            format_html(
+                '<span title="{}">{}</span>', visible(obj.subject), breakable_html(clipped(obj.subject_cn), ".-@")
+            )
             if obj.subject_cn
             else "",
             self.short_thumbprint(obj) if obj.thumbprint_sha256 else "",
@@ -253,7 +262,7 @@ class AuthenticationFailureAdmin(admin.ModelAdmin):
     def client(self, obj: AuthenticationFailure) -> SafeString | str:
         lines = [
             breakable_html(obj.client_ip, ":.") if obj.client_ip else "",
-            format_html('<span title="{}">{}</span>', obj.path, breakable_html(clipped(obj.path), "/-"))
+            format_html('<span title="{}">{}</span>', visible(obj.path), breakable_html(clipped(obj.path), "/-"))
             if obj.path
             else "",
         ]

@@ -499,11 +499,11 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
         failure_text = request.GET.get("from_failure", "")
         failure_pk = parse_primary_key(failure_text)
         if failure_text and not request.user.has_perm(VIEW_AUDIT_PERMISSION):
-            messages.warning(request, _("Prefilling from the audit needs permission to view the audit."))
+            messages.warning(request, _("Prefilling from Authentication failures needs permission to view them."))
         elif failure_text:
             failure = AuthenticationFailure.objects.filter(pk=failure_pk).first() if failure_pk is not None else None
             if failure is None or not failure.certificate_pem:
-                messages.warning(request, _("That audit entry holds no certificate to register."))
+                messages.warning(request, _("That row of Authentication failures holds no certificate to register."))
             else:
                 initial["pem_text"] = failure.certificate_pem
                 if failure.identity_id and not initial.get("identity"):
