@@ -267,3 +267,12 @@ def test_token_admin_is_hidden(admin_client) -> None:
     html = admin_client.get(reverse("admin:index")).content.decode()
     assert "authtoken" not in html and "Tokens" not in html
     assert admin_client.get("/admin/authtoken/tokenproxy/").status_code == 404
+
+
+#: A URLconf without any admin site (``@pytest.mark.urls(__name__)``).
+urlpatterns: list[Any] = []
+
+
+@pytest.mark.urls(__name__)
+def test_dashboard_without_certauth_admin_urls_shows_nothing_rather_than_failing(admin_user) -> None:
+    assert dashboard_tiles(admin_user) == []

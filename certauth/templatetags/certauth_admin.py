@@ -16,4 +16,6 @@ def certauth_dashboard(context: Any) -> dict[str, Any]:
 
     request = context.get("request")
     user = getattr(request, "user", None)
-    return {"tiles": dashboard_tiles(user) if user is not None and user.is_active and user.is_staff else []}
+    if user is None or not (user.is_active and user.is_staff):
+        return {"tiles": []}
+    return {"tiles": dashboard_tiles(user, current_app=getattr(request, "current_app", None))}
