@@ -183,6 +183,29 @@ def test_list_shows_hostile_certificate_and_request_text_escaped_and_visible(adm
         assert invisible not in rows
     assert "&lt;img src=x onerror=alert(1)&gt;\\u202egnp.<wbr>exe\\u0085" in rows
     assert "\\u2066/<wbr>\\u009b" in rows
+    failure = AuthenticationFailure.objects.get()
+    page = admin_client.get(reverse("admin:certauth_authenticationfailure_change", args=[failure.pk])).content.decode()
+    shown = page[page.index('id="content-main"') :]
+    assert "<img src=x" not in shown and "<b>" not in shown
+    assert "\u202e" not in shown and "\x85" not in shown and "\u2066" not in shown and "\x9b" not in shown
+    assert "CN=\\&lt;img src=x onerror=alert(1)\\&gt;\\u202egnp.exe\\u0085" in shown  # subject (RFC 4514)
+    assert "/api/&lt;b&gt;x&lt;/b&gt;\\u2066/\\u009b" in shown  # path
+
+
+def test_registry_and_authority_lists_show_certificate_text_visible(admin_client, pki, register) -> None:
+    from certauth import devpki
+    from certauth.authorities import add_authority
+
+    register(pki.issue("<i>x</i>\u202egnp.exe\x9b"))
+    add_authority("odd CA", devpki.make_ca("CA \u2066<b>y</b>\u2069").cert_pem())
+    for url, spelled in (
+        ("/admin/certauth/registeredcertificate/", "&lt;i&gt;x&lt;/i&gt;\\u202egnp.exe\\u009b"),
+        ("/admin/certauth/trustedauthority/", "CN=CA \\u2066\\&lt;b\\&gt;y\\&lt;/b\\&gt;\\u2069"),  # RFC 4514's \\<
+    ):
+        html = admin_client.get(url).content.decode()
+        rows = html[html.index('id="result_list"') :]
+        assert spelled in rows, url
+        assert "\u202e" not in rows and "\u2066" not in rows and "\x9b" not in rows and "<b>" not in rows
 
 
 def test_chart_without_refusals_says_so(admin_client) -> None:

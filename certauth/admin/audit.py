@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from .. import audit
-from ..certificates import format_thumbprint
+from ..certificates import format_thumbprint, visible
 from ..models import AuthenticationFailure, RegisteredCertificate
 from ..reasons import Reason
 
@@ -34,7 +34,7 @@ CHART_LABEL_WIDTH, CHART_BAR_WIDTH, CHART_BAR_HEIGHT, CHART_GAP, CHART_TOP = 220
 DETAIL_FIELDS = (
     "registration",
     "reason",
-    "detail",
+    "detail_text",
     "count",
     "first_seen",
     "last_seen",
@@ -42,15 +42,15 @@ DETAIL_FIELDS = (
     "thumbprint_sha256",
     "aggregated_by_address",
     "last_thumbprint_sha256",
-    "subject",
-    "issuer",
+    "subject_text",
+    "issuer_text",
     "serial_number",
     "not_after",
     "client_ip",
     "proxy_ip",
     "method",
-    "path",
-    "user_agent",
+    "path_text",
+    "user_agent_text",
     "certificate_pem",
 )
 
@@ -159,18 +159,22 @@ def reason_chart_svg(windows: list[tuple[str, str, list[dict[str, Any]]]]) -> Sa
 
 
 LINE_BREAK = mark_safe("<br>")
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def _visible_field(name: str, label: Any) -> Any:
+    """A read-only field for the row's page showing the client's text through ``visible`` (Django escapes HTML;
+    bidi and C1 characters would reorder or hide it)."""
+
+    @admin.display(description=label)
+    def shown(self: Any, obj: AuthenticationFailure) -> str:
+        return visible(getattr(obj, name)) or "-"
+
+    return shown
 
 
 def clipped(text: str, length: int = CLIPPED_LENGTH) -> str:
     """``text`` cut to ``length`` characters with an ellipsis: the list shows the start, the page the whole."""
     return text if len(text) <= length else f"{text[: length - 1]}…"
-
-
-def visible(text: str) -> str:
-    """``text`` with its control, C1 and bidirectional formatting characters spelled out (``\\u202e``): a
-    subject or a path is the client's text, and must not reorder or hide what the list shows around it."""
-    return _INVISIBLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def breakable_html(text: str, separators: str) -> SafeString:
@@ -229,6 +233,12 @@ class AuthenticationFailureAdmin(admin.ModelAdmin):
     def get_list_display(self, request: HttpRequest) -> Any:
         shown = list(super().get_list_display(request))
         return shown if self.has_register_permission(request) else [c for c in shown if c != "register_link"]
+
+    detail_text = _visible_field("detail", _("detail"))
+    subject_text = _visible_field("subject", _("subject"))
+    issuer_text = _visible_field("issuer", _("issuer"))
+    path_text = _visible_field("path", _("path"))
+    user_agent_text = _visible_field("user_agent", _("user agent"))
 
     # --- columns --------------------------------------------------------------------------------------
 

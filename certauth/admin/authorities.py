@@ -33,7 +33,7 @@ from ..authorities import (
     stale_crls,
     store_crl,
 )
-from ..certificates import format_thumbprint, thumbprint_of
+from ..certificates import format_thumbprint, thumbprint_of, visible
 from ..models import TrustedAuthority
 from ..proxybundle import describe_report
 from ..reasons import CertificateRefused
@@ -178,7 +178,7 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
         css = {"all": ["certauth/admin.css"]}
 
     formfield_overrides = {models.URLField: URL_FIELD_OPTIONS}
-    list_display = ["name", "is_enabled", "subject", "not_after", "crl_status"]
+    list_display = ["name", "is_enabled", "subject_text", "not_after", "crl_status"]
     list_filter = ["is_enabled", CrlStateFilter]
     search_fields = ["name", "subject", "thumbprint_sha256"]
     actions = ["enable", "disable", "refresh_crl_now"]
@@ -223,6 +223,10 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
         if not obj.thumbprint_sha256:
             return "-"
         return format_html("<code>{}</code>", format_thumbprint(obj.thumbprint_sha256))
+
+    @admin.display(description=_("subject"), ordering="subject")
+    def subject_text(self, obj: TrustedAuthority) -> str:
+        return visible(obj.subject)  # the CA certificate's text: bidi and C1 spelled out (Django escapes HTML)
 
     @admin.display(description=_("CRL"))
     def crl_status(self, obj: TrustedAuthority) -> SafeString | str:

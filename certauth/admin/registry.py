@@ -35,7 +35,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
 from .. import grants, services
-from ..certificates import format_thumbprint
+from ..certificates import format_thumbprint, visible
 from ..conf import settings
 from ..forms import SENSITIVE_FIELDS, RegistrationForm, RevocationForm
 from ..models import AuthenticationFailure, CertificateIdentity, RegisteredCertificate, RevocationReason
@@ -400,7 +400,7 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
 @admin.register(RegisteredCertificate)
 class RegisteredCertificateAdmin(admin.ModelAdmin):
     # Compact enough for a 1366 px screen: the columns a rotation is watched by come first.
-    list_display = ["thumbprint", "identity", "status", "validity", "last_used", "subject_cn", "label"]
+    list_display = ["thumbprint", "identity", "status", "validity", "last_used", "subject_cn_text", "label"]
     list_display_links = ["thumbprint"]
     list_filter = [EntryStatusFilter, "source", "revocation_reason"]
     list_select_related = ["identity"]
@@ -580,6 +580,10 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
     @admin.display(description=_("last used"), ordering="last_used_at")
     def last_used(self, entry: RegisteredCertificate) -> SafeString:
         return when_html(entry.last_used_at)
+
+    @admin.display(description=_("subject CN"), ordering="subject_cn")
+    def subject_cn_text(self, entry: RegisteredCertificate) -> str:
+        return visible(entry.subject_cn)  # the certificate's text: bidi and C1 spelled out (Django escapes HTML)
 
     # --- detail -------------------------------------------------------------------------------------
     @admin.display(description=_("identity"))
