@@ -492,6 +492,34 @@ def reason_counts(since: dt.datetime, queryset: QuerySet[AuthenticationFailure] 
     return [dict(row) for row in rows]
 
 
+def refusals_since(since: dt.datetime, queryset: QuerySet[AuthenticationFailure] | None = None) -> int:
+    """Refusals in rows last seen at or after ``since`` (counted whole, as ``reason_counts``)."""
+    queryset = failures() if queryset is None else queryset
+    return int(queryset.filter(last_seen__gte=since).aggregate(total=Sum("count"))["total"] or 0)
+
+
+def registration_obstacle(failure: AuthenticationFailure, at: dt.datetime, *, registered: bool | None = None) -> str:
+    """Why registering this row's certificate would not help, or ``""`` when it would: an unknown certificate
+    (refused ``unknown_certificate``: valid and trusted when refused), captured with its PEM, not expired at
+    ``at``, not registered since.  ``registered`` is what the caller already knows (an annotation), else asked."""
+    if failure.reason != Reason.UNKNOWN_CERTIFICATE:
+        return f"Refused as {failure.reason}: registering the certificate would not change that."
+    if not failure.certificate_pem:
+        return (
+            "No certificate was kept for this row (AUDIT_CAPTURE_CERTIFICATE, or past AUDIT_CAPTURE_PER_ADDRESS "
+            "certificates from this address in one window): register it from the client's PEM file."
+        )
+    if failure.not_after is not None and failure.not_after <= at:
+        return f"The certificate expired on {failure.not_after:%Y-%m-%d %H:%M} UTC: register its renewal instead."
+    if registered is None:
+        from .models import RegisteredCertificate
+
+        registered = RegisteredCertificate.objects.filter(thumbprint_sha256=failure.thumbprint_sha256).exists()
+    if registered:
+        return "This certificate is already registered."
+    return ""
+
+
 def search_filter(term: str) -> Q | None:
     """What an admin search term means, as an indexed lookup when it can be one:
 

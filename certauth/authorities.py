@@ -468,6 +468,16 @@ def due_for_refresh(now: dt.datetime | None = None) -> QuerySet[TrustedAuthority
     )
 
 
+def stale_crls(now: dt.datetime | None = None) -> QuerySet[TrustedAuthority]:
+    """Enabled authorities whose CRL is past its nextUpdate, or whose CRL URL has not been fetched successfully
+    for two ``CRL_REFRESH_SECONDS`` (never fetched, fetched long ago, or the last fetch failed): what the admin
+    dashboard counts and the authorities' "CRL: stale" filter lists."""
+    now = now or timezone.now()
+    late = now - dt.timedelta(seconds=2 * settings.CRL_REFRESH_SECONDS)
+    not_refreshed = ~Q(crl_url="") & (Q(crl_fetched_at__isnull=True) | Q(crl_fetched_at__lte=late) | ~Q(crl_error=""))
+    return TrustedAuthority.objects.filter(is_enabled=True).filter(Q(crl_next_update__lte=now) | not_refreshed)
+
+
 def refresh_due_crls(*, force: bool = False, now: dt.datetime | None = None) -> list[RefreshResult]:
     """Refresh every CRL that is due (or every CRL with a URL when ``force``)."""
     authorities = list(TrustedAuthority.objects.exclude(crl_url="").order_by("name") if force else due_for_refresh(now))

@@ -205,6 +205,17 @@ def printable(text: str) -> str:
     return _CONTROL_CHARACTERS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
+# Controls, C1 and the characters that reorder or hide text (bidi marks, overrides and isolates, line and
+# paragraph separators, zero-width characters, the BOM).
+_INVISIBLE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def visible(text: str) -> str:
+    """``text`` as a page shows it: every control, C1 and bidirectional formatting character spelled out
+    (``\\u202e``), so a subject or a path cannot reorder or hide what is shown around it."""
+    return _INVISIBLE_CHARACTERS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def _rfc4514(name: x509.Name) -> str:
     try:
         return printable(name.rfc4514_string())

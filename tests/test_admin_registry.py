@@ -270,7 +270,7 @@ def test_add_view_prefill_from_the_audit_needs_the_audit_view_permission(client,
     page = response.content.decode()
     assert failure.certificate_pem.splitlines()[1] not in page  # the certificate's body
     assert failure.subject_cn not in page
-    assert "needs permission to view the audit" in page
+    assert "Prefilling from Authentication failures needs permission to view them" in page
     # With the audit view permission the same link prefills.
     auditor = User.objects.create_user("auditor", is_staff=True)
     auditor.user_permissions.set(

@@ -30,9 +30,10 @@ from ..authorities import (
     refresh_crl,
     refusal_message,
     save_without_crl,
+    stale_crls,
     store_crl,
 )
-from ..certificates import format_thumbprint, thumbprint_of
+from ..certificates import format_thumbprint, thumbprint_of, visible
 from ..models import TrustedAuthority
 from ..proxybundle import describe_report
 from ..reasons import CertificateRefused
@@ -154,12 +155,31 @@ class TrustedAuthorityForm(forms.ModelForm):
         return authority
 
 
+class CrlStateFilter(admin.SimpleListFilter):
+    """The "stale" choice: past nextUpdate, or not refreshed (``certauth.authorities.stale_crls``, as the dashboard)."""
+
+    title = _("CRL")
+    parameter_name = "crl"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("stale", _("stale (past nextUpdate or not refreshed)"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[TrustedAuthority]) -> QuerySet[TrustedAuthority]:
+        if self.value() == "stale":
+            return queryset.filter(pk__in=stale_crls().values("pk"))
+        return queryset
+
+
 @admin.register(TrustedAuthority)
 class TrustedAuthorityAdmin(admin.ModelAdmin):
     form = TrustedAuthorityForm
+
+    class Media:
+        css = {"all": ["certauth/admin.css"]}
+
     formfield_overrides = {models.URLField: URL_FIELD_OPTIONS}
-    list_display = ["name", "is_enabled", "subject", "not_after", "crl_status"]
-    list_filter = ["is_enabled"]
+    list_display = ["name", "is_enabled", "subject_text", "not_after", "crl_status"]
+    list_filter = ["is_enabled", CrlStateFilter]
     search_fields = ["name", "subject", "thumbprint_sha256"]
     actions = ["enable", "disable", "refresh_crl_now"]
     readonly_fields = [
@@ -204,13 +224,22 @@ class TrustedAuthorityAdmin(admin.ModelAdmin):
             return "-"
         return format_html("<code>{}</code>", format_thumbprint(obj.thumbprint_sha256))
 
+    @admin.display(description=_("subject"), ordering="subject")
+    def subject_text(self, obj: TrustedAuthority) -> str:
+        return visible(obj.subject)  # the CA certificate's text: bidi and C1 spelled out (Django escapes HTML)
+
     @admin.display(description=_("CRL"))
-    def crl_status(self, obj: TrustedAuthority) -> str:
+    def crl_status(self, obj: TrustedAuthority) -> SafeString | str:
         if obj.crl_error:
             return str(_("error"))
         if obj.crl_next_update is None:
             return "-" if obj.crl_last_update is None else str(_("loaded"))
-        return f"next update {obj.crl_next_update:%Y-%m-%d %H:%M} UTC"
+        late = obj.crl_next_update <= timezone.now()
+        return format_html(  # two lines at most: what, then when
+            '<span class="certauth-nowrap">{}</span> <span class="certauth-nowrap">{} UTC</span>',
+            _("stale since") if late else _("next update"),
+            f"{obj.crl_next_update:%Y-%m-%d %H:%M}",
+        )
 
     @admin.display(description=_("Revoked serials in the CRL"))
     def crl_entries(self, obj: TrustedAuthority) -> str:

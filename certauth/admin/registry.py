@@ -35,7 +35,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
 from .. import grants, services, timeline
-from ..certificates import format_thumbprint
+from ..certificates import format_thumbprint, visible
 from ..conf import settings
 from ..forms import (
     SENSITIVE_FIELDS,
@@ -118,8 +118,27 @@ def when_html(moment: dt.datetime | None, never: str = "never") -> SafeString:
 
 
 def validity_html(entry: RegisteredCertificate) -> SafeString:
+    """Two lines at most: each date (and the arrow with the first) never breaks."""
     start = f"{entry.not_before:%Y-%m-%d}" if entry.not_before else "?"
-    return format_html("{} → {}", start, f"{entry.not_after:%Y-%m-%d}")
+    return format_html(
+        '<span class="certauth-nowrap">{} →</span> <span class="certauth-nowrap">{}</span>',
+        start,
+        f"{entry.not_after:%Y-%m-%d}",
+    )
+
+
+def list_status_html(entry: RegisteredCertificate) -> SafeString:
+    """The status badge for lists; a revoked entry's also says when (on the badge's line) and why (below)."""
+    if entry.revoked_at is None:
+        return status_html(entry)
+    return format_html(
+        '<span class="certauth-nowrap">{} <time datetime="{}">{}</time></span>'
+        '<span class="certauth-revocation-note">{}</span>',
+        status_html(entry),
+        entry.revoked_at.isoformat(),
+        f"{entry.revoked_at:%Y-%m-%d}",
+        entry.get_revocation_reason_display(),
+    )
 
 
 def entry_change_url(entry: RegisteredCertificate) -> str:
@@ -520,7 +539,7 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
                 '<span class="certauth-status certauth-status--expiring" title="{}">{} ({})</span>',
                 _("Expiring soon"),
                 f"{moment:%Y-%m-%d}",
-                _("in %(when)s") % {"when": timesince(timezone.now(), moment)},
+                _("in %(when)s") % {"when": timesince(timezone.now(), moment, depth=1)},
             )
         return f"{moment:%Y-%m-%d}"
 
@@ -550,7 +569,7 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
 @admin.register(RegisteredCertificate)
 class RegisteredCertificateAdmin(admin.ModelAdmin):
     # Compact enough for a 1366 px screen: the columns a rotation is watched by come first.
-    list_display = ["thumbprint", "identity", "status", "validity", "last_used", "subject_cn", "label"]
+    list_display = ["thumbprint", "identity", "status", "validity", "last_used", "subject_cn_text", "label"]
     list_display_links = ["thumbprint"]
     list_filter = [EntryStatusFilter, "source", "revocation_reason"]
     list_select_related = ["identity"]
@@ -663,11 +682,11 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
         failure_text = request.GET.get("from_failure", "")
         failure_pk = parse_primary_key(failure_text)
         if failure_text and not request.user.has_perm(VIEW_AUDIT_PERMISSION):
-            messages.warning(request, _("Prefilling from the audit needs permission to view the audit."))
+            messages.warning(request, _("Prefilling from Authentication failures needs permission to view them."))
         elif failure_text:
             failure = AuthenticationFailure.objects.filter(pk=failure_pk).first() if failure_pk is not None else None
             if failure is None or not failure.certificate_pem:
-                messages.warning(request, _("That audit entry holds no certificate to register."))
+                messages.warning(request, _("That row of Authentication failures holds no certificate to register."))
             else:
                 initial["pem_text"] = failure.certificate_pem
                 if failure.identity_id and not initial.get("identity"):
@@ -738,7 +757,7 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("status"))
     def status(self, entry: RegisteredCertificate) -> SafeString:
-        return status_html(entry)
+        return list_status_html(entry)
 
     @admin.display(description=_("validity"), ordering="not_after")
     def validity(self, entry: RegisteredCertificate) -> SafeString:
@@ -747,6 +766,10 @@ class RegisteredCertificateAdmin(admin.ModelAdmin):
     @admin.display(description=_("last used"), ordering="last_used_at")
     def last_used(self, entry: RegisteredCertificate) -> SafeString:
         return when_html(entry.last_used_at)
+
+    @admin.display(description=_("subject CN"), ordering="subject_cn")
+    def subject_cn_text(self, entry: RegisteredCertificate) -> str:
+        return visible(entry.subject_cn)  # the certificate's text: bidi and C1 spelled out (Django escapes HTML)
 
     # --- detail -------------------------------------------------------------------------------------
     @admin.display(description=_("identity"))
