@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -163,8 +162,8 @@ def cached_trust_store() -> TrustStore | None:
     store = _cache.store
     if store is None or _cache.settings_generation != settings.generation:
         return None
-    # The registry's quiet window (Registry.quiet_until): until then ensure_fresh returns without reading.
-    if time.monotonic() >= registry.quiet_until or registry.settings_generation != settings.generation:
+    # The registry's quiet window: until it ends ensure_fresh returns without reading (judged by its clock).
+    if not registry.is_quiet():
         return None
     return store
 

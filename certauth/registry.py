@@ -114,6 +114,13 @@ class Registry:
             callback()
 
     # --- freshness ---------------------------------------------------------------------------------
+    def is_quiet(self) -> bool:
+        """Whether ``ensure_fresh`` would now return without reading anything: inside the quiet window, for the
+        current settings.  Read by this module's clock, the one ``ensure_fresh`` sets the window by: a caller
+        comparing ``quiet_until`` with a clock of its own would disagree with the registry whenever the two
+        differ (a test moving one of them, or a clock other than ``time.monotonic``)."""
+        return time.monotonic() < self.quiet_until and self.settings_generation == settings.generation
+
     def invalidate(self) -> None:
         """Forget everything; the next lookup re-reads the generation and the rows."""
         with self._lock:

@@ -389,13 +389,14 @@ def test_warm_rule_admitted_requests_read_no_registry_rows(api, pki, trusted_roo
 
 
 def test_a_revocation_by_another_worker_reaches_the_cached_answer_for_the_twin(api, pki, register, monkeypatch) -> None:
+    import time
     import types
 
     from certauth import registry as registry_module
 
     from .test_registry_cache import revoke_from_another_worker
 
-    clock = [1_000.0]
+    clock = [time.monotonic() + 1_000_000.0]  # far from the real clock (see test_registry_cache.clock)
     monkeypatch.setattr(registry_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     entry = register(pki.client, identity="billing")
     twin = header(twin_of(pki.client, pki.root))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import socket
+import time
 import types
 import uuid
 from collections.abc import Iterator
@@ -23,8 +24,11 @@ from certauth.lru import MISSING, BoundedCache
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The registry's monotonic clock, moved by hand: ``clock[0] += 1.5``."""
-    now = [1_000.0]
+    """The registry's monotonic clock, moved by hand: ``clock[0] += 1.5``.  It starts a million seconds
+    ahead of the real monotonic clock, never near it: code that compared the registry's windows with a clock
+    of its own (``authorities.cached_trust_store`` did) then disagrees every time, not only on a machine up
+    for less than the fake time (CI's, once: a fresh host's monotonic clock is its uptime)."""
+    now = [time.monotonic() + 1_000_000.0]
     monkeypatch.setattr(registry_module, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     return now
 
@@ -575,3 +579,16 @@ def test_a_pinned_counter_cannot_delay_revocation_past_the_bound(
     clock[0] += 0.2  # 3 s since the last database read
     redis_cache.set(key, pinned, timeout=None)
     assert reason(api.get("/api/whoami/", pki.client)) == "certificate_revoked"
+
+
+def test_only_the_registry_reads_its_windows_against_a_clock() -> None:
+    """The quiet window is judged by the registry's own clock (``Registry.is_quiet``): a module comparing
+    ``quiet_until`` with a clock of its own made ``test_staleness_bound_is_honoured`` depend on the host's
+    uptime (the faked clock was moved, the other was not)."""
+    from pathlib import Path
+
+    package = Path(registry_module.__file__).parent
+    readers = sorted(
+        path.name for path in package.rglob("*.py") if path.name != "registry.py" and "quiet_until" in path.read_text()
+    )
+    assert readers == []
