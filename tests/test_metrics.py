@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 import yaml
+from asgiref.sync import async_to_sync
 from cryptography.hazmat.primitives import serialization
 from django.core.management import call_command
-from django.test import Client, override_settings
+from django.test import AsyncClient, Client, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from certauth import checks, devpki, metrics
@@ -25,6 +26,8 @@ from certauth.authorities import CrlFetchError, refresh_crl, store_crl
 from certauth.models import CertificateIdentity
 from certauth.reasons import Reason
 from certauth.services import get_or_create_identity, register_thumbprint
+
+from .conftest import escaped
 
 pytestmark = pytest.mark.django_db
 
@@ -76,6 +79,25 @@ def test_an_accepted_request_moves_the_accepted_counter_and_the_histogram(api, p
     )
     assert value(after, "certauth_authentication_seconds_sum") > value(before, "certauth_authentication_seconds_sum")
     assert refusal_counts(after) == refusal_counts(before)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.urls("tests.async_urls")
+@override_settings(CERTAUTH=ON)
+def test_async_requests_count_once_each_whether_decided_in_a_thread_or_on_the_loop(pki, register) -> None:
+    register(pki.client)
+    headers = {"X-Real-IP": "203.0.113.7", "X-SSL-Client-Cert": escaped(pki.client), "X-SSL-Client-Verify": "SUCCESS"}
+    client = AsyncClient()
+    before = scrape()
+    for _ in range(3):  # the first in one thread hop (evaluate), the next ones remembered, on the event loop
+        assert async_to_sync(client.get)("/async/anything/", headers=headers).status_code == 200
+    refusal = async_to_sync(client.get)("/async/anything/", headers={**headers, "X-SSL-Client-Cert": "garbage"})
+    assert refusal.status_code == 401
+    after = scrape()
+    assert value(after, "certauth_accepted_total") - value(before, "certauth_accepted_total") == 3
+    assert refused(after, Reason.MALFORMED_CERTIFICATE) - refused(before, Reason.MALFORMED_CERTIFICATE) == 1
+    count = "certauth_authentication_seconds_count"
+    assert value(after, count) - value(before, count) == 4
 
 
 def _revoked(api: Any, pki: Any, register: Any) -> Any:
