@@ -490,3 +490,16 @@ def test_promtool_accepts_the_rules_when_it_is_installed(tmp_path) -> None:
     path.write_text(yaml.safe_dump(alert_rules()))
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the benchmark does not rot ---------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+@override_settings(CERTAUTH=ON)
+def test_the_cost_benchmark_runs_and_counts(settings: Any) -> None:
+    from bench import metrics_cost
+
+    settings.ROOT_URLCONF = "bench.urls"
+    before = value(scrape(), "certauth_accepted_total")
+    lines = metrics_cost.measure(quick=True)
+    assert lines[0] == "single process:" and any("on / off" in line for line in lines)
+    assert value(scrape(), "certauth_accepted_total") > before  # the "on" scenario really counted
