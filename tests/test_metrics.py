@@ -503,3 +503,112 @@ def test_the_cost_benchmark_runs_and_counts(settings: Any) -> None:
     lines = metrics_cost.measure(quick=True)
     assert lines[0] == "single process:" and any("on / off" in line for line in lines)
     assert value(scrape(), "certauth_accepted_total") > before  # the "on" scenario really counted
+
+
+def test_the_alert_rules_fire_when_they_should_under_promtool(tmp_path) -> None:
+    """promtool's rule unit tests on synthetic series: each alert fires for what it is about, and not for the
+    neighbouring healthy series (an expiry 90 days out, a fresh CRL, a flood of missing_certificate)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (the YAML and series names are checked above)")
+    document = alert_rules()
+    annotations = {rule["alert"]: rule["annotations"] for group in document["groups"] for rule in group["rules"]}
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(document))
+    day = 24 * 60  # one sample a minute
+
+    def alert(name: str, summary: str, **labels: str) -> dict[str, Any]:
+        return {
+            "exp_labels": labels,
+            "exp_annotations": {**annotations[name], "summary": summary},
+        }
+
+    tests = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'certauth_identity_expiry_seconds{identity="soon"}', "values": "864000x180"},
+                    {"series": 'certauth_identity_expiry_seconds{identity="later"}', "values": "7776000x180"},
+                    {"series": "certauth_expiry_warning_days", "values": "30x180"},
+                    {"series": 'certauth_authority_crl_age_seconds{authority="stale"}', "values": "14400x180"},
+                    {"series": 'certauth_authority_crl_age_seconds{authority="fresh"}', "values": "600x180"},
+                    {"series": "certauth_registry_up", "values": "1x90 0x90"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "90m",
+                        "alertname": "CertauthCertificateExpiring",
+                        "exp_alerts": [
+                            alert(
+                                "CertauthCertificateExpiring",
+                                "Client certificate of soon expires in 10d 0h 0m 0s",
+                                severity="warning",
+                                identity="soon",
+                            )
+                        ],
+                    },
+                    {
+                        "eval_time": "90m",
+                        "alertname": "CertauthCrlStale",
+                        "exp_alerts": [
+                            alert(
+                                "CertauthCrlStale",
+                                "The CRL of stale has not been refreshed for 4h 0m 0s",
+                                severity="critical",
+                                authority="stale",
+                            )
+                        ],
+                    },
+                    {"eval_time": "90m", "alertname": "CertauthRegistryUnreadable", "exp_alerts": []},
+                    {
+                        "eval_time": "170m",
+                        "alertname": "CertauthRegistryUnreadable",
+                        "exp_alerts": [
+                            alert(
+                                "CertauthRegistryUnreadable",
+                                annotations["CertauthRegistryUnreadable"]["summary"],
+                                severity="critical",
+                            )
+                        ],
+                    },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    # One refusal a minute for a day, then 600 a minute (10/s) for 30 minutes.
+                    {
+                        "series": 'certauth_refused_total{reason="unknown_certificate"}',
+                        "values": f"0+1x{day} {day}+600x30",
+                    },
+                    # missing_certificate floods too (anonymous visits): never this alert.
+                    {
+                        "series": 'certauth_refused_total{reason="missing_certificate"}',
+                        "values": f"0+1x{day} {day}+600x30",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": f"{day - 10}m", "alertname": "CertauthRefusalSpike", "exp_alerts": []},
+                    {
+                        "eval_time": f"{day + 30}m",
+                        "alertname": "CertauthRefusalSpike",
+                        "exp_alerts": [
+                            alert(
+                                "CertauthRefusalSpike",
+                                "certauth refuses many requests: unknown_certificate at 10/s",
+                                severity="warning",
+                                reason="unknown_certificate",
+                            )
+                        ],
+                    },
+                ],
+            },
+        ],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
+    result = subprocess.run(
+        [promtool, "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
