@@ -649,7 +649,7 @@ def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     worker's counts), seen when this process is gunicorn (``CertauthConfig.ready`` logs it there)."""
     if not settings.METRICS_ENABLED:
         return []
-    from .metrics import ALLOW_CHOICES, INSTALL_HINT, available
+    from .metrics import INSTALL_HINT, allow_mode, available
 
     messages: list[Any] = []
     if not available():
@@ -662,7 +662,7 @@ def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     allow, scope = settings.METRICS_ALLOW, settings.METRICS_SCOPE
-    if allow not in ALLOW_CHOICES or (allow == "scope" and not (isinstance(scope, str) and scope.strip())):
+    if allow_mode() is None:
         messages.append(
             Warning(
                 f"CERTAUTH METRICS_ALLOW = {allow!r} with METRICS_SCOPE = {scope!r} admits no scraper: every "

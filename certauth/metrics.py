@@ -49,8 +49,16 @@ SERIES = (
     "certauth_registry_up",
 )
 
-ALLOW_CHOICES = ("loopback", "scope")
 INSTALL_HINT = "pip install 'django-certauth[metrics]' (prometheus-client)"
+
+
+def allow_mode() -> str | None:
+    """``METRICS_ALLOW`` when it admits someone: ``"loopback"``, or ``"scope"`` with a non-empty
+    ``METRICS_SCOPE``; None otherwise (every scrape refused, ``certauth.W021``)."""
+    allow, scope = settings.METRICS_ALLOW, settings.METRICS_SCOPE
+    if allow == "loopback" or (allow == "scope" and isinstance(scope, str) and scope.strip()):
+        return str(allow)
+    return None
 
 
 def available() -> bool:

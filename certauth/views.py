@@ -81,10 +81,10 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     while ``METRICS_ENABLED`` is off; 503 naming the fix without prometheus-client.  GET and HEAD only."""
     if not settings.METRICS_ENABLED:
         raise Http404("certauth metrics are off (CERTAUTH METRICS_ENABLED).")
-    allow = settings.METRICS_ALLOW
-    if allow == "scope" and settings.METRICS_SCOPE:
+    allow = metrics.allow_mode()
+    if allow == "scope":
         outcome = evaluate(request)
-        refusal = authorization_refusal(request, outcome, [settings.METRICS_SCOPE]) if outcome.ok else outcome
+        refusal = authorization_refusal(request, outcome, [settings.METRICS_SCOPE.strip()]) if outcome.ok else outcome
         if refusal is not None:
             record_refusal(request, refusal)
             return refusal_response(refusal)
@@ -101,7 +101,8 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             return JsonResponse({"detail": detail}, status=403)
     else:
         detail = (
-            f"CERTAUTH METRICS_ALLOW = {allow!r} (with METRICS_SCOPE {settings.METRICS_SCOPE!r}) admits no one: "
+            f"CERTAUTH METRICS_ALLOW = {settings.METRICS_ALLOW!r} (with METRICS_SCOPE {settings.METRICS_SCOPE!r}) "
+            "admits no one: "
             "set 'loopback' or 'scope' with a scope (manage.py check, certauth.W021)."
         )
         return JsonResponse({"detail": detail}, status=403)

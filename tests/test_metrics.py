@@ -309,11 +309,21 @@ def test_scope_mode_serves_only_a_certificate_with_the_scope(api, pki, register)
     assert refused(samples, Reason.INSUFFICIENT_SCOPE) >= 1
 
 
-@override_settings(CERTAUTH={**ON, "METRICS_ALLOW": "everyone"})
-def test_an_unknown_allow_value_admits_no_one() -> None:
-    response = Client().get(URL, REMOTE_ADDR="127.0.0.1")
-    assert response.status_code == 403
-    assert "'everyone'" in response.json()["detail"]
+@pytest.mark.parametrize(
+    "allow",
+    [
+        {"METRICS_ALLOW": "everyone"},
+        {"METRICS_ALLOW": None},
+        {"METRICS_ALLOW": "scope", "METRICS_SCOPE": ""},
+        {"METRICS_ALLOW": "scope", "METRICS_SCOPE": ["metrics:read"]},
+    ],
+)
+def test_an_allow_setting_that_admits_no_one_refuses_everyone_and_warns(allow: dict[str, Any]) -> None:
+    with override_settings(CERTAUTH={**ON, **allow}):
+        response = Client().get(URL, REMOTE_ADDR="127.0.0.1")
+        assert response.status_code == 403
+        assert "admits no one" in response.json()["detail"]
+        assert [m.id for m in checks.check_metrics()] == ["certauth.W021"]
 
 
 @override_settings(CERTAUTH=ON)
@@ -404,11 +414,6 @@ def test_textfile_refuses_a_name_node_exporter_ignores(tmp_path) -> None:
 
 
 # --- system checks --------------------------------------------------------------------------------------
-@override_settings(CERTAUTH={**ON, "METRICS_ALLOW": "scope", "METRICS_SCOPE": ""})
-def test_w021_an_allow_setting_that_admits_no_one() -> None:
-    assert [m.id for m in checks.check_metrics()] == ["certauth.W021"]
-
-
 @override_settings(CERTAUTH=ON)
 def test_w022_several_gunicorn_workers_without_a_multiprocess_directory(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
