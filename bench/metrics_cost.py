@@ -7,7 +7,9 @@ and the unauthenticated twin view as a baseline measured in the same run.  Off a
 instruments directly (``certauth.metrics._active``), not the setting: a settings change would also drop the
 remembered acceptance.  Then the same in a child process with ``PROMETHEUS_MULTIPROC_DIR`` set
 (prometheus-client picks its file-backed values at import, so that mode needs a process of its own).  Prints
-medians and ratios; never fails on timing."""
+medians and ratios; never fails on timing.  ``--callgrind``: the hook's CPU instructions per decision instead,
+counted by valgrind (noise-free on a shared machine; compare with a warm request's ~1.44 million,
+docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -92,11 +94,83 @@ def hook_cost(active: object, quick: bool) -> float:
     return min(timeit.repeat(hook, number=number, repeat=5)) / number * 1e6
 
 
+HOOK_CALLS = 10_000
+
+
+def hook_loop(enabled: bool) -> None:
+    """What ``--callgrind`` counts: ``HOOK_CALLS`` runs of the hook inside ``math.fsum`` (nothing else calls it)."""
+    import math
+    import time
+
+    from django.test import override_settings
+
+    from certauth import metrics
+
+    with override_settings(CERTAUTH={"METRICS_ENABLED": enabled}):
+        clock = time.perf_counter
+
+        def hook() -> float:
+            meter = metrics.active()
+            started = clock() if meter is not None else 0.0
+            if meter is not None:
+                meter.decided(True, clock() - started)
+            return 0.0
+
+        for _ in range(1000):
+            hook()
+        math.fsum(hook() for _ in range(HOOK_CALLS))
+
+
+def callgrind() -> list[str]:
+    """CPU instructions per decision that the hook adds, counted by valgrind's callgrind (immune to other
+    processes on a shared machine), single process and multiprocess; the loop itself is the 'off' count."""
+    import re
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        return ["callgrind: valgrind not installed, skipped"]
+    counts: dict[tuple[str, bool], int] = {}
+    with tempfile.TemporaryDirectory(prefix="certauth-bench-callgrind-") as folder:
+        for mode in ("single process", "multiprocess"):
+            for enabled in (False, True):
+                environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"}
+                environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+                if mode == "multiprocess":
+                    environment["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(dir=folder)
+                out = Path(folder) / f"callgrind.{len(counts)}.out"
+                command = [
+                    "valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=math_fsum",
+                    f"--callgrind-out-file={out}", sys.executable, "-m", "bench.metrics_cost",
+                    "--hook-loop", "on" if enabled else "off",
+                ]  # fmt: skip
+                result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, check=False)
+                found = re.search(r"Collected : (\d+)", result.stderr)
+                if result.returncode != 0 or found is None:
+                    return [f"callgrind failed: {result.stderr[-500:]}"]
+                counts[(mode, enabled)] = int(found.group(1))
+    return [
+        f"callgrind, {mode}: +{(counts[(mode, True)] - counts[(mode, False)]) / HOOK_CALLS:,.0f} instructions per "
+        f"decision with metrics on (the off loop: {counts[(mode, False)] / HOOK_CALLS:,.0f} per call)"
+        for mode in ("single process", "multiprocess")
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.metrics_cost", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (figures meaningless)")
+    parser.add_argument("--callgrind", action="store_true", help="count the hook's CPU instructions (valgrind)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--hook-loop", choices=["on", "off"], help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
+    if arguments.hook_loop:
+        import django
+
+        django.setup()
+        hook_loop(arguments.hook_loop == "on")
+        return 0
+    if arguments.callgrind:
+        print("\n".join(callgrind()))
+        return 0
     from .__main__ import prepare_django
 
     with tempfile.TemporaryDirectory(prefix="certauth-bench-metrics-") as folder:
