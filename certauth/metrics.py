@@ -23,6 +23,7 @@ import datetime as dt
 import ipaddress
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -102,7 +103,9 @@ class Instruments:
         self.seconds.observe(seconds)
 
     def refused_for(self, reason: Reason) -> None:
-        self.refused[reason].inc()
+        counter = self.refused.get(reason)
+        if counter is not None:  # always, for a Reason: never an error on the refusal path
+            counter.inc()
 
 
 _instruments: Instruments | None = None
@@ -110,11 +113,16 @@ _generation = -1
 _active: Instruments | None = None
 
 
+_creating = threading.Lock()
+
+
 def instruments() -> Instruments:
     """The process's instruments (imports prometheus-client: raises ImportError without it)."""
     global _instruments
     if _instruments is None:
-        _instruments = Instruments()
+        with _creating:  # two threads of an ASGI server must not each count into their own
+            if _instruments is None:
+                _instruments = Instruments()
     return _instruments
 
 
@@ -168,7 +176,6 @@ class RegistryCollector:
         from django.utils import timezone
         from prometheus_client.core import GaugeMetricFamily
 
-        from .cli.expiring import expiring_entries
         from .models import CertificateIdentity, RegisteredCertificate, TrustedAuthority
 
         now = (self._now or timezone.now)()
@@ -179,7 +186,10 @@ class RegistryCollector:
             "certauth_certificates_expiring",
             "Live certificates of active identities expiring within EXPIRY_WARNING_DAYS (certauth expiring).",
         )
-        expiring.add_metric([], len(expiring_entries(days, now)))
+        # What `certauth expiring` lists (certauth.cli.expiring.expiring_entries), counted rather than loaded.
+        expiring.add_metric(
+            [], RegisteredCertificate.objects.expiring_within(days, now).filter(identity__is_active=True).count()
+        )
 
         per_identity = GaugeMetricFamily(
             "certauth_identity_expiry_seconds",
