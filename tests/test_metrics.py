@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
@@ -120,6 +121,43 @@ def _registered(issued_name: str, path: str = "/api/whoami/", **kwargs: Any) -> 
     return call
 
 
+def _with(overrides: dict[str, Any], call: Any) -> Any:
+    """``call`` with more CERTAUTH settings (metrics still on)."""
+
+    def run(api: Any, pki: Any, register: Any) -> Any:
+        with override_settings(CERTAUTH={**ON, **overrides}):
+            return call(api, pki, register)
+
+    return run
+
+
+def _crl(revoked: bool) -> Any:
+    def call(api: Any, pki: Any, register: Any) -> Any:
+        from certauth.models import TrustedAuthority
+
+        register(pki.client)
+        if revoked:
+            root = TrustedAuthority.objects.get(thumbprint_sha256=pki.root.thumbprint)
+            crl = devpki.make_crl(pki.root, [pki.client.certificate.serial_number])
+            store_crl(root, crl.public_bytes(serialization.Encoding.DER))
+        return api.get("/api/whoami/", pki.client)
+
+    return _with({"REVOCATION_MODE": "crl"}, call)
+
+
+def _database_down(api: Any, pki: Any, register: Any) -> Any:
+    from django.db import OperationalError
+    from django.db.backends.utils import CursorWrapper
+
+    register(pki.client)
+
+    def database_down(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise OperationalError("connection refused")
+
+    with mock.patch.object(CursorWrapper, "execute", database_down):
+        return api.get("/api/whoami/", pki.client)
+
+
 REFUSALS = {
     Reason.MISSING_CERTIFICATE: lambda api, pki, register: api.get("/api/whoami/"),
     Reason.MALFORMED_CERTIFICATE: lambda api, pki, register: api.get("/api/whoami/", "not-a-certificate"),
@@ -134,6 +172,10 @@ REFUSALS = {
     Reason.CERTIFICATE_REVOKED: _revoked,
     Reason.IDENTITY_DISABLED: _disabled,
     Reason.INSUFFICIENT_SCOPE: _registered("client", "/api/orders/"),
+    Reason.CRL_REVOKED: _crl(revoked=True),
+    Reason.CRL_UNAVAILABLE: _crl(revoked=False),
+    Reason.CHAINED_NOT_ALLOWED: _with({"ALLOWED_CERTIFICATE_TYPES": "self_signed"}, _registered("client")),
+    Reason.REGISTRY_UNAVAILABLE: _database_down,
     Reason.CROSS_SITE_REQUEST: lambda api, pki, register: (
         register(pki.client, scopes="orders:write"),
         api.post("/api/orders/", pki.client, data={"item": "w", "quantity": 1}, HTTP_ORIGIN="https://evil.example"),
