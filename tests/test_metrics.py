@@ -213,6 +213,35 @@ def test_with_metrics_off_nothing_is_counted(api, pki, register) -> None:
     assert metrics.active() is None
 
 
+def test_with_metrics_off_prometheus_client_is_never_imported(tmp_path) -> None:
+    """A fresh process: start-up (checks, apps), a decided request, a refusal; prometheus-client stays unloaded."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import django
+        django.setup()
+        from django.core.management import call_command
+        from django.test import RequestFactory, override_settings
+        from certauth.authenticator import evaluate
+
+        call_command("check", verbosity=0)
+        with override_settings(CERTAUTH={"AUDIT_HANDLER": "certauth.audit.NullAuditHandler"}):
+            request = RequestFactory().get(
+                "/", REMOTE_ADDR="127.0.0.1", HTTP_X_SSL_CLIENT_CERT="garbage", HTTP_X_SSL_CLIENT_VERIFY="SUCCESS"
+            )
+            assert evaluate(request).reason == "malformed_certificate"
+        print(sorted(name for name in sys.modules if name.startswith("prometheus")))
+        """
+    )
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "CERTAUTH_VAR_DIR": str(tmp_path)}
+    environment.pop("CERTAUTH_METRICS_ENABLED", None)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 # --- scrape-time gauges --------------------------------------------------------------------------------
 @override_settings(CERTAUTH=ON)
 def test_a_registration_moves_the_registry_size() -> None:
