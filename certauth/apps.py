@@ -16,6 +16,10 @@ class CertauthConfig(AppConfig):
         # Inside a uvicorn server nobody runs `manage.py check`: say it in its log at start-up.
         for message in checks.check_asgi_server_proxy_headers():
             logging.getLogger("certauth").warning("%s", message)
+        # Likewise inside gunicorn: several workers without PROMETHEUS_MULTIPROC_DIR (certauth.W022).
+        for message in checks.check_metrics():
+            if message.id == "certauth.W022":
+                logging.getLogger("certauth").warning("%s", message)
         try:
             import drf_spectacular  # noqa: F401 - optional
         except ImportError:

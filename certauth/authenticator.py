@@ -39,7 +39,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import audit, signals
+from . import audit, metrics, signals
 from .certificates import CertificateInfo, describe, thumbprint_of
 from .conf import settings
 from .forwarding import is_absent, is_absent_verdict, parse_chain_header, parse_forwarded
@@ -347,8 +347,12 @@ def evaluate(request: HttpRequest, *, path: str | None = None, method: str | Non
     the request's in the audit row of a refusal (``certauth.views.refused``: the proxy rewrote them)."""
     outcome: Outcome | None = getattr(request, REQUEST_ATTRIBUTE, None)
     if outcome is None:
+        meter = metrics.active()
+        started = _perf_counter() if meter is not None else 0.0
         outcome = _decide(_warm(request, on_loop=False) or _decide_certificate(request))
         setattr(request, REQUEST_ATTRIBUTE, outcome)
+        if meter is not None:
+            meter.decided(outcome.ok, _perf_counter() - started)
         if outcome.ok:
             if signals.certificate_authenticated.receivers:  # none connected: not even the call
                 _send(signals.certificate_authenticated, request=request, auth=outcome.auth)
@@ -374,12 +378,16 @@ async def aevaluate(
     outcome: Outcome | None = getattr(request, REQUEST_ATTRIBUTE, None)
     if outcome is not None:
         return outcome
+    meter = metrics.active()
+    started = _perf_counter() if meter is not None else 0.0
     outcome = _decide_on_loop(request)
     if outcome is None:
         if as_sent:
             return await sync_to_async(_evaluate_as_sent)(request)
-        return await sync_to_async(evaluate)(request, path=path, method=method)
+        return await sync_to_async(evaluate)(request, path=path, method=method)  # counted there
     setattr(request, REQUEST_ATTRIBUTE, outcome)
+    if meter is not None:
+        meter.decided(outcome.ok, _perf_counter() - started)
     if outcome.ok and signals.certificate_authenticated.receivers:  # none connected: no coroutine either
         await _asend(signals.certificate_authenticated, request=request, auth=outcome.auth)
     return outcome
@@ -629,6 +637,8 @@ _trust_store_function: Any = None
 _now = dt.datetime.now
 #: The same clock as a POSIX timestamp, for the remembered acceptance's window; tests move it with ``_now``.
 _timestamp = time.time
+#: The clock the decision time (``certauth_authentication_seconds``) is measured with.
+_perf_counter = time.perf_counter
 
 
 _cached_store_function: Any = None
@@ -794,6 +804,9 @@ def record_refusal(
     outcome.recorded = True
     reason = reason or outcome.reason
     assert reason is not None
+    meter = metrics.active()
+    if meter is not None:
+        meter.refused_for(reason)
     event = _event(request, outcome, reason, detail or outcome.detail or reason.message, path, method)
     audit.record(event)
     _send(

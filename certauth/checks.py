@@ -614,3 +614,85 @@ def check_proxy_ca_bundle(app_configs: Any = None, databases: Any = None, **kwar
                 )
             )
     return messages
+
+
+def gunicorn_workers(argv: Sequence[str], environ: Mapping[str, str]) -> int | None:
+    """How many workers the gunicorn started as ``argv`` (with ``environ``) runs: ``-w``/``--workers``, else
+    ``$GUNICORN_CMD_ARGS``, else ``$WEB_CONCURRENCY``, else 1.  None when ``argv`` is not gunicorn's command line
+    (a count set only in a gunicorn configuration file is not seen)."""
+    if not argv:
+        return None
+    program = PurePath(argv[0])
+    if not (program.name == "gunicorn" or (program.name == "__main__.py" and program.parent.name == "gunicorn")):
+        return None
+    import shlex
+
+    try:
+        from_environment = shlex.split(environ.get("GUNICORN_CMD_ARGS", ""))
+    except ValueError:
+        from_environment = []
+    for words in (list(argv), from_environment):
+        value = _last_option(words, "--workers")
+        short = _all_options(words, "-w")
+        value = short[-1] if value is None and short else value
+        if value is not None:
+            return int(value) if value.strip().isdigit() else None
+    concurrency = environ.get("WEB_CONCURRENCY", "").strip()
+    return int(concurrency) if concurrency.isdigit() else 1
+
+
+@register(Tags.security)
+def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``certauth.W021``: metrics switched on but unusable (prometheus-client missing: the scrape URL answers
+    503) or ``METRICS_ALLOW`` / ``METRICS_SCOPE`` that admit no one (every scrape refused: deny by default).
+    ``certauth.W022``: several workers without a usable ``PROMETHEUS_MULTIPROC_DIR`` (each scrape would see one
+    worker's counts), seen when this process is gunicorn (``CertauthConfig.ready`` logs it there)."""
+    if not settings.METRICS_ENABLED:
+        return []
+    from .metrics import INSTALL_HINT, allow_mode, available
+
+    messages: list[Any] = []
+    if not available():
+        messages.append(
+            Warning(
+                "CERTAUTH METRICS_ENABLED is on but prometheus-client is not installed: nothing is counted and "
+                "/-/certauth/metrics answers 503.",
+                hint=f"{INSTALL_HINT}, or set METRICS_ENABLED False.",
+                id="certauth.W021",
+            )
+        )
+    allow, scope = settings.METRICS_ALLOW, settings.METRICS_SCOPE
+    if allow_mode() is None:
+        messages.append(
+            Warning(
+                f"CERTAUTH METRICS_ALLOW = {allow!r} with METRICS_SCOPE = {scope!r} admits no scraper: every "
+                "request to /-/certauth/metrics is refused.",
+                hint="METRICS_ALLOW 'loopback' (scrape from this host, straight to the application server) or "
+                "'scope' with METRICS_SCOPE a scope (e.g. 'metrics:read') held by the scraper's identity.",
+                id="certauth.W021",
+            )
+        )
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    workers = gunicorn_workers(sys.argv, os.environ)
+    if directory and not (os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)):
+        messages.append(
+            Warning(
+                f"PROMETHEUS_MULTIPROC_DIR={directory!r} is not a directory this user can write to: the workers "
+                "cannot record their counts.",
+                hint="Create it (empty, owned by the workers' user, mode 0700) before the workers start, and empty "
+                "it at each start (docs/metrics.md).",
+                id="certauth.W022",
+            )
+        )
+    elif not directory and workers is not None and workers > 1:
+        messages.append(
+            Warning(
+                f"gunicorn runs {workers} workers without PROMETHEUS_MULTIPROC_DIR: each scrape reaches one worker "
+                "and sees only its counts.",
+                hint="Set PROMETHEUS_MULTIPROC_DIR to an empty directory in the environment gunicorn starts with, "
+                "and call prometheus_client.multiprocess.mark_process_dead in gunicorn's child_exit hook "
+                "(docs/metrics.md).",
+                id="certauth.W022",
+            )
+        )
+    return messages

@@ -111,6 +111,15 @@ DEFAULTS: dict[str, Any] = {
     # --- operator experience ----------------------------------------------------------------------
     "EXPIRY_WARNING_DAYS": 30,
     "WWW_AUTHENTICATE_REALM": "api",
+    # --- metrics (docs/metrics.md) --------------------------------------------------------------------
+    # Prometheus counters and a histogram on every decision, and the scrape URL /-/certauth/metrics (404 while
+    # off).  Needs prometheus-client (pip install 'django-certauth[metrics]'; certauth.W021 without it).
+    "METRICS_ENABLED": False,
+    # Who may scrape: "loopback" (a client on this host talking to Django directly, never through the proxy)
+    # or "scope" (a client certificate whose identity holds METRICS_SCOPE, through the proxy).  Anything else
+    # refuses every scrape (certauth.W021).
+    "METRICS_ALLOW": "loopback",
+    "METRICS_SCOPE": "metrics:read",
 }
 
 IMPORT_STRINGS = {"AUDIT_HANDLER"}

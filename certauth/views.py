@@ -5,6 +5,8 @@ nginx refused the TLS client certificate (495) or got none although ``ssl_verify
 the client's request line in ``X-Certauth-Original-Method`` / ``X-Certauth-Original-URI``.  This view
 answers certauth's JSON 401 with the reason and records the refusal, once, under the path the client
 asked for.  It never answers 200: nginx has already refused.
+
+And the Prometheus scrape URL (``metrics_view``, docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 
+from . import metrics
 from .authenticator import (
     config,
     evaluate,
@@ -24,7 +28,8 @@ from .authenticator import (
     record_refusal,
     refusal_after_authentication,
 )
-from .decorators import refusal_response
+from .conf import settings
+from .decorators import authorization_refusal, refusal_response
 from .nginxconf import ORIGINAL_METHOD_HEADER, ORIGINAL_URI_HEADER
 from .reasons import Reason
 
@@ -66,3 +71,48 @@ def refused(request: HttpRequest) -> HttpResponse:
     # A no-op when evaluate() has recorded it already (every reason but missing_certificate).
     record_refusal(request, outcome, path=path, method=method)
     return refusal_response(outcome)
+
+
+@require_safe
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The Prometheus exposition (``certauth.metrics``), to the scrapers ``METRICS_ALLOW`` admits: ``loopback``, a
+    client on this host talking to Django directly (``certauth.metrics.direct_loopback``); ``scope``, a client
+    certificate whose identity holds ``METRICS_SCOPE`` (refusals answered and audited like the API's).  404
+    while ``METRICS_ENABLED`` is off; 503 naming the fix without prometheus-client.  GET and HEAD only."""
+    if not settings.METRICS_ENABLED:
+        raise Http404("certauth metrics are off (CERTAUTH METRICS_ENABLED).")
+    allow = metrics.allow_mode()
+    if allow == "scope":
+        outcome = evaluate(request)
+        refusal = authorization_refusal(request, outcome, [settings.METRICS_SCOPE.strip()]) if outcome.ok else outcome
+        if refusal is not None:
+            record_refusal(request, refusal)
+            return refusal_response(refusal)
+    elif allow == "loopback":
+        cfg = config()
+        proxy_keys = (cfg.cert_key, cfg.verify_key, cfg.client_ip_key, cfg.proxy_secret_key, cfg.chain_key)
+        if not metrics.direct_loopback(request.META, proxy_keys):
+            detail = (
+                "Metrics are served only to a client on this host that talks to Django directly, not through "
+                "the proxy (CERTAUTH METRICS_ALLOW = 'loopback'). Scrape the application server's own address "
+                "from this host, or set METRICS_ALLOW = 'scope' and scrape with a client certificate whose "
+                f"identity holds {settings.METRICS_SCOPE!r}."
+            )
+            return JsonResponse({"detail": detail}, status=403)
+    else:
+        detail = (
+            f"CERTAUTH METRICS_ALLOW = {settings.METRICS_ALLOW!r} (with METRICS_SCOPE {settings.METRICS_SCOPE!r}) "
+            "admits no one: "
+            "set 'loopback' or 'scope' with a scope (manage.py check, certauth.W021)."
+        )
+        return JsonResponse({"detail": detail}, status=403)
+    try:
+        body = metrics.exposition()
+    except ImportError:
+        detail = f"CERTAUTH METRICS_ENABLED is on but prometheus-client is not installed: {metrics.INSTALL_HINT}."
+        return JsonResponse({"detail": detail}, status=503)
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    response = HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -242,6 +242,10 @@ if os.environ.get("CERTAUTH_ALLOWED_CERTIFICATE_TYPES"):
     CERTAUTH["ALLOWED_CERTIFICATE_TYPES"] = os.environ["CERTAUTH_ALLOWED_CERTIFICATE_TYPES"]
 if "shared" in CACHES:
     CERTAUTH["SHARED_CACHE_ALIAS"] = "shared"
+if env_bool("CERTAUTH_METRICS_ENABLED", False):
+    # Prometheus metrics at /-/certauth/metrics (docs/metrics.md): loopback-only unless CERTAUTH_METRICS_ALLOW.
+    CERTAUTH["METRICS_ENABLED"] = True
+    CERTAUTH["METRICS_ALLOW"] = os.environ.get("CERTAUTH_METRICS_ALLOW", "loopback")
 
 LOGGING = {
     "version": 1,

@@ -108,6 +108,9 @@ CASES: list[tuple[str, dict[str, Any]]] = [
         "certauth.W015",
         {"TRUSTED_PROXIES": ["127.0.0.1"], "_argv": ["/srv/.venv/bin/uvicorn", "project.asgi:application"]},
     ),
+    # Metrics that admit no scraper; several gunicorn workers without PROMETHEUS_MULTIPROC_DIR (tests/test_metrics.py).
+    ("certauth.W021", {"METRICS_ENABLED": True, "METRICS_ALLOW": "everyone"}),
+    ("certauth.W022", {"METRICS_ENABLED": True, "_argv": ["/srv/.venv/bin/gunicorn", "-w", "3", "project.wsgi"]}),
 ]
 
 

@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     "certauth.cli.authority.Authority",
     "certauth.cli.crl_refresh.CrlRefresh",
     "certauth.cli.doctor.Doctor",
+    "certauth.cli.metrics.Metrics",
 ]
 
 
