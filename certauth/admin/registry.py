@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.models import LogEntry
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Case, Count, Prefetch, QuerySet, Value, When, Window
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -392,8 +392,32 @@ class FirstCertificateInline(admin.StackedInline):
 FIRST_CERTIFICATE_SENSITIVE_FIELDS = tuple(f"certificates-0-{name}" for name in SENSITIVE_FIELDS)
 
 
+class RefusedAtSaveMixin:
+    """A registration the service refuses when it writes (the registry changed between the form's checks and
+    its save: another operator, the CLI or a concurrent request registered the same certificate) is an error
+    message and the page again, never a 500.  Django's ``changeform_view`` saves inside ``transaction.atomic``,
+    which has rolled back by the time the refusal arrives here: nothing of the page is kept, no identity half
+    created."""
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+        except ValidationError as exc:
+            text = " ".join(exc.messages)
+            self.message_user(  # type: ignore[attr-defined]
+                request, format_html("Nothing was saved: {}", text), messages.ERROR
+            )
+            return HttpResponseRedirect(request.get_full_path())
+
+
 @admin.register(CertificateIdentity)
-class CertificateIdentityAdmin(admin.ModelAdmin):
+class CertificateIdentityAdmin(RefusedAtSaveMixin, admin.ModelAdmin):
     list_display = ["name", "is_active", "live_entries", "soonest_expiry", "last_used", "scopes"]
     list_filter = ["is_active", IdentityCertificateFilter]
     # The search itself is get_search_results(); search_fields only turns the box (and autocomplete) on.
@@ -567,7 +591,7 @@ class CertificateIdentityAdmin(admin.ModelAdmin):
 
 # --- registered certificates -------------------------------------------------------------------------
 @admin.register(RegisteredCertificate)
-class RegisteredCertificateAdmin(admin.ModelAdmin):
+class RegisteredCertificateAdmin(RefusedAtSaveMixin, admin.ModelAdmin):
     # Compact enough for a 1366 px screen: the columns a rotation is watched by come first.
     list_display = ["thumbprint", "identity", "status", "validity", "last_used", "subject_cn_text", "label"]
     list_display_links = ["thumbprint"]
