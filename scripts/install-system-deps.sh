@@ -8,6 +8,8 @@
 #                no system apache2 is started or left enabled)
 #   faketime  -- make clockcheck: the suite with a clock that runs ten times too fast
 #   caddy     -- the Caddy end-to-end tests and make run PROXY=caddy (certauth.proxyconf.caddy)
+#   promtool  (Debian's prometheus package; its prometheus.service is disabled, never left running) -- the
+#             metrics alert rules' checks and rule unit tests (tests/test_metrics.py)
 #   openssl, easy-rsa, mkcert, certtool (gnutls-bin), cfssl + cfssljson (golang-cfssl) -- the PKI tools whose
 #             client certificates tests/test_real_issuers.py and tests/e2e/test_real_issuers.py build
 # Idempotent and a fast no-op when everything is present (CI runs it every time).  Installing needs
@@ -32,6 +34,7 @@ have ab || missing+=(apache2-utils)
 have apache2 httpd || missing+=(apache2)
 have faketime || missing+=(faketime)
 have caddy || missing+=(caddy)
+have promtool || missing+=(prometheus)
 have openssl || missing+=(openssl)
 # easy-rsa's script is not on PATH: Debian installs it under /usr/share/easy-rsa.
 [[ -x /usr/share/easy-rsa/easyrsa ]] || missing+=(easy-rsa)
@@ -86,6 +89,7 @@ for item in "${missing[@]}"; do
     chromium) have chromium chromium-browser ;;
     apache2-utils) have ab ;;
     caddy) have caddy ;;
+    prometheus) have promtool ;;
     apache2) have apache2 httpd ;;
     easy-rsa) [[ -x /usr/share/easy-rsa/easyrsa ]] ;;
     gnutls-bin) have certtool ;;
@@ -106,6 +110,11 @@ if [[ " ${missing[*]} " == *" caddy "* ]] && have ss && ss -Hltnp 2>/dev/null | 
   echo "install-system-deps: a system caddy is listening ($(ss -Hltnp | grep '"caddy"' | awk '{print $4}' | xargs));" \
     "stop it (systemctl disable --now caddy)" >&2
   exit 1
+fi
+if [[ " ${missing[*]} " == *" prometheus "* ]] && have systemctl; then
+  # Only promtool is wanted; the package enables a prometheus.service (port 9090) that policy-rc.d kept from
+  # starting now: disable it so it does not start at the next boot either.
+  systemctl disable --now prometheus.service >/dev/null 2>&1 || true
 fi
 if [[ " ${missing[*]} " == *" apache2 "* ]]; then
   # The package enables apache2.service (it would listen on port 80 at the next boot); the project runs its own

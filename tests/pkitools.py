@@ -354,6 +354,7 @@ PACKAGES = {
     "certtool": "gnutls-bin",
     "cfssl": "golang-cfssl",
     "openssl": "openssl",
+    "promtool": "prometheus",
 }
 
 
