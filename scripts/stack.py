@@ -805,6 +805,9 @@ def prepare(var_dir: Path) -> Prepared:
     _manage(env, "collectstatic", "--noinput", "--verbosity", "0")
     # Reuses an existing PKI (renews it when the server or demo certificate is about to expire).
     _manage(env, "certauth", "devpki", "--out", str(pki_dir), capture=True)
+    # The dev CAs are trusted before the demo client is registered: registering checks the certificate against
+    # the trust policy, and warns (rightly) that it would be refused while no authority is enabled.
+    trusted = trust_dev_authorities(env, pki_dir).splitlines()
     registered = ["demo-client: its certificate is revoked (see the note below), left as it is"]
     if _demo_entry_status(env, pki_dir) != "revoked":  # `certauth register` refuses a revoked one (exit 1)
         registered = _manage(
@@ -812,7 +815,7 @@ def prepare(var_dir: Path) -> Prepared:
             "--scope", "orders:read", "--scope", "orders:write", "--label", "make run demo client",
             capture=True,
         ).stdout.strip().splitlines()  # fmt: skip
-    for line in [*trust_dev_authorities(env, pki_dir).splitlines(), *registered]:
+    for line in [*trusted, *registered]:
         print(f"   {line}", flush=True)
     client_ca = write_proxy_bundle(env, var_dir)
     demo_warning = _demo_certificate_warning(env, pki_dir)
