@@ -812,7 +812,8 @@ def prepare(var_dir: Path) -> Prepared:
     if _demo_entry_status(env, pki_dir) != "revoked":  # `certauth register` refuses a revoked one (exit 1)
         registered = _manage(
             env, "certauth", "register", "--identity", "demo-client", "--cert", str(pki_dir / "client.pem"),
-            "--scope", "orders:read", "--scope", "orders:write", "--label", "make run demo client",
+            "--scope", "orders:read", "--scope", "orders:write", "--scope", METRICS_SCOPE,
+            "--label", "make run demo client",
             capture=True,
         ).stdout.strip().splitlines()  # fmt: skip
     for line in [*trusted, *registered]:
@@ -825,6 +826,26 @@ def prepare(var_dir: Path) -> Prepared:
     ).stdout.strip()
     print(f"   admin user: {created}", flush=True)
     return Prepared(env, pki_dir, client_ca, password, origin, created, demo_warning)
+
+
+#: The scope `make run` serves its Prometheus metrics to (``METRICS_ALLOW = "scope"``; the demo client holds it).
+METRICS_SCOPE = "metrics:read"
+
+
+def metrics_env(var_dir: Path) -> dict[str, str]:
+    """What `make run` adds to the server's environment for Prometheus metrics (docs/metrics.md): on, served
+    through the proxy to a client certificate holding ``METRICS_SCOPE`` (gunicorn listens on a unix socket
+    only, so the loopback default would admit no one), its workers summed through a multiprocess directory
+    emptied at every start (prometheus-client's files of earlier processes would otherwise count again)."""
+    directory = var_dir / "run" / "prometheus"
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, mode=0o700)
+    return {
+        "CERTAUTH_METRICS_ENABLED": "true",
+        "CERTAUTH_METRICS_ALLOW": "scope",
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+    }
 
 
 #: Where `make run` keeps the registry's CA bundle for the proxy (public certificates; rewritten every start).
@@ -890,7 +911,7 @@ def run(arguments: argparse.Namespace) -> int:
         port=arguments.port,
         mode=arguments.mode,
         workers=arguments.workers,
-        env={"CERTAUTH_VAR_DIR": str(var_dir)},
+        env={"CERTAUTH_VAR_DIR": str(var_dir), **metrics_env(var_dir)},
         # No ssl_crl here: revocation is certauth's registry, and devpki's ca.crl.pem covers only the
         # root, so OpenSSL would refuse intermediate-issued clients ("unable to get certificate CRL").
         static_root=var_dir / "static",
@@ -938,6 +959,8 @@ Try it:
   curl --cacert {pki}/ca.pem {url}/api/whoami/
   # a valid certificate nobody registered: 401 unknown_certificate
   curl --cacert {pki}/ca.pem --cert {pki}/unregistered.pem --key {pki}/unregistered.key {url}/api/whoami/
+  # Prometheus metrics, for a certificate whose identity holds {METRICS_SCOPE} (docs/metrics.md)
+  curl --cacert {pki}/ca.pem --cert {pki}/client.pem --key {pki}/client.key {url}/-/certauth/metrics
 
 Ctrl-C stops {proxy} and {server}.{demo_warning}""",
             flush=True,

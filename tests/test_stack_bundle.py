@@ -56,3 +56,16 @@ def test_make_run_registers_the_demo_client_without_a_false_warning(
     printed = capsys.readouterr().out
     assert "registered " in printed and "trusted authority dev root CA" in printed, printed
     assert "warning" not in printed.lower(), printed
+    # The demo client may read the metrics `make run` serves (metrics_env: METRICS_ALLOW=scope).
+    assert stack.METRICS_SCOPE in printed, printed
+
+
+def test_make_run_serves_metrics_to_the_scope_from_a_fresh_multiprocess_directory(tmp_path: Path) -> None:
+    stale = tmp_path / "run" / "prometheus" / "counter_4242.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an earlier run's worker")
+    env = stack.metrics_env(tmp_path)
+    directory = Path(env["PROMETHEUS_MULTIPROC_DIR"])
+    assert directory == stale.parent and list(directory.iterdir()) == []  # an earlier run's counts never add up
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert env["CERTAUTH_METRICS_ENABLED"] == "true" and env["CERTAUTH_METRICS_ALLOW"] == "scope"
