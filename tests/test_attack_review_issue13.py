@@ -1,0 +1,82 @@
+"""Attack review of issue 13 (docs/SECURITY.md §50): the registration service, the identity pages, the lists,
+audit chart and dashboard, and the metrics, attacked through the Django test client with real certificates.
+Each test is an attack; those that found something fail on the code before its fix, the others prove it held."""
+
+from __future__ import annotations
+
+import datetime as dt
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+from django.urls import reverse
+
+from certauth import timeline
+from certauth.models import CertificateIdentity
+
+from .conftest import FixturePKI
+
+pytestmark = pytest.mark.django_db
+
+SVG = "{http://www.w3.org/2000/svg}"
+#: RFC 5280 4.1.2.5: "no well-defined expiration date" is notAfter 99991231235959Z.
+FOREVER = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+
+
+def identity_url(identity: CertificateIdentity) -> str:
+    return reverse("admin:certauth_certificateidentity_change", args=[identity.pk])
+
+
+def timeline_svg(response: Any) -> ET.Element:
+    assert response.status_code == 200, response.status_code
+    html = response.content.decode()
+    start = html.index('<svg xmlns="http://www.w3.org/2000/svg" class="certauth-timeline"')
+    return ET.fromstring(html[start : html.index("</svg>", start) + len("</svg>")])  # noqa: S314 - our own output
+
+
+# --- the rotation timeline: dates at the ends of the calendar -------------------------------------------------
+def test_an_identity_whose_certificate_never_expires_shows_its_timeline(
+    admin_client: Any, pki: FixturePKI, register: Any
+) -> None:
+    """A certificate with RFC 5280's "no expiration" notAfter (9999-12-31) made the identity page a 500: the
+    timeline's margin went past datetime.max (OverflowError)."""
+    entry = register(pki.issue("forever-service", not_after=FOREVER), identity="forever")
+    svg = timeline_svg(admin_client.get(identity_url(entry.identity)))
+    (bar,) = [element for element in svg.iter(f"{SVG}rect") if element.get("class") == "certauth-timeline-bar"]
+    assert float(bar.get("width") or 0) > 0
+
+
+def test_a_typed_thumbprint_valid_until_9999_keeps_the_identity_page(admin_client: Any, trusted_root: Any) -> None:
+    """The same through the admin's own form, by any user who may register: a typed thumbprint, year 9999."""
+    identity = CertificateIdentity.objects.create(name="typed")
+    response = admin_client.post(
+        reverse("admin:certauth_registeredcertificate_add"),
+        {
+            "identity": identity.pk,
+            "label": "",
+            "thumbprint": "ab" * 32,
+            "thumbprint_not_before_0": "",
+            "thumbprint_not_before_1": "",
+            "thumbprint_not_after_0": "9999-12-31",
+            "thumbprint_not_after_1": "23:59:59",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    timeline_svg(admin_client.get(identity_url(identity)))
+
+
+@pytest.mark.parametrize(
+    ("not_before", "not_after"),
+    [
+        (dt.datetime(2026, 1, 1, tzinfo=dt.UTC), FOREVER),
+        (dt.datetime(1, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC)),
+        (dt.datetime(1, 1, 1, tzinfo=dt.UTC), FOREVER),
+    ],
+)
+def test_the_timeline_draws_validity_at_the_calendar_ends(not_before: dt.datetime, not_after: dt.datetime) -> None:
+    now = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+    bar = timeline.Bar("1", "edge", "valid", "Valid", not_before=not_before, not_after=not_after)
+    svg = ET.fromstring(timeline.render([bar], now=now, title="t"))  # noqa: S314 - our own output
+    (rect,) = [element for element in svg.iter(f"{SVG}rect") if element.get("class") == "certauth-timeline-bar"]
+    start, width = float(rect.get("x") or 0), float(rect.get("width") or 0)
+    assert timeline.LABEL_WIDTH <= start and start + width <= timeline.WIDTH - timeline.NOTE_WIDTH
