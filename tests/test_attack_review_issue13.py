@@ -5,10 +5,17 @@ Each test is an attack; those that found something fail on the code before its f
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+import textwrap
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
 from django.urls import reverse
 
 from certauth import timeline
@@ -80,3 +87,61 @@ def test_the_timeline_draws_validity_at_the_calendar_ends(not_before: dt.datetim
     (rect,) = [element for element in svg.iter(f"{SVG}rect") if element.get("class") == "certauth-timeline-bar"]
     start, width = float(rect.get("x") or 0), float(rect.get("width") or 0)
     assert timeline.LABEL_WIDTH <= start and start + width <= timeline.WIDTH - timeline.NOTE_WIDTH
+
+
+# --- metrics: PROMETHEUS_MULTIPROC_DIR that is not there --------------------------------------------------------
+REPO = Path(__file__).resolve().parent.parent
+METRICS_URL = "/-/certauth/metrics"
+#: A fresh process (prometheus-client reads PROMETHEUS_MULTIPROC_DIR when imported), counting through the real
+#: middleware and API: the worker gunicorn starts after the directory was removed (a reboot's tmpfs, a cleanup).
+API_WORKER = textwrap.dedent(
+    """
+    import django
+    django.setup()
+    from django.test import Client, override_settings
+
+    with override_settings(CERTAUTH={"METRICS_ENABLED": True, "AUDIT_HANDLER": "certauth.audit.NullAuditHandler"}):
+        response = Client(raise_request_exception=False).get(
+            "/api/whoami/", HTTP_HOST="localhost", REMOTE_ADDR="127.0.0.1", HTTP_X_SSL_CLIENT_CERT="garbage",
+            HTTP_X_SSL_CLIENT_VERIFY="SUCCESS",
+        )
+    print(response.status_code, response.json()["reason"])
+    """
+)
+
+
+def test_a_missing_multiprocess_directory_does_not_break_the_api(tmp_path: Path) -> None:
+    """Every request of a worker whose PROMETHEUS_MULTIPROC_DIR is missing was a 500 (FileNotFoundError from
+    creating the counters on the authentication path): the API now answers as without metrics, and logs why."""
+    environment = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing"),
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "CERTAUTH_VAR_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", API_WORKER], cwd=REPO, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["401", "malformed_certificate"]
+    assert "PROMETHEUS_MULTIPROC_DIR" in result.stderr and "certauth.W022" in result.stderr
+
+
+@override_settings(CERTAUTH={"METRICS_ENABLED": True})
+def test_a_scrape_with_a_missing_multiprocess_directory_is_a_503_naming_the_fix(
+    client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scrape was a 500 (ValueError from prometheus-client's MultiProcessCollector)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    response = client.get(METRICS_URL, REMOTE_ADDR="127.0.0.1")
+    assert response.status_code == 503
+    assert "PROMETHEUS_MULTIPROC_DIR" in response.json()["detail"] and "certauth.W022" in response.json()["detail"]
+
+
+def test_the_metrics_command_with_a_missing_multiprocess_directory_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    with pytest.raises(CommandError, match="PROMETHEUS_MULTIPROC_DIR"):
+        call_command("certauth", "metrics", "--textfile", str(tmp_path / "certauth.prom"))
+    assert not (tmp_path / "certauth.prom").exists()
