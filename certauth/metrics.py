@@ -166,9 +166,13 @@ def active() -> Instruments | None:
 # --- scrape time ------------------------------------------------------------------------------------------
 def label_value(text: str) -> str:
     """An operator-chosen name as a label value: characters that are not printable (C0/C1 controls, bidi
-    overrides, line breaks) written as ``\\uXXXX`` so no dashboard shows them raw; the exposition format
-    escapes backslashes and quotes itself."""
-    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
+    overrides, line breaks) written as ``\\uXXXX`` (``\\UXXXXXXXX`` beyond U+FFFF) so no dashboard shows them
+    raw; the exposition format escapes backslashes and quotes itself.  A backslash is written ``\\u005c`` too:
+    two names never give one label value (a duplicate series, whose second sample Prometheus drops)."""
+    return "".join(
+        ch if ch.isprintable() and ch != "\\" else (f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+        for ch in text
+    )
 
 
 class RegistryCollector:

@@ -17,9 +17,11 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.urls import reverse
+from prometheus_client.parser import text_string_to_metric_families
 
-from certauth import timeline
+from certauth import metrics, timeline
 from certauth.models import CertificateIdentity
+from certauth.services import register_thumbprint
 
 from .conftest import FixturePKI
 
@@ -145,3 +147,33 @@ def test_the_metrics_command_with_a_missing_multiprocess_directory_says_so(
     with pytest.raises(CommandError, match="PROMETHEUS_MULTIPROC_DIR"):
         call_command("certauth", "metrics", "--textfile", str(tmp_path / "certauth.prom"))
     assert not (tmp_path / "certauth.prom").exists()
+
+
+# --- metrics: label values of operator-chosen names ---------------------------------------------------------------
+def _exposition_samples(text: str) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    return [
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+@pytest.mark.parametrize(
+    ("masked", "masking"),
+    [
+        ("billing\u0085", "billing\\u0085"),  # a control character and its escape typed as text
+        ("billing\U000e0001", "billing\ue0001"),  # a tag character and a private-use one followed by "1"
+    ],
+)
+@override_settings(CERTAUTH={"METRICS_ENABLED": True})
+def test_two_identity_names_never_give_one_series(masked: str, masking: str) -> None:
+    """Two names written alike made a duplicate series: Prometheus keeps the first sample and drops the second,
+    so an identity could be named to hide another identity's expiry from the alert."""
+    now = dt.datetime(2031, 5, 1, tzinfo=dt.UTC)
+    for name, days in ((masked, 3), (masking, 300)):
+        identity = CertificateIdentity.objects.create(name=name)
+        register_thumbprint(identity, f"{days % 256:02x}" * 32, not_after=now + dt.timedelta(days=days))
+    text = metrics.exposition(now=lambda: now).decode()
+    series = [key for key in _exposition_samples(text) if key[0] == "certauth_identity_expiry_seconds"]
+    assert len(series) == len(set(series)) == 2, text
+    assert "\x85" not in text and "\U000e0001" not in text
