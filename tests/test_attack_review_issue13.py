@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.urls import reverse
 from prometheus_client.parser import text_string_to_metric_families
 
 from certauth import metrics, timeline
-from certauth.models import CertificateIdentity
+from certauth.models import CertificateIdentity, RegisteredCertificate
 from certauth.services import register_thumbprint
 
 from .conftest import FixturePKI
@@ -177,3 +178,153 @@ def test_two_identity_names_never_give_one_series(masked: str, masking: str) -> 
     series = [key for key in _exposition_samples(text) if key[0] == "certauth_identity_expiry_seconds"]
     assert len(series) == len(set(series)) == 2, text
     assert "\x85" not in text and "\U000e0001" not in text
+
+
+def test_calendar_end_dates_keep_every_list_page_and_the_scrape(
+    admin_client: Any, pki: FixturePKI, register: Any
+) -> None:
+    """Held: the lists, the entry's page, the dashboard, the audit and the scrape with year-1 and year-9999 dates."""
+    entry = register(pki.issue("forever-service", not_after=FOREVER), identity="forever")
+    identity = CertificateIdentity.objects.create(name="ancient")
+    register_thumbprint(
+        identity, "ee" * 32, not_after=FOREVER, not_before=dt.datetime(1, 1, 1, tzinfo=dt.UTC), label="ancient"
+    )
+    pages = [
+        reverse("admin:certauth_registeredcertificate_changelist"),
+        reverse("admin:certauth_registeredcertificate_changelist") + "?status=expiring",
+        reverse("admin:certauth_registeredcertificate_change", args=[entry.pk]),
+        reverse("admin:certauth_certificateidentity_changelist"),
+        identity_url(identity),
+        reverse("admin:index"),
+        reverse("admin:app_list", args=["certauth"]),
+        reverse("admin:certauth_registeredcertificate_add") + f"?predecessor={entry.pk}",
+    ]
+    for page in pages:
+        assert admin_client.get(page).status_code == 200, page
+    with override_settings(CERTAUTH={"METRICS_ENABLED": True}):
+        scraped = admin_client.get(METRICS_URL, REMOTE_ADDR="127.0.0.1")
+    assert scraped.status_code == 200 and b'certauth_identity_expiry_seconds{identity="forever"}' in scraped.content
+
+
+# --- privilege: what the new widgets post --------------------------------------------------------------------------
+def staff(*codenames: str, username: str = "operator") -> User:
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="certauth", codename__in=codenames))
+    return User.objects.get(pk=user.pk)
+
+
+def first_certificate_page(name: str, **fields: Any) -> dict[str, Any]:
+    """ "Add certificate identity" as posted, with its first-certificate inline and whatever an attacker adds."""
+    return {
+        "name": name,
+        "description": "",
+        "is_active": "on",
+        "match_field": "",
+        "match_pattern": "",
+        "certificates-TOTAL_FORMS": "1",
+        "certificates-INITIAL_FORMS": "0",
+        "certificates-MIN_NUM_FORMS": "0",
+        "certificates-MAX_NUM_FORMS": "1",
+        "certificates-0-pkcs12_password": "",
+        "certificates-0-label": "",
+        **fields,
+    }
+
+
+def test_who_may_not_grant_cannot_tick_or_type_scopes_when_adding(
+    client: Any, pki: FixturePKI, trusted_root: Any
+) -> None:
+    """Held: a scope ticked in the widget (``scopes_known``, even one no identity holds) or typed, by a user who
+    may add identities and register but not grant, is ignored: the field is read-only, the identity has none."""
+    CertificateIdentity.objects.create(name="admin-tool", scopes="admin:all")  # a known scope: a checkbox
+    client.force_login(staff("add_certificateidentity", "view_certificateidentity", "add_registeredcertificate"))
+    data = first_certificate_page(
+        "sneaky", scopes="orders:write", scopes_known=["admin:all", "root:everything"],
+        **{"certificates-0-pem_text": pki.client.cert_pem().decode()},
+    )  # fmt: skip
+    response = client.post(reverse("admin:certauth_certificateidentity_add"), data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    identity = CertificateIdentity.objects.get(name="sneaky")
+    assert identity.scopes == "" and identity.certificates.get().thumbprint_sha256 == pki.client.thumbprint
+
+
+def test_who_may_not_grant_cannot_tick_scopes_when_changing(client: Any) -> None:
+    identity = CertificateIdentity.objects.create(name="billing", scopes="orders:read")
+    client.force_login(staff("change_certificateidentity", "view_certificateidentity", "add_registeredcertificate"))
+    data = {
+        "name": "billing", "description": "x", "is_active": "on", "scopes": "admin:all",
+        "scopes_known": ["admin:all"], "match_field": "", "match_pattern": "",
+        "certificates-TOTAL_FORMS": "0", "certificates-INITIAL_FORMS": "0",
+        "certificates-MIN_NUM_FORMS": "0", "certificates-MAX_NUM_FORMS": "1000",
+    }  # fmt: skip
+    response = client.post(identity_url(identity), data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    identity.refresh_from_db()
+    assert identity.scopes == "orders:read" and identity.description == "x"
+
+
+def test_the_first_certificate_inline_is_ignored_without_the_register_permission(
+    client: Any, pki: FixturePKI, trusted_root: Any
+) -> None:
+    """Held: the inline's fields posted anyway by a user who may add identities but not register."""
+    client.force_login(staff("add_certificateidentity", "view_certificateidentity"))
+    data = first_certificate_page("plain", scopes="", **{"certificates-0-pem_text": pki.client.cert_pem().decode()})
+    assert client.post(reverse("admin:certauth_certificateidentity_add"), data).status_code == 302
+    assert not RegisteredCertificate.objects.exists()
+
+
+def test_a_hidden_predecessor_of_another_identity_is_refused(client: Any, pki: FixturePKI, register: Any) -> None:
+    """Held: the successor page's hidden predecessor rewritten to another identity's entry."""
+    victim = register(pki.client, identity="payments")
+    mine = CertificateIdentity.objects.create(name="mine")
+    client.force_login(staff("add_registeredcertificate", "view_registeredcertificate", "view_certificateidentity"))
+    response = client.post(
+        reverse("admin:certauth_registeredcertificate_add") + f"?predecessor={victim.pk}",
+        {"identity": mine.pk, "predecessor": victim.pk, "label": "", "pem_text": pki.client2.cert_pem().decode()},
+    )
+    assert response.status_code == 200
+    assert "A successor belongs to the same identity" in response.content.decode()
+    assert not RegisteredCertificate.objects.filter(thumbprint_sha256=pki.client2.thumbprint).exists()
+    assert not RegisteredCertificate.objects.filter(predecessor=victim).exists()
+
+
+# --- metrics: who may scrape, and what a scrape costs ----------------------------------------------------------
+@override_settings(CERTAUTH={"METRICS_ENABLED": True})
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-SSL-Client-Verify": "NONE"},  # what the shipped nginx sends without a client certificate
+        {"X-Forwarded-For": "127.0.0.1"},  # a proxy claiming loopback
+        {"Forwarded": "for=127.0.0.1"},
+        {"X-Real-IP": "::1"},
+    ],
+)
+def test_asgi_scrape_through_a_proxy_is_refused(headers: dict[str, str]) -> None:
+    """Held, under ASGI (the AsyncClient's peer is 127.0.0.1, as uvicorn --proxy-headers makes it from a
+    forwarded loopback address, keeping the headers): any proxy header refuses the scrape; OPTIONS is a 405."""
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    assert async_to_sync(AsyncClient().get)(METRICS_URL).status_code == 200  # the peer is loopback
+    response = async_to_sync(AsyncClient().get)(METRICS_URL, headers=headers)
+    assert response.status_code == 403 and b"certauth_" not in response.content
+    assert async_to_sync(AsyncClient().options)(METRICS_URL).status_code == 405
+
+
+@override_settings(CERTAUTH={"METRICS_ENABLED": True})
+def test_a_scrape_costs_the_same_queries_for_one_identity_or_sixty(client: Any, django_assert_num_queries: Any) -> None:
+    """Held: the registry gauges are aggregates, not a query per identity or authority."""
+    now = dt.datetime(2031, 5, 1, tzinfo=dt.UTC)
+
+    def add(count: int, start: int) -> None:
+        for number in range(start, start + count):
+            identity = CertificateIdentity.objects.create(name=f"service-{number}")
+            register_thumbprint(identity, f"{number:064x}", not_after=now + dt.timedelta(days=number))
+
+    add(1, 1)
+    with django_assert_num_queries(5) as one:
+        metrics.exposition(now=lambda: now)
+    add(59, 2)
+    with django_assert_num_queries(len(one.captured_queries)):
+        text = metrics.exposition(now=lambda: now).decode()
+    assert text.count("certauth_identity_expiry_seconds{") == 60
