@@ -328,3 +328,33 @@ def test_a_scrape_costs_the_same_queries_for_one_identity_or_sixty(client: Any, 
     with django_assert_num_queries(len(one.captured_queries)):
         text = metrics.exposition(now=lambda: now).decode()
     assert text.count("certauth_identity_expiry_seconds{") == 60
+
+
+# --- a refused certificate's subject, through "Register this certificate", into the new headings and warnings ----
+def test_a_label_prefilled_from_a_hostile_subject_is_shown_spelled_out(
+    admin_client: Any, api: Any, pki: FixturePKI, register: Any
+) -> None:
+    """The audit's "Register this certificate" prefills the label with the refused certificate's CN, which its
+    holder chose.  The successor page's heading and predecessor, and the retire warning, showed its bidi override
+    raw: "billing\u202e" reorders what follows it (the identity's name) on the page."""
+    from certauth.models import AuthenticationFailure
+
+    hostile = pki.issue("billing\u202enoitcudorp")
+    assert api.get("/api/whoami/", hostile).status_code == 401
+    failure = AuthenticationFailure.objects.get(thumbprint_sha256=hostile.thumbprint)
+    form = admin_client.get(reverse("admin:certauth_registeredcertificate_add") + f"?from_failure={failure.pk}")
+    label = form.context["adminform"].form.initial["label"]
+    assert "\u202e" in label  # the client's text, as the prefill offers it
+    entry = register(hostile, identity="payments", label=label)
+    RegisteredCertificate.objects.filter(pk=entry.pk).update(last_used_at=dt.datetime.now(dt.UTC))
+    pages = {
+        "successor": admin_client.get(
+            reverse("admin:certauth_registeredcertificate_add") + f"?predecessor={entry.pk}"
+        ).content.decode(),
+        "retire": admin_client.get(
+            reverse("admin:certauth_registeredcertificate_retire", args=[entry.pk])
+        ).content.decode(),
+    }
+    for name, html in pages.items():
+        assert "billing\\u202enoitcudorp" in html, name
+        assert "\u202e" not in html, name
