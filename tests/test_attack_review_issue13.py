@@ -358,3 +358,36 @@ def test_a_label_prefilled_from_a_hostile_subject_is_shown_spelled_out(
     for name, html in pages.items():
         assert "billing\\u202enoitcudorp" in html, name
         assert "\u202e" not in html, name
+
+
+# --- registration: typed dates beyond the calendar once in UTC -------------------------------------------------
+@pytest.mark.parametrize(
+    ("option", "when"), [("--not-after", "9999-12-31T23:59:59-01:00"), ("--not-before", "0001-01-01T00:00:00+01:00")]
+)
+def test_the_cli_refuses_a_typed_date_beyond_the_calendar_in_utc(trusted_root: Any, option: str, when: str) -> None:
+    """`certauth register --thumbprint` with 9999-12-31T23:59:59-01:00 (year 10000 in UTC) was a traceback on
+    SQLite (OverflowError) and, worse, stored on PostgreSQL: every later read of the row failed (DataError), the
+    registry list, `certauth list`, the identity page and the scrape's gauges with it.  Refused now, nothing kept."""
+    dates = {"--not-after": "9999-12-31T12:00:00Z", option: when}
+    arguments = [item for pair in dates.items() for item in pair]
+    with pytest.raises(CommandError, match=f"{option}: A certificate's dates lie between"):
+        call_command("certauth", "register", "--identity", "edge", "--thumbprint", "ab" * 32, *arguments)
+    assert not RegisteredCertificate.objects.exists() and not CertificateIdentity.objects.exists()
+
+
+@override_settings(TIME_ZONE="America/New_York")
+def test_the_admin_refuses_a_typed_date_beyond_the_calendar_in_utc(admin_client: Any, trusted_root: Any) -> None:
+    """The admin reads dates in the project's TIME_ZONE: 9999-12-31 23:59 in New York is year 10000 in UTC."""
+    identity = CertificateIdentity.objects.create(name="typed")
+    response = admin_client.post(
+        reverse("admin:certauth_registeredcertificate_add"),
+        {
+            "identity": identity.pk, "label": "", "thumbprint": "ab" * 32,
+            "thumbprint_not_before_0": "", "thumbprint_not_before_1": "",
+            "thumbprint_not_after_0": "9999-12-31", "thumbprint_not_after_1": "23:59:59",
+        },
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert "A certificate&#x27;s dates lie between" in response.content.decode()
+    assert not RegisteredCertificate.objects.exists()
+    assert admin_client.get(identity_url(identity)).status_code == 200
