@@ -385,6 +385,8 @@ def register_thumbprint(
         canonical = normalize_thumbprint(thumbprint)
     except ValueError as exc:
         raise ValidationError(str(exc), code="invalid_thumbprint") from exc
+    if _beyond_the_calendar(_aware(not_after)) or _beyond_the_calendar(_aware(not_before)):  # unreadable once stored
+        raise ValidationError("A certificate's dates lie between 0001-01-01 and 9999-12-31 in UTC.", code="invalid")
     _check_not_registered(canonical)
     entry = RegisteredCertificate(
         identity=identity,

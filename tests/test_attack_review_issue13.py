@@ -391,3 +391,14 @@ def test_the_admin_refuses_a_typed_date_beyond_the_calendar_in_utc(admin_client:
     assert "A certificate&#x27;s dates lie between" in response.content.decode()
     assert not RegisteredCertificate.objects.exists()
     assert admin_client.get(identity_url(identity)).status_code == 200
+
+
+def test_register_thumbprint_for_imports_refuses_a_date_beyond_the_calendar_too(trusted_root: Any) -> None:
+    from django.core.exceptions import ValidationError
+
+    identity = CertificateIdentity.objects.create(name="imported")
+    beyond = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone(-dt.timedelta(hours=1)))
+    with pytest.raises(ValidationError, match="9999-12-31 in UTC"):
+        register_thumbprint(identity, "ab" * 32, not_after=beyond)
+    assert not RegisteredCertificate.objects.exists()
+    assert list(RegisteredCertificate.objects.values_list("not_after", flat=True)) == []
