@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import math
 import os
 import threading
@@ -51,6 +52,24 @@ SERIES = (
 )
 
 INSTALL_HINT = "pip install 'django-certauth[metrics]' (prometheus-client)"
+
+logger = logging.getLogger("certauth")
+
+
+class Unavailable(RuntimeError):
+    """The counters cannot be kept or read: ``PROMETHEUS_MULTIPROC_DIR`` names no directory this process can use
+    (``certauth.W022``).  The message says how to fix it."""
+
+
+def multiprocess_problem() -> str | None:
+    """Why ``PROMETHEUS_MULTIPROC_DIR`` cannot hold the counters, or None (unset, or a usable directory)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if not directory or (os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)):
+        return None
+    return (
+        f"PROMETHEUS_MULTIPROC_DIR={directory!r} is not a directory this user can write to (certauth.W022): create "
+        "it (empty, owned by the workers' user, mode 0700) before the workers start (docs/metrics.md)"
+    )
 
 
 def allow_mode() -> str | None:
@@ -132,7 +151,14 @@ def active() -> Instruments | None:
     global _generation, _active
     if _generation != settings.generation:
         enabled = bool(settings.METRICS_ENABLED) and available()
-        _active = instruments() if enabled else None
+        _active = None
+        if enabled:
+            try:
+                _active = instruments()
+            except OSError as exc:  # multiprocess mode without its directory: no counting, never a 500
+                logger.error(
+                    "certauth metrics: nothing is counted in this process: %s (%s).", multiprocess_problem(), exc
+                )
         _generation = settings.generation
     return _active
 
@@ -140,9 +166,13 @@ def active() -> Instruments | None:
 # --- scrape time ------------------------------------------------------------------------------------------
 def label_value(text: str) -> str:
     """An operator-chosen name as a label value: characters that are not printable (C0/C1 controls, bidi
-    overrides, line breaks) written as ``\\uXXXX`` so no dashboard shows them raw; the exposition format
-    escapes backslashes and quotes itself."""
-    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
+    overrides, line breaks) written as ``\\uXXXX`` (``\\UXXXXXXXX`` beyond U+FFFF) so no dashboard shows them
+    raw; the exposition format escapes backslashes and quotes itself.  A backslash is written ``\\u005c`` too:
+    two names never give one label value (a duplicate series, whose second sample Prometheus drops)."""
+    return "".join(
+        ch if ch.isprintable() and ch != "\\" else (f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+        for ch in text
+    )
 
 
 class RegistryCollector:
@@ -258,6 +288,9 @@ class _Scrape:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         self.parts: list[Any] = []
+        problem = multiprocess_problem()
+        if problem is not None:
+            raise Unavailable(problem)
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             counters = CollectorRegistry()
             MultiProcessCollector(counters)
@@ -273,7 +306,7 @@ class _Scrape:
 
 def exposition(now: Callable[[], dt.datetime] | None = None) -> bytes:
     """The Prometheus text exposition of everything certauth exports (raises ImportError without
-    prometheus-client)."""
+    prometheus-client, ``Unavailable`` when ``PROMETHEUS_MULTIPROC_DIR`` is unusable)."""
     from prometheus_client import generate_latest
 
     return generate_latest(_Scrape(now))  # type: ignore[arg-type]

@@ -157,6 +157,19 @@ def _aware(moment: dt.datetime | None) -> dt.datetime | None:
     return moment.replace(tzinfo=dt.UTC) if moment is not None and timezone.is_naive(moment) else moment
 
 
+def _beyond_the_calendar(moment: dt.datetime | None) -> bool:
+    """Is this aware moment outside 0001-01-01..9999-12-31 once in UTC (e.g. 9999-12-31T23:59-01:00)?  Such a
+    date cannot be stored: SQLite's adapter overflows, PostgreSQL stores year 10000 and every read of the row
+    fails afterwards."""
+    if moment is None:
+        return False
+    try:
+        moment.astimezone(dt.UTC)
+    except OverflowError:
+        return True
+    return False
+
+
 def check_registration(
     identity: CertificateIdentity | str | None,
     certificate: x509.Certificate | CertificateInfo | None = None,
@@ -200,7 +213,18 @@ def check_registration(
         else:
             check.thumbprint = normalize_thumbprint(thumbprint or "")
         not_after, not_before = _aware(not_after), _aware(not_before)
-        if not_after is None:
+        dates = {"not_after": not_after, "not_before": not_before}
+        beyond = [where for where, moment in dates.items() if _beyond_the_calendar(moment)]
+        if beyond:
+            for where in beyond:
+                check.refuse(
+                    where,
+                    "A certificate's dates lie between 0001-01-01 and 9999-12-31 in UTC; this one does not once "
+                    "converted to UTC. Give the date in UTC, as the certificate states it (`openssl x509 -noout "
+                    "-dates`).",
+                    "invalid",
+                )
+        elif not_after is None:
             check.refuse("not_after", "A typed thumbprint needs the certificate's expiry date.", "required")
         elif options.validate_validity_period and not_after <= now:
             check.refuse(
@@ -361,6 +385,8 @@ def register_thumbprint(
         canonical = normalize_thumbprint(thumbprint)
     except ValueError as exc:
         raise ValidationError(str(exc), code="invalid_thumbprint") from exc
+    if _beyond_the_calendar(_aware(not_after)) or _beyond_the_calendar(_aware(not_before)):  # unreadable once stored
+        raise ValidationError("A certificate's dates lie between 0001-01-01 and 9999-12-31 in UTC.", code="invalid")
     _check_not_registered(canonical)
     entry = RegisteredCertificate(
         identity=identity,

@@ -35,6 +35,10 @@ COLOURS = {
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
 
 
+_EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+_LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
 def text(value: object) -> str:
     """``value`` as XML character data or attribute value: markup escaped, quotes too, and every invisible
     or reordering character written as ``\\uXXXX`` so an operator sees it is there."""
@@ -90,7 +94,9 @@ def render(bars: Sequence[Bar], *, now: dt.datetime, title: str, more: int = 0) 
     moments = [now] + [moment for bar in bars for moment in (bar.not_before, bar.not_after) if moment is not None]
     first, last = min(moments), max(moments)
     margin = max((last - first) / 40, dt.timedelta(days=1))
-    first, last = first - margin, last + margin
+    # Never past the calendar's ends: RFC 5280's "no expiration" notAfter is 9999-12-31 (an OverflowError, a 500).
+    first = first - min(margin, first - _EARLIEST)
+    last = last + min(margin, _LATEST - last)
     left, right = LABEL_WIDTH, WIDTH - NOTE_WIDTH
     span = (last - first).total_seconds()
 

@@ -111,6 +111,8 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     except ImportError:
         detail = f"CERTAUTH METRICS_ENABLED is on but prometheus-client is not installed: {metrics.INSTALL_HINT}."
         return JsonResponse({"detail": detail}, status=503)
+    except metrics.Unavailable as exc:
+        return JsonResponse({"detail": f"{exc}."}, status=503)
     from prometheus_client import CONTENT_TYPE_LATEST
 
     response = HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -146,8 +146,9 @@ def entry_change_url(entry: RegisteredCertificate) -> str:
 
 
 def entry_name(entry: RegisteredCertificate) -> str:
-    """How an entry is called in headings and warnings: its label, else its shortened thumbprint."""
-    return entry.label or f"{format_thumbprint(entry.thumbprint_sha256[:16])}…"
+    """How an entry is called in headings and warnings: its label (spelled out by ``visible``: it may be a refused
+    certificate's CN, prefilled from the audit), else its shortened thumbprint."""
+    return visible(entry.label) or f"{format_thumbprint(entry.thumbprint_sha256[:16])}…"
 
 
 def last_used_text(moment: dt.datetime | None, now: dt.datetime) -> str:
@@ -171,7 +172,7 @@ def recent_use_warning(entry: RegisteredCertificate, now: dt.datetime) -> str:
         )
         % {
             "entry": entry_name(entry),
-            "identity": entry.identity.name,
+            "identity": visible(entry.identity.name),
             "last_used": last_used_text(entry.last_used_at, now),
             "seconds": settings.LAST_USED_RESOLUTION_SECONDS,
         }
@@ -182,7 +183,7 @@ def successor_heading(predecessor: RegisteredCertificate) -> str:
     """The "add successor" page's title (plain text: the template escapes it)."""
     return str(
         _("Add a successor to %(entry)s of %(identity)s")
-        % {"entry": entry_name(predecessor), "identity": predecessor.identity.name}
+        % {"entry": entry_name(predecessor), "identity": visible(predecessor.identity.name)}
     )
 
 
@@ -193,7 +194,7 @@ def predecessor_html(entry: RegisteredCertificate) -> SafeString:
         entry_name(entry),
         thumbprint_html(entry.thumbprint_sha256),
         _("of"),
-        entry.identity.name,
+        visible(entry.identity.name),
         status_html(entry),
         _("last used"),
         when_html(entry.last_used_at),
@@ -969,6 +970,9 @@ class RegisteredCertificateAdmin(RefusedAtSaveMixin, admin.ModelAdmin):
         rows = [
             {
                 "entry": entry,
+                # The certificate's CN and the identity's name spelled out (bidi and C1: ``visible``).
+                "identity": visible(entry.identity.name),
+                "subject_cn": visible(entry.subject_cn),
                 "recent_use": recent_use_warning(entry, now) if retire else "",
                 "thumbprint": thumbprint_html(entry.thumbprint_sha256),
                 "status": status_html(entry),

@@ -29,6 +29,9 @@ class Metrics(Subcommand):
     def handle(self, **options: Any) -> int:
         if not metrics.available():
             raise CommandError(f"prometheus-client is not installed: {metrics.INSTALL_HINT}.")
+        problem = metrics.multiprocess_problem()
+        if problem is not None:
+            raise CommandError(f"{problem}.")
         path = options.get("textfile")
         if not path:
             self.stdout.write(metrics.exposition().decode().rstrip("\n"))
