@@ -73,10 +73,13 @@ def multiprocess_problem() -> str | None:
 
 
 def allow_mode() -> str | None:
-    """``METRICS_ALLOW`` when it admits someone: ``"loopback"``, or ``"scope"`` with a non-empty
-    ``METRICS_SCOPE``; None otherwise (every scrape refused, ``certauth.W021``)."""
+    """``METRICS_ALLOW`` when it admits someone: ``"loopback"``, or ``"scope"`` with ``METRICS_SCOPE`` one
+    scope an identity can hold (``SCOPE_RE``: not empty, no space, so never two); None otherwise (every scrape
+    refused, ``certauth.W021``)."""
+    from .models import SCOPE_RE
+
     allow, scope = settings.METRICS_ALLOW, settings.METRICS_SCOPE
-    if allow == "loopback" or (allow == "scope" and isinstance(scope, str) and scope.strip()):
+    if allow == "loopback" or (allow == "scope" and isinstance(scope, str) and SCOPE_RE.match(scope)):
         return str(allow)
     return None
 

@@ -388,6 +388,9 @@ def test_scope_mode_serves_only_a_certificate_with_the_scope(api, pki, register)
         {"METRICS_ALLOW": None},
         {"METRICS_ALLOW": "scope", "METRICS_SCOPE": ""},
         {"METRICS_ALLOW": "scope", "METRICS_SCOPE": ["metrics:read"]},
+        # Identities hold scopes one by one: two in one setting, or one with a space, match no identity.
+        {"METRICS_ALLOW": "scope", "METRICS_SCOPE": "metrics:read metrics:write"},
+        {"METRICS_ALLOW": "scope", "METRICS_SCOPE": " metrics:read"},
     ],
 )
 def test_an_allow_setting_that_admits_no_one_refuses_everyone_and_warns(allow: dict[str, Any]) -> None:
