@@ -24,6 +24,21 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 
+PASSWORD = "browser-test-password"  # a throwaway test account
+
+
+def log_in(page: Any) -> None:
+    """Create the superuser "operator" and log ``page`` in to the admin as it."""
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("operator", "operator@example.test", PASSWORD)
+    page.goto("/admin/login/?next=/admin/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():

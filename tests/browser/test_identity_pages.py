@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.utils import timezone
 
 from certauth.models import CertificateIdentity, RegisteredCertificate
 
 from ..conftest import FixturePKI
+from .conftest import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "browser-test-password"  # a throwaway test account
 VIEWPORT = {"width": 1366, "height": 768}
 
 
@@ -31,12 +30,7 @@ def laptop(browser: Any, live_server: Any, settings: Any) -> Iterator[Any]:
     context = browser.new_context(base_url=live_server.url, viewport=VIEWPORT)
     context.set_default_timeout(30_000)
     tab = context.new_page()
-    User.objects.create_superuser("operator", "operator@example.test", PASSWORD)
-    tab.goto("/admin/login/?next=/admin/")
-    tab.fill("#id_username", "operator")
-    tab.fill("#id_password", PASSWORD)
-    tab.click("input[type=submit]")
-    tab.wait_for_selector("#site-name")
+    log_in(tab)
     yield tab
     context.close()
 

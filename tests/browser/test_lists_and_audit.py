@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.utils import timezone
 
 from certauth import devpki
@@ -19,10 +18,10 @@ from certauth.models import AuthenticationFailure, RevocationReason, TrustedAuth
 from certauth.services import get_or_create_identity, register_certificate
 
 from ..conftest import CertClient, FixturePKI
+from .conftest import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "browser-test-password"  # a throwaway test account
 LONG_NAME = "payments-settlement-reconciliation-batch-worker-eu-west-1-production-blue"
 LONG_PATH = "/api/v2/organisations/3f9c2a7e-5b1d-4c8e-9f0a-7d6e5c4b3a21/settlements/2026-12-07/reconciliation/exports"
 IPV6 = "2001:db8:85a3:1234:5678:8a2e:370:7334"
@@ -61,15 +60,6 @@ MEASURE = """() => {
     tall: tall,
   };
 }"""
-
-
-def log_in(page: Any) -> None:
-    User.objects.create_superuser("operator", "operator@example.test", PASSWORD)
-    page.goto("/admin/login/?next=/admin/")
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
 
 
 def measure(page: Any) -> dict[str, Any]:

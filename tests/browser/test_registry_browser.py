@@ -7,25 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 
 from certauth.certificates import format_thumbprint
 from certauth.models import CertificateIdentity, RegisteredCertificate
 
 from ..conftest import FixturePKI
+from .conftest import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "browser-test-password"  # a throwaway test account
-
-
-def log_in(page: Any) -> None:
-    User.objects.create_superuser("operator", "operator@example.test", PASSWORD)
-    page.goto("/admin/login/?next=/admin/")
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
 
 
 def register_by_upload(page: Any, pem_file: Path) -> None:
