@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.urls import reverse
@@ -25,16 +24,13 @@ from certauth.models import CertificateIdentity, RegisteredCertificate
 from certauth.services import register_thumbprint
 
 from .conftest import FixturePKI
+from .test_admin_identity_pages import identity_data, identity_url, staff
 
 pytestmark = pytest.mark.django_db
 
 SVG = "{http://www.w3.org/2000/svg}"
 #: RFC 5280 4.1.2.5: "no well-defined expiration date" is notAfter 99991231235959Z.
 FOREVER = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
-
-
-def identity_url(identity: CertificateIdentity) -> str:
-    return reverse("admin:certauth_certificateidentity_change", args=[identity.pk])
 
 
 def timeline_svg(response: Any) -> ET.Element:
@@ -207,30 +203,6 @@ def test_calendar_end_dates_keep_every_list_page_and_the_scrape(
 
 
 # --- privilege: what the new widgets post --------------------------------------------------------------------------
-def staff(*codenames: str, username: str = "operator") -> User:
-    user = User.objects.create_user(username, password="pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="certauth", codename__in=codenames))
-    return User.objects.get(pk=user.pk)
-
-
-def first_certificate_page(name: str, **fields: Any) -> dict[str, Any]:
-    """ "Add certificate identity" as posted, with its first-certificate inline and whatever an attacker adds."""
-    return {
-        "name": name,
-        "description": "",
-        "is_active": "on",
-        "match_field": "",
-        "match_pattern": "",
-        "certificates-TOTAL_FORMS": "1",
-        "certificates-INITIAL_FORMS": "0",
-        "certificates-MIN_NUM_FORMS": "0",
-        "certificates-MAX_NUM_FORMS": "1",
-        "certificates-0-pkcs12_password": "",
-        "certificates-0-label": "",
-        **fields,
-    }
-
-
 def test_who_may_not_grant_cannot_tick_or_type_scopes_when_adding(
     client: Any, pki: FixturePKI, trusted_root: Any
 ) -> None:
@@ -238,10 +210,10 @@ def test_who_may_not_grant_cannot_tick_or_type_scopes_when_adding(
     may add identities and register but not grant, is ignored: the field is read-only, the identity has none."""
     CertificateIdentity.objects.create(name="admin-tool", scopes="admin:all")  # a known scope: a checkbox
     client.force_login(staff("add_certificateidentity", "view_certificateidentity", "add_registeredcertificate"))
-    data = first_certificate_page(
-        "sneaky", scopes="orders:write", scopes_known=["admin:all", "root:everything"],
-        **{"certificates-0-pem_text": pki.client.cert_pem().decode()},
-    )  # fmt: skip
+    data = {
+        **identity_data("sneaky", scopes="orders:write", pem_text=pki.client.cert_pem().decode()),
+        "scopes_known": ["admin:all", "root:everything"],
+    }
     response = client.post(reverse("admin:certauth_certificateidentity_add"), data)
     assert response.status_code == 302, response.content.decode()[:2000]
     identity = CertificateIdentity.objects.get(name="sneaky")
@@ -268,7 +240,7 @@ def test_the_first_certificate_inline_is_ignored_without_the_register_permission
 ) -> None:
     """Held: the inline's fields posted anyway by a user who may add identities but not register."""
     client.force_login(staff("add_certificateidentity", "view_certificateidentity"))
-    data = first_certificate_page("plain", scopes="", **{"certificates-0-pem_text": pki.client.cert_pem().decode()})
+    data = identity_data("plain", pem_text=pki.client.cert_pem().decode())
     assert client.post(reverse("admin:certauth_certificateidentity_add"), data).status_code == 302
     assert not RegisteredCertificate.objects.exists()
 
