@@ -207,7 +207,11 @@ def printable(text: str) -> str:
 
 # Controls, C1 and the characters that reorder or hide text (bidi marks, overrides and isolates, line and
 # paragraph separators, zero-width characters, the BOM).
-_INVISIBLE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+# C0 and C1 controls (XML 1.0 refuses most C0 ones outright), zero-width and bidirectional formatting characters
+# (they hide or reorder what follows), line and paragraph separators, lone surrogates and non-characters.
+_INVISIBLE_CHARACTERS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ud800-\udfff\ufeff\ufffe\uffff]"
+)
 
 
 def visible(text: str) -> str:

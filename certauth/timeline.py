@@ -10,10 +10,11 @@ control characters or bidirectional overrides.  The SVG needs no script and no e
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
+
+from .certificates import visible
 
 WIDTH = 1000
 LABEL_WIDTH = 230  # the names, left of the bars
@@ -30,9 +31,6 @@ COLOURS = {
     "not_yet_valid": ("#9dbbee", "#1a468f"),
     "revoked": ("#d0d0d0", "#3d3d3d"),
 }
-# What may not reach an SVG as itself: C0 and C1 controls (XML 1.0 refuses most C0 ones outright),
-# bidirectional overrides and isolates (they reorder what follows), lone surrogates and non-characters.
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
 
 
 _EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -42,8 +40,7 @@ _LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
 def text(value: object) -> str:
     """``value`` as XML character data or attribute value: markup escaped, quotes too, and every invisible
     or reordering character written as ``\\uXXXX`` so an operator sees it is there."""
-    visible = _INVISIBLE.sub(lambda match: f"\\u{ord(match.group()):04x}", str(value))
-    return escape(visible, {'"': "&quot;", "'": "&#x27;"})
+    return escape(visible(str(value)), {'"': "&quot;", "'": "&#x27;"})
 
 
 def shorten(value: str, limit: int = LABEL_CHARACTERS) -> str:

@@ -457,3 +457,12 @@ def test_the_timeline_draws_the_newest_certificates_and_counts_the_others(admin_
     drawn = [element.get("data-entry") for element in with_class(svg, "certauth-timeline-entry")]
     assert drawn == [str(entry.pk) for entry in entries[3:]]
     assert "3 older certificates not shown." in (svg.find(f"{SVG}desc").text or "")
+
+
+def test_the_timeline_and_the_lists_spell_out_the_same_characters() -> None:
+    """One definition (``certificates.visible``): the timeline once had its own, narrower list and drew a
+    zero-width space, a line separator or a BOM from a label as itself."""
+    from certauth.certificates import visible
+
+    hostile = "a\u200bb\u2028c\ufeffd\u202ee\ud800"
+    assert timeline.text(hostile) == visible(hostile) == "a\\u200bb\\u2028c\\ufeffd\\u202ee\\ud800"
